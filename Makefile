@@ -1,0 +1,43 @@
+# segbench: `make run` runs the whole pipeline on the embedded data; `make test` runs the tests.
+# Both create the virtualenv first if it is missing.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+
+# The pipeline's commands (`python stages/...`) must find the virtualenv's python.
+export PATH := $(BIN):$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME ?= $(abspath .prefect)
+
+.PHONY: setup run test bench lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+run: setup
+	dvc repro
+	@echo
+	@segbench summary reports
+
+test: setup
+	pytest
+
+bench: setup
+	python benchmarks/stage_times.py
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+format: setup
+	ruff format .
+	ruff check --fix .
+
+clean:
+	rm -rf data/raw data/tiles models eval reports .prefect

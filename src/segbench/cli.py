@@ -1,0 +1,151 @@
+"""The ``segbench`` command: the pipeline's functions outside DVC, plus ``summary`` and ``predict``.
+
+The DVC stage scripts in ``stages/`` call :func:`main` with their subcommand, so a stage run by
+DVC, by Prefect, or by hand goes through exactly the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from segbench.errors import SegbenchError, exit_on_user_error
+
+
+def _cmd_fetch(args) -> None:
+    from segbench.config import load_params
+    from segbench.fetch import fetch
+
+    summary = fetch(load_params(args.params), args.out)
+    print(f"fetch: wrote {summary['n_images']} images to {args.out} (splits {summary['splits']})")
+
+
+def _cmd_prepare(args) -> None:
+    from segbench.config import load_params
+    from segbench.prepare import prepare
+
+    summary = prepare(load_params(args.params).prepare, args.raw, args.out)
+    print(f"prepare: wrote {summary['tiles']} tiles to {args.out}")
+
+
+def _cmd_train(args) -> None:
+    from segbench.config import load_params
+    from segbench.train import train
+
+    params = load_params(args.params)
+    if args.model not in params.models:
+        raise SegbenchError(f"models.{args.model}: not configured in {args.params}; add it there")
+    metrics = train(args.model, params, args.tiles, args.out)
+    print(f"train@{args.model}: " + json.dumps(metrics, default=str))
+
+
+def _cmd_evaluate(args) -> None:
+    from segbench.config import load_params
+    from segbench.evaluate import evaluate
+
+    metrics = evaluate(args.model_dir, load_params(args.params), args.raw, args.out)
+    print(f"evaluate: Dice {metrics['dice']:.3f} over {metrics['n_images']} test images")
+
+
+def _cmd_report(args) -> None:
+    from segbench.config import load_params
+    from segbench.report import markdown_table, report
+
+    rows = report(
+        load_params(args.params),
+        raw_dir=args.raw,
+        models_dir=args.models,
+        eval_dir=args.eval,
+        out_dir=args.out,
+    )
+    print(markdown_table(rows))
+    print(f"\nreport: {Path(args.out, 'report.html').resolve()}")
+
+
+def _cmd_summary(args) -> None:
+    from segbench.io import read_csv
+    from segbench.report import COLUMNS
+
+    report_dir = Path(args.report_dir)
+    rows = read_csv(report_dir / "comparison.csv")
+    widths = [max(len(t), *(len(_short(r[k])) for r in rows)) for k, t in COLUMNS]
+    print("  ".join(t.ljust(w) for (_, t), w in zip(COLUMNS, widths, strict=True)))
+    for row in rows:
+        cells = (_short(row[k]).ljust(w) for (k, _), w in zip(COLUMNS, widths, strict=True))
+        print("  ".join(cells))
+    print(f"\nHTML report: {(report_dir / 'report.html').resolve()}")
+
+
+def _short(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        return value or "n/a"
+    if number.is_integer() and abs(number) >= 1:
+        return f"{number:,.0f}"
+    return f"{number:.3f}" if abs(number) < 10 else f"{number:.1f}"
+
+
+def _cmd_predict(args) -> None:
+    from tqdm import tqdm
+
+    from segbench.io import read_image, write_mask
+    from segbench.predict import load_predictor
+
+    predictor = load_predictor(args.model_dir, overlap=args.overlap)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(args.images, desc="predict", unit="img"):
+        mask = predictor.predict_proba(read_image(path)) >= args.threshold
+        write_mask(out / f"{Path(path).stem}.png", mask)
+    print(f"predict: wrote {len(args.images)} masks to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_):
+        p = sub.add_parser(name, help=help_)
+        p.set_defaults(func=func)
+        if name not in ("summary", "predict"):
+            p.add_argument("--params", default="params.yaml", help="params file")
+        return p
+
+    p = add("fetch", _cmd_fetch, "materialise data.source as images, masks and a manifest")
+    p.add_argument("--out", required=True)
+    p = add("prepare", _cmd_prepare, "cut train/val images into tiles")
+    p.add_argument("--raw", required=True)
+    p.add_argument("--out", required=True)
+    p = add("train", _cmd_train, "train (or fit) one model on the tiles")
+    p.add_argument("model")
+    p.add_argument("--tiles", required=True)
+    p.add_argument("--out", required=True)
+    p = add("evaluate", _cmd_evaluate, "evaluate a trained model on the full-size test images")
+    p.add_argument("model_dir")
+    p.add_argument("--raw", required=True)
+    p.add_argument("--out", required=True)
+    p = add("report", _cmd_report, "write the HTML report and Markdown summary")
+    for flag in ("--raw", "--models", "--eval", "--out"):
+        p.add_argument(flag, required=True)
+    p = add("summary", _cmd_summary, "print the comparison table of a written report")
+    p.add_argument("report_dir")
+    p = add("predict", _cmd_predict, "segment images with a trained model")
+    p.add_argument("model_dir")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--overlap", type=float, default=0.5)
+    return parser
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

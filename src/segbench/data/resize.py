@@ -1,0 +1,28 @@
+"""Resizing between full resolution and the working resolution (``prepare.scale``)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def scaled_shape(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(H, W) after scaling by ``scale``, rounded, at least 1 pixel."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W) image to ``shape`` = (H', W'); area averaging when shrinking."""
+    if image.shape[:2] == tuple(shape):
+        return image
+    shrinking = shape[0] < image.shape[0]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (shape[1], shape[0]), interpolation=interp)
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W) {0, 1} mask; a pixel is foreground if most of its area was."""
+    if mask.shape[:2] == tuple(shape):
+        return mask
+    area = resize_image(mask.astype(np.float32), shape)
+    return (area >= 0.5).astype(np.uint8)

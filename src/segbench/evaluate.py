@@ -1,0 +1,104 @@
+"""``evaluate(model_dir, params, raw_dir, out_dir) -> metrics`` on the full-size test images.
+
+Output layout (``out_dir``)::
+
+    metrics.json     means and stds of the metrics over test images, counts, cost figures
+                     (the DVC metrics file; the same dict goes to MLflow as ``test_*``)
+    per_image.csv    id, dice, iou, pixel_accuracy, precision, recall, tp, fp, fn, tn
+    pred/<id>.png    predicted masks, {0, 255}
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from segbench.config import Params
+from segbench.io import (
+    atomic_dir,
+    read_csv,
+    read_image,
+    read_json,
+    read_mask,
+    write_csv,
+    write_json,
+    write_mask,
+)
+from segbench.metrics import binary_metrics, summarize
+from segbench.predict import load_predictor
+from segbench.tracking import mlflow_run, run_tags
+from segbench.train import peak_memory_mb
+
+PER_IMAGE_FIELDS = [
+    "id",
+    "dice",
+    "iou",
+    "pixel_accuracy",
+    "precision",
+    "recall",
+    "tp",
+    "fp",
+    "fn",
+    "tn",
+]
+
+
+def evaluate(
+    model_dir: str | Path, params: Params, raw_dir: str | Path, out_dir: str | Path
+) -> dict:
+    """Predict every test image of ``raw_dir`` with ``model_dir``; write and return metrics."""
+    import mlflow
+
+    model_dir, raw_dir = Path(model_dir), Path(raw_dir)
+    cfg = params.evaluate
+    predictor = load_predictor(model_dir, overlap=cfg.overlap, batch_size=cfg.batch_size)
+    name = predictor.config["model"]
+    tests = [r for r in read_csv(raw_dir / "manifest.csv") if r["split"] == "test"]
+    rows, seconds = [], 0.0
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "pred").mkdir()
+        for rec in tqdm(tests, desc=f"evaluate@{name}", unit="img"):
+            image, mask = read_image(raw_dir / rec["image"]), read_mask(raw_dir / rec["mask"])
+            start = time.perf_counter()
+            pred = predictor.predict_proba(image) >= cfg.threshold
+            seconds += time.perf_counter() - start
+            write_mask(tmp / "pred" / f"{rec['id']}.png", pred)
+            rows.append({"id": rec["id"], **binary_metrics(pred, mask)})
+        metrics = summarize(rows)
+        metrics.update(
+            images_per_second=len(rows) / seconds if seconds else math.nan,
+            peak_memory_mb=peak_memory_mb(predictor.device),
+            device=str(predictor.device),
+        )
+        write_csv(tmp / "per_image.csv", rows, PER_IMAGE_FIELDS)
+        write_json(tmp / "metrics.json", _finite(metrics))
+        run_id = read_json(model_dir / "mlflow.json")["run_id"]
+        data_version = predictor.config.get("data_version", "")
+        tags = run_tags(
+            stage=f"evaluate@{name}", data_version=data_version, device=str(predictor.device)
+        )
+        with mlflow_run(run_id=run_id, run_name=name, tags=tags):
+            mlflow.log_metrics(
+                {
+                    f"test_{k}": v
+                    for k, v in metrics.items()
+                    if isinstance(v, int | float) and not math.isnan(v)
+                }
+            )
+            mlflow.log_artifact(str(tmp / "per_image.csv"), artifact_path="eval")
+    return metrics
+
+
+def _finite(metrics: dict) -> dict:
+    """NaN -> None so the DVC metrics file is valid JSON."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def per_image_dice(eval_dir: str | Path) -> dict[str, float]:
+    """``{image id: Dice}`` from an evaluation's ``per_image.csv`` (NaN where undefined)."""
+    rows = read_csv(Path(eval_dir) / "per_image.csv")
+    return {r["id"]: float(r["dice"]) if r["dice"] not in ("", "nan") else np.nan for r in rows}

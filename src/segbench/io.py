@@ -1,0 +1,111 @@
+"""Reading and writing images, masks, tables and JSON, and writing stage outputs atomically.
+
+Formats on disk: images are 8-bit grayscale PNG (H, W); masks are PNG with background 0 and
+foreground 255 (readable by any viewer); anything non-zero in a mask is foreground on reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from segbench.errors import SegbenchError
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as (H, W) uint8 grayscale in [0, 255]; a bad file is a SegbenchError."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("L"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise SegbenchError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise SegbenchError(
+            f"{path}: cannot decode image ({exc}); replace or remove the file"
+        ) from None
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask as (H, W) uint8 in {0, 1} (non-zero pixels are foreground)."""
+    return (read_image(path) > 0).astype(np.uint8)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an (H, W) uint8 array as PNG."""
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(path, optimize=False)
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """Write an (H, W) {0, 1} mask as a {0, 255} PNG."""
+    write_image(path, (np.asarray(mask) > 0).astype(np.uint8) * 255)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SegbenchError(f"{path}: file not found (did the stage that writes it run?)") from None
+    except json.JSONDecodeError as exc:
+        raise SegbenchError(f"{path}: not valid JSON ({exc}); re-run the stage") from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | set):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_csv(path: str | Path, rows: Iterable[dict[str, Any]], fieldnames: list[str]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fieldnames)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise SegbenchError(f"{path}: file not found (did the stage that writes it run?)") from None
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary sibling of ``out``: on success it replaces ``out``, else it goes.
+
+    A stage that fails half-way therefore never leaves a half-written output where a later
+    stage (or DVC) would take it for a finished one.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    tmp.rename(out)

@@ -1,0 +1,91 @@
+"""The model registry: one name -> how to validate its params, build it, and whether it trains.
+
+Importing this module is cheap (no torch): ``segbench.config`` uses it to validate the ``models``
+section of ``params.yaml`` before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from segbench.errors import SegbenchError, describe_validation_error
+
+
+class ModelParams(BaseModel):
+    """Base of every model's params block: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UnetParams(ModelParams):
+    """``models.unet``: a segmentation_models_pytorch U-Net."""
+
+    encoder_name: str = Field("resnet18", description="any segmentation_models_pytorch encoder")
+    encoder_weights: str | None = Field(
+        None, description="local path to an encoder state dict (.pth); null = random init"
+    )
+    encoder_depth: int = Field(5, ge=3, le=5)
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+
+
+class OtsuParams(ModelParams):
+    """``models.otsu``: per-image Otsu threshold, polarity chosen on the training split."""
+
+    smooth_sigma: float = Field(1.0, ge=0.0, description="Gaussian pre-smoothing, pixels")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How one registered model is validated and built.
+
+    ``kind`` is ``"torch"`` for models trained by gradient descent (``build`` returns an
+    ``nn.Module`` mapping ``(N, 1, H, W)`` float images to ``(N, 1, H, W)`` logits) and
+    ``"classical"`` for models fitted in closed form (``build`` returns an object with
+    ``fit``/``predict``/``state_dict``/``load_state_dict``).
+    """
+
+    name: str
+    params: type[ModelParams]
+    kind: Literal["torch", "classical"]
+    build: Callable[..., Any]
+
+
+def _build_unet(**kw):
+    from segbench.models.smp_models import build_unet
+
+    return build_unet(**kw)
+
+
+def _build_otsu(**kw):
+    from segbench.models.otsu import OtsuThreshold
+
+    return OtsuThreshold(**kw)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "unet": ModelSpec("unet", UnetParams, "torch", _build_unet),
+    "otsu": ModelSpec("otsu", OtsuParams, "classical", _build_otsu),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Look a model up by name; an unknown name lists the valid ones."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        valid = ", ".join(sorted(MODELS))
+        raise SegbenchError(f"unknown model {name!r}; valid models: {valid}") from None
+
+
+def build_model(name: str, **params: Any):
+    """Build a registered model from its (validated) params."""
+    spec = get_spec(name)
+    try:
+        checked = spec.params(**params)
+    except ValidationError as exc:
+        raise SegbenchError(describe_validation_error(exc, prefix=f"models.{name}")) from None
+    return spec.build(**checked.model_dump())

@@ -1,0 +1,81 @@
+"""Load a trained model directory and predict full-size images with it.
+
+A :class:`Predictor` takes an (H, W) uint8 image at full resolution, scales it to the working
+resolution the model was trained at (``prepare.scale``), predicts, and returns the foreground
+probability resized back to (H, W).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from segbench.data.dataset import normalize
+from segbench.data.resize import resize_image, scaled_shape
+from segbench.errors import SegbenchError
+from segbench.inference import sliding_window_proba
+from segbench.io import read_json
+from segbench.models import build_model, get_spec
+
+
+class Predictor:
+    """Full-resolution (H, W) uint8 image -> (H, W) float32 foreground probability in [0, 1]."""
+
+    def __init__(
+        self, model, config: dict, *, overlap: float, batch_size: int, device: torch.device
+    ):
+        self.model, self.config = model, config
+        self.kind = config["kind"]
+        self.scale = float(config["prepare"]["scale"])
+        self.tile = int(config["prepare"]["tile_size"])
+        self.overlap, self.batch_size, self.device = overlap, batch_size, device
+
+    def predict_proba(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        small = resize_image(image, scaled_shape(height, width, self.scale))
+        if self.kind == "classical":
+            proba = self.model.predict(small)
+        else:
+            proba = sliding_window_proba(
+                self.model,
+                normalize(small)[None],
+                tile=self.tile,
+                overlap=self.overlap,
+                batch_size=self.batch_size,
+                device=self.device,
+            )
+        if proba.shape != (height, width):
+            proba = cv2.resize(proba, (width, height), interpolation=cv2.INTER_LINEAR)
+        return proba.astype(np.float32)
+
+
+def load_predictor(
+    model_dir: str | Path,
+    *,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    device: torch.device | None = None,
+) -> Predictor:
+    """Rebuild the model saved by :func:`segbench.train.train` in ``model_dir``.
+
+    Torch weights are read with ``torch.load(..., weights_only=True)``.
+    """
+    model_dir = Path(model_dir)
+    config = read_json(model_dir / "config.json")
+    spec = get_spec(config["model"])
+    model = build_model(config["model"], **config["params"])
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.kind == "torch":
+        weights = model_dir / "weights.pt"
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise SegbenchError(f"{weights}: missing; re-run the train stage") from None
+        model.load_state_dict(state)
+        model = model.to(device).eval()
+    else:
+        model.load_state_dict(read_json(model_dir / "state.json"))
+    return Predictor(model, config, overlap=overlap, batch_size=batch_size, device=device)

@@ -1,0 +1,159 @@
+"""``report(...) -> rows``: the comparison table, training curves and example overlays.
+
+Output layout (``out_dir``)::
+
+    report.html       self-contained page (figures embedded as base64 PNG)
+    summary.md        the comparison table and links to the figures
+    comparison.csv    one row per model
+    plots/<model>.csv per-epoch history of each trained model (DVC plots data)
+    figures/*.png     training curves and per-model example overlays
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+from pathlib import Path
+
+import jinja2
+from tqdm import tqdm
+
+from segbench import figures
+from segbench.config import Params
+from segbench.io import atomic_dir, read_csv, read_image, read_json, read_mask, write_csv
+
+COLUMNS = [
+    ("model", "model"),
+    ("dice", "Dice"),
+    ("iou", "IoU"),
+    ("pixel_accuracy", "pixel acc."),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("n_images", "test images"),
+    ("params_total", "params"),
+    ("train_seconds", "train s"),
+    ("images_per_second", "img/s"),
+    ("device", "device"),
+]
+
+
+def _fmt(key: str, row: dict) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if key in ("dice", "iou", "pixel_accuracy", "precision", "recall"):
+        std = row.get(f"{key}_std")
+        return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+    if key == "params_total":
+        return f"{value / 1e6:.2f} M" if value else "0"
+    if isinstance(value, float):
+        return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+    return str(value)
+
+
+def comparison_rows(models: list[str], models_dir: Path, eval_dir: Path) -> list[dict]:
+    """One dict per model: test metrics + training cost, best test Dice first."""
+    rows = []
+    for name in models:
+        row = {"model": name, **read_json(models_dir / name / "metrics.json")}
+        row.update(read_json(eval_dir / name / "metrics.json"))
+        rows.append(row)
+    return sorted(rows, key=lambda r: -(r["dice"] if r.get("dice") is not None else -1))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The comparison as a GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(k, r) for k, _ in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _examples(params: Params, raw_dir: Path, eval_dir: Path, models: list[str], fig_dir: Path):
+    """Render overlays of the same few test images for every model; ``{model: [png paths]}``."""
+    tests = [r for r in read_csv(raw_dir / "manifest.csv") if r["split"] == "test"]
+    tests = sorted(tests, key=lambda r: r["id"])[: params.report.n_examples]
+    out: dict[str, list[Path]] = {m: [] for m in models}
+    for rec in tqdm(tests, desc="report figures", unit="img"):
+        image, mask = read_image(raw_dir / rec["image"]), read_mask(raw_dir / rec["mask"])
+        for name in models:
+            pred = read_mask(eval_dir / name / "pred" / f"{rec['id']}.png")
+            path = fig_dir / f"{name}_{rec['id']}.png"
+            figures.overlay(image, mask, pred, path, title=f"{name} · {rec['id']}")
+            out[name].append(path)
+    return out
+
+
+def report(params: Params, *, raw_dir, models_dir, eval_dir, out_dir) -> list[dict]:
+    """Write the report for every model in ``params.models``; return the comparison rows."""
+    raw_dir, models_dir, eval_dir = Path(raw_dir), Path(models_dir), Path(eval_dir)
+    models = list(params.models)
+    rows = comparison_rows(models, models_dir, eval_dir)
+    with atomic_dir(out_dir) as tmp:
+        fig_dir = tmp / "figures"
+        fig_dir.mkdir()
+        examples = _examples(params, raw_dir, eval_dir, models, fig_dir)
+        curves = {}
+        (tmp / "plots").mkdir()
+        for name in models:
+            history = read_csv(models_dir / name / "history.csv")
+            if history:
+                curves[name] = figures.training_curve(history, fig_dir / f"{name}_curve.png", name)
+                # DVC plots data: one file per model, so `dvc plots show` draws one line each.
+                write_csv(tmp / "plots" / f"{name}.csv", history, list(history[0]))
+        context = {
+            "rows": rows,
+            "columns": COLUMNS,
+            "fmt": _fmt,
+            "table_md": markdown_table(rows),
+            "dataset": read_json(raw_dir / "summary.json"),
+            "source": params.data.source,
+            "params": params.model_dump(mode="json"),
+            "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "headline": headline(rows),
+        }
+        env = jinja2.Environment(
+            loader=jinja2.PackageLoader("segbench", "templates"),
+            autoescape=jinja2.select_autoescape(["html"]),
+        )
+        rel = {m: [p.relative_to(tmp).as_posix() for p in ps] for m, ps in examples.items()}
+        (tmp / "summary.md").write_text(
+            env.get_template("summary.md.j2").render(
+                **context,
+                examples=rel,
+                curves={m: p.relative_to(tmp).as_posix() for m, p in curves.items()},
+            )
+        )
+        (tmp / "report.html").write_text(
+            env.get_template("report.html.j2").render(
+                **context,
+                examples={m: [_b64(p) for p in ps] for m, ps in examples.items()},
+                curves={m: _b64(p) for m, p in curves.items()},
+            )
+        )
+        write_csv(
+            tmp / "comparison.csv",
+            [{k: r.get(k) for k, _ in COLUMNS} for r in rows],
+            [k for k, _ in COLUMNS],
+        )
+    return rows
+
+
+def headline(rows: list[dict]) -> str:
+    """One sentence: the best model and its margin over the classical baseline, if present."""
+    scored = [r for r in rows if r.get("dice") is not None]
+    if not scored:
+        return "No model produced a defined test Dice."
+    best = scored[0]
+    text = f"Best test Dice: {best['model']} ({best['dice']:.3f} over {best['n_images']} images)."
+    base = next((r for r in scored if r["model"] == "otsu"), None)
+    if base is not None and base is not best:
+        text += (
+            f" The classical baseline (Otsu) scores {base['dice']:.3f}:"
+            f" a margin of {best['dice'] - base['dice']:+.3f}."
+        )
+    return text

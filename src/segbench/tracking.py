@@ -1,0 +1,107 @@
+"""MLflow conventions, in one place.
+
+- Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else an absolute ``sqlite:///<root>/mlflow.db``
+  with artifacts under ``<root>/mlartifacts``, where ``<root>`` is ``DVC_ROOT`` if set, else the
+  repository containing the working directory. Absolute, because DVC may run stages elsewhere.
+- One run per ``train@<model>``; ``evaluate@<model>`` logs into that same run (its id is kept in
+  ``models/<model>/mlflow.json``).
+- Tags on every run: git commit, DVC experiment name, DVC stage, data version, device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "segbench"
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """``DVC_ROOT`` if set, else the nearest ancestor holding ``.dvc`` or ``.git``, else cwd."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path(start or Path.cwd()).resolve()
+    for path in (here, *here.parents):
+        if (path / ".dvc").is_dir() or (path / ".git").exists():
+            return path
+    return here
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (repo_root() / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_tags(*, stage: str, data_version: str, device: str) -> dict[str, str]:
+    """The tags every segbench run carries."""
+    return {
+        "git_commit": git_commit(Path.cwd()),  # the code that ran, also in a DVC temp copy
+        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        "dvc_stage": os.environ.get("DVC_STAGE", stage),
+        "data_version": data_version,
+        "device": device,
+    }
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"train": {"lr": 1e-3}}`` -> ``{"train.lr": "0.001"}`` for ``mlflow.log_params``."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+@contextlib.contextmanager
+def mlflow_run(
+    *, run_name: str | None = None, run_id: str | None = None, tags: dict[str, str]
+) -> Iterator[Any]:
+    """Start (or resume, given ``run_id``) a run under the segbench experiment; yield it.
+
+    A ``run_id`` that this store does not know (e.g. the tracking URI changed) starts a new run
+    rather than failing the stage.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    exp_id = _experiment_id(client, EXPERIMENT)
+    if run_id is not None:
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            run_id = None
+    kwargs = {"run_id": run_id} if run_id else {"experiment_id": exp_id, "run_name": run_name}
+    if run_id:  # a resumed run keeps its training tags; this stage's go beside them
+        tags = {f"{tags.get('dvc_stage', 'resumed').split('@')[0]}.{k}": v for k, v in tags.items()}
+    with mlflow.start_run(**kwargs) as run:
+        mlflow.set_tags(tags)
+        yield run

@@ -1,0 +1,134 @@
+"""Shared fixtures: shrunk copies of the real params.yaml, an isolated MLflow store, a copy of
+the repository for end-to-end runs, and one session-wide Prefect test server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Shrinks the real params.yaml to something a CPU runs end to end in seconds; every other key
+# keeps its real value, so the tests exercise the real configuration.
+SHRINK = {
+    "data": {"synthetic": {"n_images": 10, "height": 192, "width": 256}},
+    "prepare": {"scale": 0.5, "tile_size": 64, "stride": 64, "random_crops": 1},
+    "train": {"epochs": 2, "batch_size": 4},
+    "report": {"n_examples": 1},
+}
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def deep_update(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def real_params_raw() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture
+def small_params_raw() -> dict:
+    """The real params.yaml, shrunk (a plain dict, to be modified by the test)."""
+    return deep_update(real_params_raw(), SHRINK)
+
+
+@pytest.fixture
+def small_params(small_params_raw):
+    from segbench.config import parse_params
+
+    return parse_params(small_params_raw)
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store(tmp_path, monkeypatch) -> str:
+    """Every test gets its own MLflow store (absolute sqlite URI) and artifact root."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    return uri
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """Fetched + prepared shrunk synthetic data: ``(raw_dir, tiles_dir, params)``."""
+    from segbench.config import parse_params
+    from segbench.fetch import fetch
+    from segbench.prepare import prepare
+
+    params = parse_params(deep_update(real_params_raw(), SHRINK))
+    root = tmp_path_factory.mktemp("tiny")
+    fetch(params, root / "raw")
+    prepare(params.prepare, root / "raw", root / "tiles")
+    return root / "raw", root / "tiles", params
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the repository's files (tracked + untracked, not ignored) into a fresh git repo."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture
+def repo_copy(tmp_path, small_params_raw) -> Path:
+    """A git+DVC copy of this repository with a shrunk params.yaml, committed."""
+    dest = copy_repo(tmp_path / "repo")
+    (dest / "params.yaml").write_text(yaml.safe_dump(small_params_raw, sort_keys=False))
+    subprocess.run(
+        ["git", "commit", "-qam", "shrink params"],
+        cwd=dest,
+        check=True,
+        env={
+            **os.environ,
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@l",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@l",
+        },
+    )
+    return dest
+
+
+def venv_env() -> dict[str, str]:
+    """Environment for subprocesses: this interpreter's bin first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One real (temporary) Prefect server for the whole session, with its own PREFECT_HOME."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,67 @@
+"""Training: the loss goes down, the best checkpoint is kept, and MLflow records the run."""
+
+import csv
+
+import mlflow
+import pytest
+import torch
+
+from segbench.evaluate import evaluate
+from segbench.io import read_json
+from segbench.train import train
+
+
+@pytest.fixture
+def trained_unet(tiny_data, tmp_path):
+    raw, tiles, params = tiny_data
+    out = tmp_path / "models" / "unet"
+    metrics = train("unet", params, tiles, out)
+    return raw, out, params, metrics
+
+
+def test_two_epochs_lower_the_loss(trained_unet):
+    _, out, params, metrics = trained_unet
+    with open(out / "history.csv") as fh:
+        history = list(csv.DictReader(fh))
+    assert len(history) == params.train.epochs == 2
+    assert float(history[1]["train_loss"]) < float(history[0]["train_loss"])
+    best = max(history, key=lambda r: float(r["val_dice"]))
+    assert metrics["best_epoch"] == int(best["epoch"])
+    assert metrics["params_total"] == metrics["params_trainable"] > 1_000_000
+
+
+def test_checkpoint_is_a_plain_state_dict(trained_unet):
+    _, out, _, _ = trained_unet
+    state = torch.load(out / "weights.pt", weights_only=True)
+    assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    config = read_json(out / "config.json")
+    assert config["model"] == "unet" and config["params"]["encoder_name"] == "resnet18"
+
+
+def test_mlflow_run_holds_params_metrics_checkpoint_and_test_metrics(trained_unet, mlflow_store):
+    raw, out, params, _ = trained_unet
+    evaluate(out, params, raw, out.parent.parent / "eval" / "unet")
+    run_id = read_json(out / "mlflow.json")["run_id"]
+    mlflow.set_tracking_uri(mlflow_store)
+    run = mlflow.get_run(run_id)
+    assert run.data.params["train.lr"] == str(params.train.lr)
+    assert run.data.params["params.encoder_name"] == "resnet18"
+    assert "val_dice" in run.data.metrics and "test_dice" in run.data.metrics
+    assert run.data.tags["dvc_stage"] == "train@unet"
+    assert run.data.tags["evaluate.dvc_stage"] == "evaluate@unet"
+    assert len(run.data.tags["data_version"]) == 16
+    history = mlflow.MlflowClient().get_metric_history(run_id, "val_dice")
+    assert [m.step for m in history] == [1, 2]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model")}
+    assert "model/weights.pt" in artifacts
+    assert run.info.artifact_uri.startswith("file:///")
+
+
+def test_otsu_fits_without_training(tiny_data, tmp_path):
+    raw, tiles, params = tiny_data
+    metrics = train("otsu", params, tiles, tmp_path / "otsu")
+    assert metrics["params_total"] == 0
+    assert read_json(tmp_path / "otsu" / "state.json")["polarity"] in ("bright", "dark")
+    result = evaluate(tmp_path / "otsu", params, raw, tmp_path / "eval_otsu")
+    assert 0 < result["dice"] < 1
+    assert (tmp_path / "eval_otsu" / "pred").is_dir()
