@@ -15,9 +15,8 @@ export PREFECT_HOME ?= $(abspath .prefect)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(STAMP): pyproject.toml tools/setup-venv.sh
+	sh tools/setup-venv.sh $(VENV) $(PYTHON)
 	@touch $(STAMP)
 
 run: setup

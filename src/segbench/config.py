@@ -42,7 +42,7 @@ class SyntheticSource(Section):
     n_images: int = Field(40, ge=10, description="at least 10 so every split gets an image")
     height: int = Field(768, ge=64)
     width: int = Field(1024, ge=64)
-    n_particles: tuple[int, int] = (40, 140)
+    n_particles: tuple[int, int] = (40, 140)  # per 1024x768 frame, scaled with image area
     radius: tuple[float, float] = (6.0, 60.0)
 
     @model_validator(mode="after")

@@ -59,6 +59,7 @@ def evaluate(
     name = predictor.config["model"]
     tests = [r for r in read_csv(raw_dir / "manifest.csv") if r["split"] == "test"]
     rows, seconds = [], 0.0
+    predictor.warmup()
     with atomic_dir(out_dir) as tmp:
         (tmp / "pred").mkdir()
         for rec in tqdm(tests, desc=f"evaluate@{name}", unit="img"):

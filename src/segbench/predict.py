@@ -33,6 +33,19 @@ class Predictor:
         self.tile = int(config["prepare"]["tile_size"])
         self.overlap, self.batch_size, self.device = overlap, batch_size, device
 
+    def warmup(self) -> None:
+        """One untimed forward pass, so throughput figures exclude one-off start-up costs."""
+        if self.kind == "torch":
+            blank = np.zeros((self.tile, self.tile), dtype=np.uint8)
+            sliding_window_proba(
+                self.model,
+                normalize(blank)[None],
+                tile=self.tile,
+                overlap=0.0,
+                batch_size=1,
+                device=self.device,
+            )
+
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
         small = resize_image(image, scaled_shape(height, width, self.scale))

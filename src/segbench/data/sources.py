@@ -21,6 +21,10 @@ def synthetic_source(cfg: DataConfig) -> tuple[int, Iterator[Sample]]:
     from segbench.data.synthetic import generate_sample, sample_seed
 
     syn = cfg.synthetic
+    # n_particles is given per 1024x768 frame: scale it with the area so that smaller or larger
+    # frames keep the same particle density (radius stays in pixels, like a fixed magnification).
+    area = syn.height * syn.width / (1024 * 768)
+    n_particles = tuple(max(1, round(n * area)) for n in syn.n_particles)
 
     def samples() -> Iterator[Sample]:
         for i in range(syn.n_images):
@@ -28,7 +32,7 @@ def synthetic_source(cfg: DataConfig) -> tuple[int, Iterator[Sample]]:
                 sample_seed(cfg.seed, i),
                 height=syn.height,
                 width=syn.width,
-                n_particles=tuple(syn.n_particles),
+                n_particles=n_particles,
                 radius=tuple(syn.radius),
             )
             yield f"synthetic_{i:04d}", image, mask

@@ -63,8 +63,10 @@ def generate_sample(
     """Return (image, mask): image (H, W) uint8 grayscale in [0, 255]; mask (H, W) uint8 in {0, 1}.
 
     ``n_particles`` is an inclusive (min, max) count range and ``radius`` a (min, max)
-    nominal radius range in px (sampled log-uniformly).  Particles may touch, overlap
-    (the mask is their union) and be cut by the image border.
+    nominal radius range in px (sampled log-uniformly).  Both are absolute, not scaled
+    with the image size: the defaults suit ~1024x768; scale them down for small images or
+    the particles will cover most of the frame.  Particles may touch, overlap (the mask is
+    their union) and be cut by the image border.
     """
     _validate(height, width, n_particles, radius)
     rng = np.random.default_rng(seed)
@@ -120,12 +122,17 @@ def _make_particle(rng, cy: float, cx: float, r: float) -> _Particle:
     harm = np.stack([amps, rng.uniform(0.0, 2.0 * np.pi, _N_HARM)], axis=1)
     dim = rng.random() < 0.25  # low-contrast particles, barely above the substrate
     return _Particle(
-        cy=float(cy), cx=float(cx), radius=float(r), kind=kind,
+        cy=float(cy),
+        cx=float(cx),
+        radius=float(r),
+        kind=kind,
         aspect=float(rng.uniform(1.0, 2.2) if kind == "ellipse" else 1.0),
-        angle=float(rng.uniform(0.0, 2.0 * np.pi)), sides=int(rng.integers(4, 9)),
+        angle=float(rng.uniform(0.0, 2.0 * np.pi)),
+        sides=int(rng.integers(4, 9)),
         harm=harm,
         brightness=float(1.0 + (rng.uniform(0.08, 0.22) if dim else rng.uniform(0.3, 1.1))),
-        rim=float(rng.uniform(0.15, 0.7)), rim_power=float(rng.uniform(3.0, 9.0)),
+        rim=float(rng.uniform(0.15, 0.7)),
+        rim_power=float(rng.uniform(3.0, 9.0)),
         tilt=float(rng.uniform(0.05, 0.25)),
     )
 
@@ -160,7 +167,8 @@ def _paint(p: _Particle, light: float, layer, mask, shadow) -> None:
     dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(p.cy)
     dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(p.cx)
     theta = np.arctan2(dy, dx)
-    d = np.hypot(dy, dx) / np.interp(theta, table_theta, table).astype(np.float32)  # 1 on the boundary
+    bound = np.interp(theta, table_theta, table).astype(np.float32)
+    d = np.hypot(dy, dx) / bound  # 1 on the boundary
     inside = d <= 1.0
     facing = np.cos(theta - light)
     # SE yield rises with surface tilt, so the rim is bright; the detector side is brighter.
@@ -236,7 +244,9 @@ def _illumination(rng, shape) -> np.ndarray:
 def _acquire(rng, image: np.ndarray) -> np.ndarray:
     """Detector blur, scan-line jitter, shot and read noise; float (H, W) -> uint8."""
     image = ndi.gaussian_filter(image, rng.uniform(0.5, 1.5))
-    image = image + rng.normal(0.0, rng.uniform(0.5, 2.0), (image.shape[0], 1))
+    # The beam is rastered line by line, so each scan line carries its own small offset.
+    jitter = rng.normal(0.0, rng.uniform(0.5, 2.0), (image.shape[0], 1)).astype(np.float32)
+    image = image + jitter
     # Shot noise (variance proportional to signal, Gaussian approximation of Poisson, which
     # is much cheaper to draw) plus signal-independent read noise, in one draw.
     photons, read = rng.uniform(0.4, 1.5), rng.uniform(2.0, 6.0)  # fewer photons: noisier

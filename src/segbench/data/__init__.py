@@ -1,0 +1,1 @@
+"""Data: sources, splitting, tiling, resizing and the torch Dataset."""
