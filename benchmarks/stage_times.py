@@ -13,35 +13,20 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from segbench.dag import repro_stage, stage_order
+from segbench.workspace import commit, copy_repository
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 15 * 60
 
 
 def copy_repo(dest: Path, overrides: list[str]) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, files):
-        if (REPO / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
-    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "bench"], cwd=dest, check=True)
+    copy_repository(REPO, dest)
     if overrides:
         import yaml
 
@@ -54,6 +39,7 @@ def copy_repo(dest: Path, overrides: list[str]) -> None:
                 node = node[p]
             node[leaf] = yaml.safe_load(value)
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        commit(dest, "overrides")
 
 
 def time_once(overrides: list[str]) -> dict[str, float]:

@@ -4,13 +4,13 @@ the repository for end-to-end runs, and one session-wide Prefect test server."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from segbench.workspace import commit, copy_repository
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,44 +76,12 @@ def tiny_data(tmp_path_factory):
     return root / "raw", root / "tiles", params
 
 
-def copy_repo(dest: Path) -> Path:
-    """Copy the repository's files (tracked + untracked, not ignored) into a fresh git repo."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
-    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
-    return dest
-
-
 @pytest.fixture
 def repo_copy(tmp_path, small_params_raw) -> Path:
     """A git+DVC copy of this repository with a shrunk params.yaml, committed."""
-    dest = copy_repo(tmp_path / "repo")
+    dest = copy_repository(REPO, tmp_path / "repo")
     (dest / "params.yaml").write_text(yaml.safe_dump(small_params_raw, sort_keys=False))
-    subprocess.run(
-        ["git", "commit", "-qam", "shrink params"],
-        cwd=dest,
-        check=True,
-        env={
-            **os.environ,
-            "GIT_AUTHOR_NAME": "t",
-            "GIT_AUTHOR_EMAIL": "t@l",
-            "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@l",
-        },
-    )
+    commit(dest, "shrink params")
     return dest
 
 

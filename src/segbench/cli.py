@@ -83,7 +83,7 @@ def _short(value: str) -> str:
         number = float(value)
     except ValueError:
         return value or "n/a"
-    if number.is_integer() and abs(number) >= 1:
+    if number.is_integer():
         return f"{number:,.0f}"
     return f"{number:.3f}" if abs(number) < 10 else f"{number:.1f}"
 
