@@ -25,6 +25,8 @@ def test_two_epochs_lower_the_loss(trained_unet):
         history = list(csv.DictReader(fh))
     assert len(history) == params.train.epochs == 2
     assert float(history[1]["train_loss"]) < float(history[0]["train_loss"])
+    assert float(history[0]["lr"]) == params.train.lr  # cosine schedule: starts at train.lr
+    assert float(history[1]["lr"]) < params.train.lr  # ... and anneals
     best = max(history, key=lambda r: float(r["val_dice"]))
     assert metrics["best_epoch"] == int(best["epoch"])
     assert metrics["params_total"] == metrics["params_trainable"] > 1_000_000

@@ -90,6 +90,7 @@ class TrainConfig(Section):
     lr: float = Field(1e-3, gt=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     loss: Literal["dice", "bce", "dice_bce"] = "dice"
+    scheduler: Literal["cosine", "none"] = "cosine"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0)
     seed: int = 0

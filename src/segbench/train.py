@@ -77,6 +77,28 @@ def validate(model, loader, loss_fn, device) -> tuple[float, float]:
     return sum(losses) / len(loader.dataset), dice
 
 
+def build_scheduler(name: str, optimizer, *, epochs: int):
+    """``cosine``: anneal the learning rate to ~0 over the run, stepped once per epoch; ``none``."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    return None
+
+
+def train_one_epoch(model, loader, loss_fn, optimizer, device, epoch: int) -> float:
+    """One pass over ``loader``; returns the mean training loss per sample."""
+    model.train()
+    total, seen = 0.0, 0
+    for x, y in tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None):
+        with autocast(device):
+            logits = model(x.to(device))
+        loss = loss_fn(logits.float(), y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, seen = total + float(loss.detach()) * len(x), seen + len(x)
+    return total / seen
+
+
 def _fit_torch(name, params: Params, tiles_dir, device, on_epoch, log_metrics) -> tuple:
     cfg = params.train
     torch.manual_seed(cfg.seed)
@@ -94,26 +116,22 @@ def _fit_torch(name, params: Params, tiles_dir, device, on_epoch, log_metrics) -
     model = build_model(name, **params.model_params(name).model_dump()).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = build_loss(cfg.loss)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, epochs=cfg.epochs)
     history, best, best_state = [], (-math.inf, 0), None
     epochs = tqdm(range(1, cfg.epochs + 1), desc=f"train@{name}", unit="epoch")
     for epoch in epochs:
-        start, total = time.perf_counter(), 0.0
-        model.train()
-        for x, y in tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None):
-            with autocast(device):
-                logits = model(x.to(device))
-            loss = loss_fn(logits.float(), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(x)
+        start = time.perf_counter()
+        train_loss = train_one_epoch(model, loader, loss_fn, optimizer, device, epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
         val_loss, val_dice = validate(model, val_loader, loss_fn, device)
         row = {
             "epoch": epoch,
-            "train_loss": total / len(loader.sampler),
+            "train_loss": train_loss,
             "val_loss": val_loss,
             "val_dice": val_dice,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "seconds": time.perf_counter() - start,
         }
         history.append(row)
