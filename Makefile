@@ -27,8 +27,10 @@ run: setup
 test: setup
 	pytest
 
+# Stage timings (3 fresh copies) and a fresh-clone `make run` + `make test`: ~35 min on 2 cores.
 bench: setup
-	python benchmarks/stage_times.py
+	python benchmarks/stage_times.py --repeats 3
+	python benchmarks/fresh_clone.py
 
 lint: setup
 	ruff check .
