@@ -11,11 +11,19 @@ from segbench.io import read_json
 from segbench.train import train
 
 
-@pytest.fixture
-def trained_unet(tiny_data, tmp_path):
+@pytest.fixture(scope="module")
+def unet_store(tmp_path_factory) -> str:
+    """The MLflow store of the module's one trained U-Net (trained once: it takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('unet_mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def trained_unet(tiny_data, tmp_path_factory, unet_store):
     raw, tiles, params = tiny_data
-    out = tmp_path / "models" / "unet"
-    metrics = train("unet", params, tiles, out)
+    out = tmp_path_factory.mktemp("unet") / "models" / "unet"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", unet_store)
+        metrics = train("unet", params, tiles, out)
     return raw, out, params, metrics
 
 
@@ -40,9 +48,13 @@ def test_checkpoint_is_a_plain_state_dict(trained_unet):
     assert config["model"] == "unet" and config["params"]["encoder_name"] == "resnet18"
 
 
-def test_mlflow_run_holds_params_metrics_checkpoint_and_test_metrics(trained_unet, mlflow_store):
+def test_mlflow_run_holds_params_metrics_checkpoint_and_test_metrics(
+    trained_unet, unet_store, monkeypatch, tmp_path
+):
     raw, out, params, _ = trained_unet
-    evaluate(out, params, raw, out.parent.parent / "eval" / "unet")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", unet_store)
+    mlflow_store = unet_store
+    evaluate(out, params, raw, tmp_path / "eval" / "unet")
     run_id = read_json(out / "mlflow.json")["run_id"]
     mlflow.set_tracking_uri(mlflow_store)
     run = mlflow.get_run(run_id)
@@ -67,3 +79,26 @@ def test_otsu_fits_without_training(tiny_data, tmp_path):
     result = evaluate(tmp_path / "otsu", params, raw, tmp_path / "eval_otsu")
     assert 0 < result["dice"] < 1
     assert (tmp_path / "eval_otsu" / "pred").is_dir()
+
+
+def test_cli_predict_writes_full_size_masks(trained_unet, tmp_path):
+    from segbench.cli import main
+    from segbench.io import read_csv, read_image, read_mask
+
+    raw, out, _, _ = trained_unet
+    rec = read_csv(raw / "manifest.csv")[0]
+    main(["predict", str(out), str(raw / rec["image"]), "--out", str(tmp_path / "pred")])
+    mask = read_mask(tmp_path / "pred" / f"{rec['id']}.png")
+    assert mask.shape == read_image(raw / rec["image"]).shape
+    assert 0 < mask.mean() < 1
+
+
+def test_cli_unknown_model_is_a_clean_error(tiny_data, tmp_path, capsys):
+    from segbench.cli import main
+
+    _, tiles, _ = tiny_data
+    with pytest.raises(SystemExit) as info:
+        main(["train", "segnet", "--tiles", str(tiles), "--out", str(tmp_path / "m")])
+    assert info.value.code == 2
+    assert "unknown model 'segnet'; valid models: otsu, unet" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -32,9 +32,11 @@ def _cmd_prepare(args) -> None:
 
 def _cmd_train(args) -> None:
     from segbench.config import load_params
+    from segbench.models import get_spec
     from segbench.train import train
 
     params = load_params(args.params)
+    get_spec(args.model)  # an unknown name lists the valid ones
     if args.model not in params.models:
         raise SegbenchError(f"models.{args.model}: not configured in {args.params}; add it there")
     metrics = train(args.model, params, args.tiles, args.out)
