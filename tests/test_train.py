@@ -53,10 +53,9 @@ def test_mlflow_run_holds_params_metrics_checkpoint_and_test_metrics(
 ):
     raw, out, params, _ = trained_unet
     monkeypatch.setenv("MLFLOW_TRACKING_URI", unet_store)
-    mlflow_store = unet_store
     evaluate(out, params, raw, tmp_path / "eval" / "unet")
     run_id = read_json(out / "mlflow.json")["run_id"]
-    mlflow.set_tracking_uri(mlflow_store)
+    mlflow.set_tracking_uri(unet_store)
     run = mlflow.get_run(run_id)
     assert run.data.params["train.lr"] == str(params.train.lr)
     assert run.data.params["params.encoder_name"] == "resnet18"

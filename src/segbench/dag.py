@@ -15,7 +15,7 @@ from pathlib import Path
 
 import networkx as nx
 
-USER_ERROR_EXIT = 2
+from segbench.errors import USER_ERROR_EXIT
 
 
 def stage_order(root: str | Path = ".") -> list[str]:

@@ -14,7 +14,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from segbench.config import Params
@@ -97,9 +96,3 @@ def evaluate(
 def _finite(metrics: dict) -> dict:
     """NaN -> None so the DVC metrics file is valid JSON."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-
-
-def per_image_dice(eval_dir: str | Path) -> dict[str, float]:
-    """``{image id: Dice}`` from an evaluation's ``per_image.csv`` (NaN where undefined)."""
-    rows = read_csv(Path(eval_dir) / "per_image.csv")
-    return {r["id"]: float(r["dice"]) if r["dice"] not in ("", "nan") else np.nan for r in rows}

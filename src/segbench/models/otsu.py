@@ -14,8 +14,6 @@ from skimage.filters import threshold_otsu
 class OtsuThreshold:
     """Images are (H, W) uint8 in [0, 255]; predictions are (H, W) float32 in {0, 1}."""
 
-    kind = "classical"
-
     def __init__(self, *, smooth_sigma: float = 1.0, polarity: str = "bright"):
         self.smooth_sigma = smooth_sigma
         self.polarity = polarity
