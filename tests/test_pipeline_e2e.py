@@ -71,3 +71,30 @@ def test_bad_params_fail_the_stage_cleanly(repo_copy):
     assert "train.lr" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (repo_copy / "data" / "raw").exists()
+
+
+def test_whole_pipeline_on_a_folder_of_16_bit_tiffs(repo_copy, tmp_path):
+    from segbench.io import read_csv
+    from tests.datasets import write_tiff_dataset
+
+    data = write_tiff_dataset(tmp_path / "tiffs", 12, height=192, width=256)
+    exp = dvc(
+        repo_copy,
+        "exp",
+        "run",
+        "-S",
+        "data.source=folder",
+        "-S",
+        f"data.path={data}",
+        "-S",
+        "prepare.normalize.mode=percentile",
+    )
+    assert "Running stage 'fetch'" in exp.stdout and "Running stage 'report'" in exp.stdout
+    summary = read_json(repo_copy / "data" / "raw" / "summary.json")
+    assert summary["n_images"] == 12 and summary["bit_depths"] == {"16": 12}
+    tiles = read_csv(repo_copy / "data" / "tiles" / "manifest.csv")
+    assert float(tiles[0]["hi"]) < 4200  # the 12-bit signal's own range
+    metrics = read_json(repo_copy / "eval" / "unet" / "metrics.json")
+    assert metrics["n_images"] == summary["splits"]["test"] and 0 <= metrics["dice"] <= 1
+    html = (repo_copy / "reports" / "report.html").read_text()
+    assert "unet" in html and "otsu" in html

@@ -101,3 +101,22 @@ def test_cli_unknown_model_is_a_clean_error(tiny_data, tmp_path, capsys):
     assert info.value.code == 2
     assert "unknown model 'segnet'; valid models: otsu, unet" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_online_augmentation_trains_from_plain_tiles(tiny_data, tmp_path):
+    from segbench.config import parse_params
+    from segbench.prepare import prepare
+    from tests.conftest import SHRINK, deep_update, real_params_raw
+
+    raw, _, _ = tiny_data
+    online = {
+        "prepare": {"augment": {"mode": "online", "rotate": {"p": 1.0}}},
+        "train": {"epochs": 1},
+    }
+    params = parse_params(deep_update(deep_update(real_params_raw(), SHRINK), online))
+    summary = prepare(params.prepare, raw, tmp_path / "tiles")
+    assert summary["augment"] == "online"
+    metrics = train("unet", params, tmp_path / "tiles", tmp_path / "unet")
+    assert metrics["best_epoch"] == 1 and 0 <= metrics["best_val_dice"] <= 1
+    config = read_json(tmp_path / "unet" / "config.json")
+    assert config["prepare"]["augment"]["mode"] == "online"

@@ -16,10 +16,11 @@ from segbench.errors import SegbenchError, exit_on_user_error
 
 def _cmd_fetch(args) -> None:
     from segbench.config import load_params
-    from segbench.fetch import fetch
+    from segbench.fetch import describe, fetch
 
     summary = fetch(load_params(args.params), args.out)
-    print(f"fetch: wrote {summary['n_images']} images to {args.out} (splits {summary['splits']})")
+    print(describe(summary))
+    print(f"fetch: wrote {args.out} (manifest.csv, summary.json)")
 
 
 def _cmd_prepare(args) -> None:
@@ -27,7 +28,10 @@ def _cmd_prepare(args) -> None:
     from segbench.prepare import prepare
 
     summary = prepare(load_params(args.params).prepare, args.raw, args.out)
-    print(f"prepare: wrote {summary['tiles']} tiles to {args.out}")
+    print(
+        f"prepare: wrote {summary['tiles']} tiles ({summary['train_tiles_by_kind']} train, "
+        f"augment {summary['augment']}) to {args.out}"
+    )
 
 
 def _cmd_train(args) -> None:

@@ -7,6 +7,7 @@ an impossible value stops at load time with a one-line message naming the dotted
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,44 +22,192 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SplitFractions(Section):
-    """Fractions of images per split; they must sum to 1."""
+class SplitConfig(Section):
+    """``data.split``: fractions of images per split (summing to 1), strata and groups."""
 
     train: float = Field(0.7, gt=0, lt=1)
     val: float = Field(0.2, gt=0, lt=1)
     test: float = Field(0.1, gt=0, lt=1)
+    group: str | None = Field(
+        None,
+        description="regex over the file name; its first group (else the whole match) is the "
+        "group key, e.g. a patient id, and a group never crosses splits",
+    )
+    strata: int = Field(3, ge=1, description="foreground-fraction bins among non-empty masks")
 
     @model_validator(mode="after")
-    def _sum_to_one(self):
+    def _check(self):
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train: train + val + test must sum to 1, got {total:g}")
+        if self.group is not None:
+            try:
+                re.compile(self.group)
+            except re.error as exc:
+                raise ValueError(f"group: not a valid regular expression ({exc})") from None
         return self
+
+    def fractions(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+Range = tuple[float, float]
+
+
+def _check_range(model: BaseModel, *keys: str) -> None:
+    for key in keys:
+        lo, hi = getattr(model, key)
+        if not 0 < lo <= hi:
+            raise ValueError(f"{key}: must be [low, high] with 0 < low <= high, got {[lo, hi]}")
 
 
 class SyntheticSource(Section):
-    """``data.synthetic``: the embedded SEM-like particle generator."""
+    """``data.synthetic``: the embedded generators (no network, no files).
 
+    ``particles`` imitates SEM micrographs of powders; ``ultrasound`` imitates breast B-mode
+    frames with at most one dark lesion, and some frames with none (empty references).
+    """
+
+    domain: Literal["particles", "ultrasound"] = "particles"
     n_images: int = Field(40, ge=10, description="at least 10 so every split gets an image")
     height: int = Field(768, ge=64)
     width: int = Field(1024, ge=64)
+    noise: float = Field(1.0, ge=0, description="particles: detector noise, x the default")
     n_particles: tuple[int, int] = (40, 140)  # per 1024x768 frame, scaled with image area
-    radius: tuple[float, float] = (6.0, 60.0)
+    radius: Range = (6.0, 60.0)
+    lesion_probability: float = Field(0.8, ge=0, le=1, description="ultrasound: P(lesion)")
+    lesion_radius: Range = (20.0, 90.0)  # ultrasound, pixels in a 512-wide frame
+    speckle: float = Field(1.0, ge=0, description="ultrasound: speckle strength, 0 = none")
 
     @model_validator(mode="after")
     def _ranges(self):
-        for key in ("n_particles", "radius"):
-            lo, hi = getattr(self, key)
-            if not 0 < lo <= hi:
-                raise ValueError(f"{key}: must be [low, high] with 0 < low <= high, got {[lo, hi]}")
+        _check_range(self, "n_particles", "radius", "lesion_radius")
+        return self
+
+
+class FolderSource(Section):
+    """``data.folder``: ``<data.path>/<images>/`` and ``<data.path>/<masks>/`` matched by stem."""
+
+    images: str = "images"
+    masks: str = "masks"
+    mask_suffix: str = Field("", description="mask stem = image stem + suffix, e.g. _mask")
+
+
+class HfSource(Section):
+    """``data.hf``: a Hugging Face dataset by name (hub) or ``data.path`` (saved to disk)."""
+
+    name: str | None = Field(None, description="hub id, e.g. nielsr/breast-cancer")
+    revision: str | None = Field(None, description="git revision (tag, branch, commit) on the hub")
+    split: str | None = Field(None, description="one split of the dataset; null = all of them")
+    image_column: str = "image"
+    mask_column: str = "label"
+    id_column: str | None = Field(None, description="column naming each row; null = row index")
+
+
+class MaskConfig(Section):
+    """``data.mask``: how stored mask values become foreground.
+
+    By default any non-zero value is foreground ({0,1}, {0,255} and instance-label masks).
+    ``value`` keeps one label of a label image; ``threshold`` binarises lossy (JPEG) masks.
+    """
+
+    value: int | None = Field(None, ge=0)
+    threshold: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one(self):
+        if self.value is not None and self.threshold is not None:
+            raise ValueError("value: set either data.mask.value or data.mask.threshold, not both")
         return self
 
 
 class DataConfig(Section):
-    source: Literal["synthetic"] = "synthetic"
-    seed: int = 0
-    split: SplitFractions = SplitFractions()
+    source: Literal["synthetic", "folder", "hf"] = "synthetic"
+    path: str | None = Field(None, description="folder source: its root; hf: a saved dataset")
+    seed: int = Field(0, ge=0)
+    split: SplitConfig = SplitConfig()
+    mask: MaskConfig = MaskConfig()
     synthetic: SyntheticSource = SyntheticSource()
+    folder: FolderSource = FolderSource()
+    hf: HfSource = HfSource()
+
+    @model_validator(mode="after")
+    def _source_needs(self):
+        if self.source == "folder" and not self.path:
+            raise ValueError(
+                "path: data.source=folder needs data.path, the folder holding "
+                f"{self.folder.images}/ and {self.folder.masks}/"
+            )
+        if self.source == "hf" and not (self.path or self.hf.name):
+            raise ValueError(
+                "hf.name: data.source=hf needs data.hf.name (a hub dataset) or data.path "
+                "(a dataset saved with datasets' save_to_disk)"
+            )
+        return self
+
+
+class NormalizeConfig(Section):
+    """``prepare.normalize``: how stored intensities become model inputs (one step, per image).
+
+    ``dtype``: [0, dtype max] (255 or 65535); ``minmax``: the image's own min and max;
+    ``percentile``: the image's ``percentiles`` (robust to hot pixels; good for 12-bit data
+    stored in 16 bits). The range maps to [0, 1] (clipped) and then to ``(x - 0.5) / 0.25``.
+    """
+
+    mode: Literal["dtype", "minmax", "percentile"] = "dtype"
+    percentiles: Range = (1.0, 99.0)
+
+    @model_validator(mode="after")
+    def _pct(self):
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"percentiles: need 0 <= low < high <= 100, got {[lo, hi]}")
+        return self
+
+
+class Probability(Section):
+    p: float = Field(0.0, ge=0, le=1, description="probability of applying the transform")
+
+
+class RotateConfig(Probability):
+    limit: float = Field(30.0, ge=0, le=180, description="angle drawn from [-limit, limit]")
+
+
+class BrightnessContrastConfig(Probability):
+    brightness: float = Field(0.2, ge=0, le=1, description="shift, x the image mean")
+    contrast: float = Field(0.2, ge=0, le=1)
+
+
+class GammaConfig(Probability):
+    limit: tuple[int, int] = (80, 120)  # gamma x 100, as albumentations
+
+    @model_validator(mode="after")
+    def _limit(self):
+        _check_range(self, "limit")
+        return self
+
+
+class CenterCropConfig(Probability):
+    fraction: float = Field(0.8, gt=0, le=1, description="side of the crop, resized back")
+
+
+class AugmentConfig(Section):
+    """``prepare.augment``: albumentations transforms for training tiles, all seeded.
+
+    ``offline`` writes ``factor`` augmented copies of every training tile (plus the original
+    if ``keep_original``); ``online`` writes plain tiles and the training Dataset augments
+    each tile anew every epoch; ``none`` augments nothing. Masks use nearest interpolation.
+    """
+
+    mode: Literal["offline", "online", "none"] = "offline"
+    factor: int = Field(1, ge=1, le=100, description="augmented copies per training tile")
+    keep_original: bool = False
+    hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    vflip: float = Field(0.5, ge=0, le=1, description="probability of a vertical flip")
+    rotate: RotateConfig = RotateConfig()
+    brightness_contrast: BrightnessContrastConfig = BrightnessContrastConfig()
+    gamma: GammaConfig = GammaConfig()
+    center_crop: CenterCropConfig = CenterCropConfig()
 
 
 class PrepareConfig(Section):
@@ -66,22 +215,45 @@ class PrepareConfig(Section):
 
     scale: float = Field(1.0, gt=0, le=1, description="resize factor before tiling; 1 = full res")
     tile_size: int = Field(512, ge=32, description="tile side in pixels, after scaling")
-    stride: int = Field(384, ge=1, description="sliding-window step; < tile_size overlaps")
-    random_crops: int = Field(4, ge=0, description="extra random crops per image")
-    hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
-    vflip: float = Field(0.5, ge=0, le=1, description="probability of a vertical flip")
+    stride: int | None = Field(384, ge=1, description="sliding-window step; < tile_size overlaps")
+    overlap: float | None = Field(None, ge=0, lt=1, description="instead of stride: a fraction")
+    edges: Literal["shift", "reflect"] = Field(
+        "shift",
+        description="shift: the last window ends flush with the edge; reflect: the image is "
+        "reflect-padded so windows step evenly past it",
+    )
+    random_crops: int = Field(4, ge=0, description="extra random crops per training image")
+    crop_min_foreground: float = Field(
+        0.0, ge=0, lt=1, description="redraw a crop (up to 20 times) below this foreground"
+    )
+    normalize: NormalizeConfig = NormalizeConfig()
+    augment: AugmentConfig = AugmentConfig()
+    workers: int = Field(0, ge=0, description="processes; 0 = one per available core")
     seed: int = 0
 
     @model_validator(mode="after")
     def _stride(self):
         if self.tile_size % 32:  # encoders downsample by 32
             raise ValueError(f"tile_size: must be a multiple of 32, got {self.tile_size}")
-        if self.stride > self.tile_size:
+        if self.overlap is not None and self.stride is not None:
             raise ValueError(
-                f"stride: {self.stride} is larger than tile_size ({self.tile_size}), which "
+                "overlap: set either prepare.stride or prepare.overlap (the other to null)"
+            )
+        if self.overlap is None and self.stride is None:
+            raise ValueError("stride: set prepare.stride or prepare.overlap")
+        if self.step > self.tile_size:
+            raise ValueError(
+                f"stride: {self.step} is larger than tile_size ({self.tile_size}), which "
                 "leaves pixels that no tile covers; use stride <= tile_size"
             )
         return self
+
+    @property
+    def step(self) -> int:
+        """The sliding-window step in pixels, from ``stride`` or ``overlap``."""
+        if self.stride is not None:
+            return self.stride
+        return max(1, round(self.tile_size * (1.0 - self.overlap)))
 
 
 class TrainConfig(Section):
@@ -120,6 +292,8 @@ class Params(Section):
     def _cross_checks(self):
         syn, prep = self.data.synthetic, self.prepare
         smallest = int(min(syn.height, syn.width) * prep.scale)
+        # Real data may hold images smaller than a tile (they are reflect-padded); generated
+        # data has one known size, so a tile larger than it is a mistake worth stopping on.
         if self.data.source == "synthetic" and prep.tile_size > smallest:
             raise ValueError(
                 f"prepare.tile_size: {prep.tile_size} is larger than the images "

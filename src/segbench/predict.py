@@ -1,6 +1,6 @@
 """Load a trained model directory and predict full-size images with it.
 
-A :class:`Predictor` takes an (H, W) uint8 image at full resolution, scales it to the working
+A :class:`Predictor` takes an (H, W) uint8/uint16 image at full resolution, scales it to the working
 resolution the model was trained at (``prepare.scale``), predicts, and returns the foreground
 probability resized back to (H, W).
 """
@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import torch
 
-from segbench.data.dataset import normalize
+from segbench.config import NormalizeConfig
+from segbench.data.normalize import intensity_range, standardize
 from segbench.data.resize import resize_image, scaled_shape
 from segbench.errors import SegbenchError
 from segbench.inference import sliding_window_proba
@@ -22,7 +23,11 @@ from segbench.models import build_model, get_spec
 
 
 class Predictor:
-    """Full-resolution (H, W) uint8 image -> (H, W) float32 foreground probability in [0, 1]."""
+    """Full-resolution (H, W) uint8/uint16 image -> (H, W) float32 foreground probability.
+
+    The image is scaled to the working resolution first, and its intensity range is measured
+    there, exactly as ``prepare`` measured it for the training tiles.
+    """
 
     def __init__(
         self, model, config: dict, *, overlap: float, batch_size: int, device: torch.device
@@ -31,6 +36,7 @@ class Predictor:
         self.kind = config["kind"]
         self.scale = float(config["prepare"]["scale"])
         self.tile = int(config["prepare"]["tile_size"])
+        self.normalize = NormalizeConfig(**config["prepare"].get("normalize", {}))
         self.overlap, self.batch_size, self.device = overlap, batch_size, device
 
     def warmup(self) -> None:
@@ -39,7 +45,7 @@ class Predictor:
             blank = np.zeros((self.tile, self.tile), dtype=np.uint8)
             sliding_window_proba(
                 self.model,
-                normalize(blank)[None],
+                standardize(blank, 0.0, 255.0)[None],
                 tile=self.tile,
                 overlap=0.0,
                 batch_size=1,
@@ -54,7 +60,7 @@ class Predictor:
         else:
             proba = sliding_window_proba(
                 self.model,
-                normalize(small)[None],
+                standardize(small, *intensity_range(small, self.normalize))[None],
                 tile=self.tile,
                 overlap=self.overlap,
                 batch_size=self.batch_size,

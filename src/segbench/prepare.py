@@ -1,113 +1,281 @@
-"""The ``prepare`` stage: train/val images -> square tiles, with flips as augmentation.
+"""The ``prepare`` stage: train/val images -> square tiles, augmented, on every core, streaming.
 
-Each train/val image is scaled by ``prepare.scale``, cut into sliding windows of ``tile_size``
-with ``stride``, and ``random_crops`` extra random crops are drawn from it. Training tiles are
-flipped at random (albumentations, seeded per image so the output does not depend on the order
-images are processed in). Test images are not tiled: evaluation runs on them at full size.
+Per train/val image (at ``prepare.scale``):
+
+* sliding windows of ``tile_size`` at ``stride`` (or ``overlap``), edges per ``prepare.edges``;
+* training images only: ``random_crops`` random crops, each redrawn (up to 20 times) while its
+  foreground fraction is below ``crop_min_foreground``;
+* training tiles only, ``augment.mode: offline``: ``augment.factor`` augmented copies of every
+  tile (plus the untouched tile with ``keep_original``). ``online`` writes plain tiles and
+  leaves augmentation to the training Dataset.
+
+Images are processed by a pool of worker processes, one image per task, each worker reading,
+tiling, augmenting and writing its PNGs itself; the parent only collects manifest rows. Memory
+is therefore one image per worker, whatever the dataset size. Every random draw is seeded by
+(``prepare.seed``, image id), so the output is identical for any number of workers and does not
+change for an image when others are added or removed. Test images are not tiled: evaluation
+runs on them at full size.
 
 Output layout (``out_dir``)::
 
-    train/images/<tile>.png, train/masks/<tile>.png, val/...
-    manifest.csv    tile, split, source, kind (window|crop), y, x, foreground_fraction
-    summary.json    tile counts per split and the data version (hash of all tile bytes)
+    train/images/<tile>.png, train/masks/<tile>.png, val/...   (8/16-bit as the source)
+    manifest.csv    tile, split, source, kind (window|crop), copy, y, x, foreground_fraction,
+                    lo, hi (the image's intensity range, see segbench.data.normalize)
+    summary.json    tile counts per split and kind, and the data version (a hash of the tiles)
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
 from tqdm import tqdm
 
 from segbench.config import PrepareConfig
+from segbench.data.augment import augment, build_augmenter
+from segbench.data.normalize import intensity_range
 from segbench.data.resize import resize_image, resize_mask, scaled_shape
 from segbench.data.tiles import iter_tiles, pad_to_tile
-from segbench.io import atomic_dir, read_csv, read_image, read_mask, write_csv, write_json
+from segbench.io import (
+    atomic_dir,
+    read_csv,
+    read_image,
+    read_mask,
+    write_csv,
+    write_image,
+    write_json,
+    write_mask,
+)
 
-TILE_FIELDS = ["tile", "split", "source", "kind", "y", "x", "foreground_fraction"]
+TILE_FIELDS = [
+    "tile",
+    "split",
+    "source",
+    "kind",
+    "copy",
+    "y",
+    "x",
+    "foreground_fraction",
+    "lo",
+    "hi",
+]
 TILED_SPLITS = ("train", "val")
+CROP_TRIES = 20
 
 
-def _image_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+def image_seed(seed: int, image_id: str) -> int:
+    """A seed fixed by (seed, image id) alone: independent of the order and number of images."""
+    digest = hashlib.sha256(f"{seed}\x00{image_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
 
 
-def _augmenter(cfg: PrepareConfig, seed: int, *, crop: bool) -> A.Compose:
-    ops = [A.RandomCrop(height=cfg.tile_size, width=cfg.tile_size)] if crop else []
-    ops += [A.HorizontalFlip(p=cfg.hflip), A.VerticalFlip(p=cfg.vflip)]
-    return A.Compose(ops, seed=seed)
+def _sub_seed(base: int, *keys: int) -> int:
+    return int(np.random.SeedSequence([base, *keys]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class Tile:
+    kind: str  # "window" or "crop"
+    copy: int  # 0 = as cut; 1.. = augmented copies
+    y: int
+    x: int
+    image: np.ndarray  # (T, T) uint8/uint16
+    mask: np.ndarray  # (T, T) {0, 1}
+
+
+def random_crop(
+    image: np.ndarray, mask: np.ndarray, tile: int, rng: np.random.Generator, min_fg: float
+) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """A random ``tile`` crop; redrawn while below ``min_fg`` foreground (best of the tries)."""
+    image, mask = pad_to_tile(image, tile), pad_to_tile(mask, tile)
+    best = None
+    for _ in range(CROP_TRIES if min_fg > 0 else 1):
+        y = int(rng.integers(0, image.shape[0] - tile + 1))
+        x = int(rng.integers(0, image.shape[1] - tile + 1))
+        fg = float(mask[y : y + tile, x : x + tile].mean())
+        if best is None or fg > best[0]:
+            best = (fg, y, x)
+        if fg >= min_fg:
+            break
+    _, y, x = best
+    return y, x, image[y : y + tile, x : x + tile], mask[y : y + tile, x : x + tile]
 
 
 def tiles_for_image(
-    image: np.ndarray, mask: np.ndarray, cfg: PrepareConfig, *, seed: int, augment: bool
-) -> list[tuple[str, int, int, np.ndarray, np.ndarray]]:
-    """All tiles of one full-size image: ``(kind, y, x, image_tile, mask_tile)``.
+    image: np.ndarray, mask: np.ndarray, cfg: PrepareConfig, *, seed: int, train: bool
+) -> list[Tile]:
+    """All tiles of one image already at working resolution.
 
-    ``image`` (H, W) uint8, ``mask`` (H, W) {0, 1}; tiles are (tile_size, tile_size). Crops
-    report ``y = x = -1`` (their position is drawn by albumentations and not needed later).
+    ``image`` (H, W) uint8/uint16 and ``mask`` (H, W) {0, 1}; tiles are (tile_size, tile_size).
     """
+    t = cfg.tile_size
+    base = [
+        Tile("window", 0, y, x, img_t, msk_t)
+        for y, x, img_t, msk_t in iter_tiles(image, mask, t, cfg.step, cfg.edges)
+    ]
+    if train:
+        rng = np.random.default_rng(_sub_seed(seed, 0))
+        for _ in range(cfg.random_crops):
+            y, x, img_t, msk_t = random_crop(image, mask, t, rng, cfg.crop_min_foreground)
+            base.append(Tile("crop", 0, y, x, img_t, msk_t))
+    aug_cfg = cfg.augment
+    if not train or aug_cfg.mode != "offline":
+        return base
+    aug = build_augmenter(aug_cfg, t)
+    out = []
+    for k, tile in enumerate(base):
+        if aug_cfg.keep_original or aug is None:
+            out.append(tile)
+        if aug is None:
+            continue
+        for c in range(1, aug_cfg.factor + 1):
+            img_t, msk_t = augment(aug, tile.image, tile.mask, _sub_seed(seed, 1, k, c))
+            out.append(Tile(tile.kind, c, tile.y, tile.x, img_t, msk_t))
+    return out
+
+
+@dataclass(frozen=True)
+class _Job:
+    image_id: str
+    split: str
+    image: Path
+    mask: Path
+    out: Path
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already; nested threads only contend
+
+
+def _tile_one(job: _Job, cfg: PrepareConfig) -> tuple[list[dict], str]:
+    """Tile one image and write its PNGs; return its manifest rows and a digest of its tiles."""
+    image, mask = read_image(job.image), read_mask(job.mask)
     shape = scaled_shape(*image.shape[:2], cfg.scale)
     image, mask = resize_image(image, shape), resize_mask(mask, shape)
-    flip = _augmenter(cfg, seed, crop=False)
-    out = []
-    for y, x, img_t, msk_t in iter_tiles(image, mask, cfg.tile_size, cfg.stride):
-        if augment:
-            res = flip(image=img_t, mask=msk_t)
-            img_t, msk_t = res["image"], res["mask"]
-        out.append(("window", y, x, img_t, msk_t))
-    crop = _augmenter(cfg, seed + 1, crop=True)
-    padded_img, padded_msk = pad_to_tile(image, cfg.tile_size), pad_to_tile(mask, cfg.tile_size)
-    for _ in range(cfg.random_crops if augment else 0):
-        res = crop(image=padded_img, mask=padded_msk)
-        out.append(("crop", -1, -1, res["image"], res["mask"]))
-    return out
+    lo, hi = intensity_range(image, cfg.normalize)
+    tiles = tiles_for_image(
+        image, mask, cfg, seed=image_seed(cfg.seed, job.image_id), train=job.split == "train"
+    )
+    digest = hashlib.sha256()
+    rows = []
+    for k, tile in enumerate(tiles):
+        name = f"{job.image_id}_{k:04d}"
+        write_image(job.out / job.split / "images" / f"{name}.png", tile.image)
+        write_mask(job.out / job.split / "masks" / f"{name}.png", tile.mask)
+        digest.update(tile.image.tobytes())
+        digest.update(tile.mask.tobytes())
+        rows.append(
+            {
+                "tile": name,
+                "split": job.split,
+                "source": job.image_id,
+                "kind": tile.kind,
+                "copy": tile.copy,
+                "y": tile.y,
+                "x": tile.x,
+                "foreground_fraction": round(float(tile.mask.mean()), 6),
+                "lo": lo,
+                "hi": hi,
+            }
+        )
+    return rows, digest.hexdigest()
+
+
+class _Worker:
+    """Picklable callable binding the config, for ``Pool.imap``."""
+
+    def __init__(self, cfg: PrepareConfig):
+        self.cfg = cfg
+
+    def __call__(self, job: _Job) -> tuple[list[dict], str]:
+        return _tile_one(job, self.cfg)
+
+
+def _pool(workers: int):
+    """A process pool whose workers do not inherit this process's threads.
+
+    Plain ``fork`` copies OpenCV's thread-pool state from a parent that already resized an
+    image, and the child then waits forever on threads it does not have. ``forkserver`` forks
+    from a clean server process that has imported this module once, so workers still start in
+    milliseconds.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["segbench.prepare"])
+    else:  # Windows
+        ctx = multiprocessing.get_context("spawn")
+    return ctx.Pool(workers, initializer=_init_worker)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> dict:
     """Tile the train and val images of ``raw_dir`` into ``out_dir``; return the summary."""
-    from segbench.io import write_image, write_mask
-
     raw_dir = Path(raw_dir)
     manifest = [r for r in read_csv(raw_dir / "manifest.csv") if r["split"] in TILED_SPLITS]
-    rows, digest = [], hashlib.sha256()
+    rows: list[dict] = []
+    digest = hashlib.sha256()
     with atomic_dir(out_dir) as tmp:
         for split in TILED_SPLITS:
             (tmp / split / "images").mkdir(parents=True)
             (tmp / split / "masks").mkdir(parents=True)
-        for index, rec in enumerate(tqdm(manifest, desc="prepare", unit="img")):
-            image = read_image(raw_dir / rec["image"])
-            mask = read_mask(raw_dir / rec["mask"])
-            tiles = tiles_for_image(
-                image,
-                mask,
-                cfg,
-                seed=_image_seed(cfg.seed, index),
-                augment=rec["split"] == "train",
-            )
-            for k, (kind, y, x, img_t, msk_t) in enumerate(tiles):
-                name = f"{rec['id']}_{k:03d}"
-                write_image(tmp / rec["split"] / "images" / f"{name}.png", img_t)
-                write_mask(tmp / rec["split"] / "masks" / f"{name}.png", msk_t)
-                digest.update(img_t.tobytes() + msk_t.tobytes())
-                rows.append(
-                    {
-                        "tile": name,
-                        "split": rec["split"],
-                        "source": rec["id"],
-                        "kind": kind,
-                        "y": y,
-                        "x": x,
-                        "foreground_fraction": round(float(msk_t.mean()), 6),
-                    }
-                )
+        jobs = [
+            _Job(r["id"], r["split"], raw_dir / r["image"], raw_dir / r["mask"], tmp)
+            for r in manifest
+        ]
+        workers = max(1, min(cfg.workers or available_cores(), len(jobs)))
+        worker = _Worker(cfg)
+        progress = tqdm(total=len(jobs), desc=f"prepare ({workers} proc)", unit="img")
+        if workers == 1:
+            results = map(worker, jobs)
+            pool = None
+        else:
+            pool = _pool(workers)
+            results = pool.imap(worker, jobs, chunksize=1)  # in order: a stable manifest
+        try:
+            for image_rows, image_digest in results:
+                rows.extend(image_rows)
+                digest.update(image_digest.encode())
+                progress.update()
+        finally:
+            progress.close()
+            if pool is not None:
+                pool.terminate()
+                pool.join()
         write_csv(tmp / "manifest.csv", rows, TILE_FIELDS)
-        summary = {
-            "tile_size": cfg.tile_size,
-            "scale": cfg.scale,
-            "tiles": {s: sum(r["split"] == s for r in rows) for s in TILED_SPLITS},
-            "data_version": digest.hexdigest()[:16],
-        }
+        # The manifest carries the intensity ranges training uses, so it is part of the version.
+        digest.update((tmp / "manifest.csv").read_bytes())
+        summary = summarise(rows, cfg, digest.hexdigest()[:16])
         write_json(tmp / "summary.json", summary)
     return summary
+
+
+def summarise(rows: list[dict], cfg: PrepareConfig, data_version: str) -> dict:
+    """Tile counts per split and kind, augmentation mode, and the data version."""
+    fg = np.array([r["foreground_fraction"] for r in rows if r["split"] == "train"], dtype=float)
+    return {
+        "tile_size": cfg.tile_size,
+        "scale": cfg.scale,
+        "stride": cfg.step,
+        "augment": cfg.augment.mode,
+        "tiles": {s: sum(r["split"] == s for r in rows) for s in TILED_SPLITS},
+        "train_tiles_by_kind": {
+            k: sum(r["split"] == "train" and r["kind"] == k for r in rows)
+            for k in ("window", "crop")
+        },
+        "train_empty_tiles": int((fg == 0).sum()),
+        "images": {s: len({r["source"] for r in rows if r["split"] == s}) for s in TILED_SPLITS},
+        "data_version": data_version,
+    }

@@ -17,10 +17,12 @@ import math
 from pathlib import Path
 
 import jinja2
+import numpy as np
 from tqdm import tqdm
 
 from segbench import figures
 from segbench.config import Params
+from segbench.data.normalize import intensity_range, to_unit
 from segbench.io import atomic_dir, read_csv, read_image, read_json, read_mask, write_csv
 
 COLUMNS = [
@@ -73,6 +75,12 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _display(image: np.ndarray, params: Params) -> np.ndarray:
+    """(H, W) uint8/uint16 -> uint8 for display, over the range the models were given."""
+    lo, hi = intensity_range(image, params.prepare.normalize)
+    return np.rint(to_unit(image, lo, hi) * 255).astype(np.uint8)
+
+
 def _examples(params: Params, raw_dir: Path, eval_dir: Path, models: list[str], fig_dir: Path):
     """Render overlays of the same few test images for every model; ``{model: [png paths]}``."""
     tests = [r for r in read_csv(raw_dir / "manifest.csv") if r["split"] == "test"]
@@ -80,6 +88,7 @@ def _examples(params: Params, raw_dir: Path, eval_dir: Path, models: list[str], 
     out: dict[str, list[Path]] = {m: [] for m in models}
     for rec in tqdm(tests, desc="report figures", unit="img"):
         image, mask = read_image(raw_dir / rec["image"]), read_mask(raw_dir / rec["mask"])
+        image = _display(image, params)
         for name in models:
             pred = read_mask(eval_dir / name / "pred" / f"{rec['id']}.png")
             path = fig_dir / f"{name}_{rec['id']}.png"

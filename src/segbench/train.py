@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from segbench.config import Params
+from segbench.data.augment import build_augmenter
 from segbench.data.dataset import TileDataset, load_tiles
 from segbench.errors import SegbenchError
 from segbench.inference import autocast
@@ -102,7 +103,10 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, epoch: int) -> fl
 def _fit_torch(name, params: Params, tiles_dir, device, on_epoch, log_metrics) -> tuple:
     cfg = params.train
     torch.manual_seed(cfg.seed)
-    train_ds = TileDataset.from_dir(tiles_dir, "train")
+    augmenter = None
+    if params.prepare.augment.mode == "online":  # else the tiles on disk are already augmented
+        augmenter = build_augmenter(params.prepare.augment, params.prepare.tile_size)
+    train_ds = TileDataset.from_dir(tiles_dir, "train", augmenter=augmenter, seed=cfg.seed)
     val_ds = TileDataset.from_dir(tiles_dir, "val")
     loader = DataLoader(
         train_ds,
@@ -121,6 +125,7 @@ def _fit_torch(name, params: Params, tiles_dir, device, on_epoch, log_metrics) -
     epochs = tqdm(range(1, cfg.epochs + 1), desc=f"train@{name}", unit="epoch")
     for epoch in epochs:
         start = time.perf_counter()
+        train_ds.set_epoch(epoch)
         train_loss = train_one_epoch(model, loader, loss_fn, optimizer, device, epoch)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
@@ -148,7 +153,7 @@ def _fit_torch(name, params: Params, tiles_dir, device, on_epoch, log_metrics) -
 
 def _fit_classical(name, params: Params, tiles_dir) -> tuple:
     model = build_model(name, **params.model_params(name).model_dump())
-    images, masks = load_tiles(tiles_dir, "train")
+    images, masks, _ = load_tiles(tiles_dir, "train")
     scores = model.fit(images, masks)
     summary = {f"fit_dice_{k}": v for k, v in scores.items()}
     summary.update(params_total=0, params_trainable=0)

@@ -1,37 +1,135 @@
-"""Seeded train/val/test assignment of image ids."""
+"""Seeded, stratified, grouped and stable train/val/test assignment.
+
+The unit of assignment is a **group** (by default each image is its own group; with
+``data.split.group`` a regex over the file name, e.g. a patient id, makes every image of one
+patient one group), so no group ever crosses splits.
+
+Groups are **stratified**: empty-mask groups form one stratum and the others are binned by their
+median foreground fraction into ``strata`` equal-count bins, so every split sees the same mix of
+empty, small-object and large-object images.
+
+Inside a stratum every group gets a position from a hash of (seed, group key), which does not
+depend on the other groups, and the split boundaries are cut along that order. Adding or
+removing images therefore only moves groups that sit next to a boundary; all others keep their
+split. Split sizes are apportioned with error diffusion across strata, so each split's total is
+within one image of its target fraction (with singleton groups).
+"""
 
 from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
 
 import numpy as np
 
 SPLITS = ("train", "val", "test")
 
 
-def assign_splits(
-    ids: list[str], *, train: float, val: float, test: float, seed: int
-) -> dict[str, str]:
-    """Map each id to ``"train"``, ``"val"`` or ``"test"`` with the given fractions.
+def group_key(name: str, pattern: str | None) -> str | None:
+    """The group of a file ``name``: the regex's first group, else its whole match.
 
-    Counts are rounded (largest remainder) and every split gets at least one image, so a small
-    dataset still has something to validate and test on. The assignment depends only on the
-    sorted ids and the seed, not on the order the ids arrive in.
+    Returns ``name`` itself when there is no pattern, and None when the pattern does not match.
     """
+    if pattern is None:
+        return name
+    match = re.search(pattern, name)
+    if match is None:
+        return None
+    return match.group(1) if match.groups() and match.group(1) is not None else match.group(0)
+
+
+def _position(seed: int, key: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, key) alone."""
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _apportion(exact: np.ndarray, total: int) -> np.ndarray:
+    """Non-negative integers summing to ``total``, each within one of ``exact`` (largest remainder)."""
+    counts = np.floor(np.clip(exact, 0, None)).astype(int)
+    while counts.sum() < total:
+        counts[int(np.argmax(exact - counts))] += 1
+    while counts.sum() > total:
+        over = np.where(counts > 0, exact - counts, np.inf)
+        counts[int(np.argmin(over))] -= 1
+    return counts
+
+
+def _strata(keys: list[str], sizes: dict, empty: dict, fg: dict, n_bins: int) -> list[list[str]]:
+    """Groups per stratum: empty groups first, then equal-count bins of foreground fraction."""
+    empties = [k for k in keys if empty[k]]
+    full = sorted((k for k in keys if not empty[k]), key=lambda k: (fg[k], k))
+    n_bins = max(1, min(n_bins, len(full) // 5))  # a bin needs a few groups to be worth it
+    bins = [list(chunk) for chunk in np.array_split(np.array(full, dtype=object), n_bins)]
+    return [s for s in [empties, *bins] if len(s)]
+
+
+def assign_splits(
+    ids: Sequence[str],
+    *,
+    train: float,
+    val: float,
+    test: float,
+    seed: int,
+    foreground: Sequence[float] | None = None,
+    groups: Sequence[str] | None = None,
+    strata: int = 3,
+) -> dict[str, str]:
+    """Map every id to ``"train"``, ``"val"`` or ``"test"``.
+
+    ``foreground`` is each image's mask foreground fraction (0 = empty mask); ``groups`` each
+    image's group key (default: its id). The result depends only on the set of
+    (id, group, foreground) records and the seed, never on their order. With at least three
+    groups every split gets at least one.
+    """
+    ids = [str(i) for i in ids]
     n = len(ids)
-    if n < len(SPLITS):
-        raise ValueError(f"need at least {len(SPLITS)} images to split, got {n}")
+    fg_of = dict(zip(ids, foreground if foreground is not None else [0.5] * n, strict=True))
+    group_of = dict(zip(ids, groups if groups is not None else ids, strict=True))
+    members: dict[str, list[str]] = {}
+    for i in sorted(ids):
+        members.setdefault(group_of[i], []).append(i)
+    if len(members) < len(SPLITS):
+        raise ValueError(
+            f"need at least {len(SPLITS)} images (or groups) to split, got {len(members)}"
+        )
+    keys = sorted(members)
+    sizes = {k: len(members[k]) for k in keys}
+    fg = {k: float(np.median([fg_of[i] for i in members[k]])) for k in keys}
+    empty = {k: sum(fg_of[i] == 0 for i in members[k]) * 2 > sizes[k] for k in keys}
     fractions = np.array([train, val, test], dtype=float)
-    raw = fractions / fractions.sum() * n
-    counts = np.floor(raw).astype(int)
-    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
-        counts[i] += 1
-    for i in range(len(SPLITS)):  # take from the largest split for any empty one
-        if counts[i] == 0:
-            counts[i] = 1
-            counts[int(np.argmax(counts))] -= 1
-    order = np.random.default_rng(seed).permutation(sorted(ids))
-    bounds = np.cumsum(counts)[:-1]
-    return {
-        str(i): split
-        for split, chunk in zip(SPLITS, np.split(order, bounds), strict=True)
-        for i in chunk
-    }
+    fractions /= fractions.sum()
+
+    assigned: dict[str, int] = {}
+    carry = np.zeros(len(SPLITS))
+    for stratum in _strata(keys, sizes, empty, fg, strata):
+        stratum = sorted(stratum, key=lambda k: (_position(seed, k), k))
+        total = sum(sizes[k] for k in stratum)
+        exact = fractions * total + carry
+        cuts = np.cumsum(_apportion(exact, total))
+        got = np.zeros(len(SPLITS))
+        start = 0
+        for k in stratum:
+            middle = start + sizes[k] / 2  # a group goes where its middle image falls
+            split = int(np.searchsorted(cuts, middle, side="right"))
+            split = min(split, len(SPLITS) - 1)
+            assigned[k] = split
+            got[split] += sizes[k]
+            start += sizes[k]
+        carry = exact - got  # the next stratum makes up for this one's rounding
+
+    _fill_empty_splits(assigned, sizes, seed)
+    return {i: SPLITS[assigned[group_of[i]]] for i in ids}
+
+
+def _fill_empty_splits(assigned: dict[str, int], sizes: dict[str, int], seed: int) -> None:
+    """Give an empty split the last-positioned smallest group of the largest split (tiny data)."""
+    for split in range(len(SPLITS)):
+        if split in assigned.values():
+            continue
+        totals = [sum(sizes[k] for k, s in assigned.items() if s == j) for j in range(len(SPLITS))]
+        donor = int(np.argmax(totals))
+        candidates = [k for k, s in assigned.items() if s == donor]
+        chosen = max(candidates, key=lambda k: (-sizes[k], _position(seed, k), k))
+        assigned[chosen] = split

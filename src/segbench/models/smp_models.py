@@ -1,7 +1,7 @@
 """Supervised segmenters from segmentation_models_pytorch, for 1-channel input and 1 logit map.
 
 Every builder returns an ``nn.Module`` mapping (N, 1, H, W) float32 images (normalised by
-:func:`segbench.data.dataset.normalize`) to (N, 1, H, W) logits; H and W multiples of 32.
+:func:`segbench.data.normalize.standardize`) to (N, 1, H, W) logits; H and W multiples of 32.
 """
 
 from __future__ import annotations

@@ -1,0 +1,180 @@
+"""prepare: tiles cover every pixel, augmentation counts, crops, bit depth, workers, errors."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segbench.config import parse_params
+from segbench.data.normalize import intensity_range
+from segbench.data.resize import resize_image, scaled_shape
+from segbench.fetch import fetch
+from segbench.io import read_csv, read_image, read_json, read_mask
+from segbench.prepare import prepare
+from tests.conftest import deep_update, real_params_raw
+from tests.datasets import write_tiff_dataset
+
+SMALL = {"scale": 1.0, "tile_size": 64, "stride": 48, "random_crops": 2, "workers": 1}
+
+
+@pytest.fixture(scope="module")
+def raw16(tmp_path_factory):
+    root = tmp_path_factory.mktemp("p16")
+    write_tiff_dataset(root / "in", 10, height=100, width=150)
+    params = parse_params(
+        deep_update(real_params_raw(), {"data": {"source": "folder", "path": str(root / "in")}})
+    )
+    fetch(params, root / "raw")
+    return root / "raw"
+
+
+def prep_cfg(**overrides):
+    raw = deep_update(real_params_raw(), {"prepare": deep_update(SMALL, overrides)})
+    return parse_params(raw).prepare
+
+
+def test_windows_cover_every_pixel_of_every_val_image(raw16, tmp_path):
+    cfg = prep_cfg(edges="shift")
+    prepare(cfg, raw16, tmp_path / "t")
+    rows = read_csv(tmp_path / "t" / "manifest.csv")
+    for rec in (r for r in read_csv(raw16 / "manifest.csv") if r["split"] == "val"):
+        image = read_image(raw16 / rec["image"])
+        rebuilt = np.zeros_like(image)
+        covered = np.zeros(image.shape, bool)
+        for r in (r for r in rows if r["source"] == rec["id"]):
+            y, x = int(r["y"]), int(r["x"])
+            rebuilt[y : y + 64, x : x + 64] = read_image(
+                tmp_path / "t" / "val" / "images" / f"{r['tile']}.png"
+            )
+            covered[y : y + 64, x : x + 64] = True
+        assert covered.all()
+        np.testing.assert_array_equal(rebuilt, image)  # 16-bit values survive tiling
+
+
+def test_tiles_keep_16_bits_and_record_the_intensity_range(raw16, tmp_path):
+    cfg = prep_cfg(normalize={"mode": "percentile", "percentiles": [1, 99]})
+    prepare(cfg, raw16, tmp_path / "t")
+    row = read_csv(tmp_path / "t" / "manifest.csv")[0]
+    tile = read_image(tmp_path / "t" / row["split"] / "images" / f"{row['tile']}.png")
+    assert tile.dtype == np.uint16 and tile.max() > 255
+    source = read_image(raw16 / f"images/{row['source']}.png")
+    lo, hi = intensity_range(source, cfg.normalize)
+    assert (float(row["lo"]), float(row["hi"])) == pytest.approx((lo, hi))
+    assert hi < 4096 + 16  # the 12-bit signal's range, not 65535
+
+
+def test_offline_factor_keep_original_and_online_counts(raw16, tmp_path):
+    base = prepare(prep_cfg(augment={"mode": "none"}), raw16, tmp_path / "none")
+    n_train = base["tiles"]["train"]
+    factor = prepare(
+        prep_cfg(augment={"factor": 3, "keep_original": True, "rotate": {"p": 1.0}}),
+        raw16,
+        tmp_path / "x3",
+    )
+    assert factor["tiles"]["train"] == 4 * n_train
+    assert factor["tiles"]["val"] == base["tiles"]["val"]  # val is never augmented
+    copies = {int(r["copy"]) for r in read_csv(tmp_path / "x3" / "manifest.csv")}
+    assert copies == {0, 1, 2, 3}
+    online = prepare(prep_cfg(augment={"mode": "online"}), raw16, tmp_path / "online")
+    assert online["data_version"] == base["data_version"]  # plain tiles, augmented later
+
+
+def test_random_crops_respect_the_minimum_foreground(raw16, tmp_path):
+    prepare(
+        prep_cfg(random_crops=6, crop_min_foreground=0.05, augment={"mode": "none"}),
+        raw16,
+        tmp_path / "t",
+    )
+    crops = [r for r in read_csv(tmp_path / "t" / "manifest.csv") if r["kind"] == "crop"]
+    assert crops and np.mean([float(r["foreground_fraction"]) >= 0.05 for r in crops]) > 0.95
+    for r in crops[:5]:  # the crop really is the image at its recorded position
+        image = read_image(raw16 / f"images/{r['source']}.png")
+        tile = read_image(tmp_path / "t" / "train" / "images" / f"{r['tile']}.png")
+        y, x = int(r["y"]), int(r["x"])
+        np.testing.assert_array_equal(tile, image[y : y + 64, x : x + 64])
+
+
+def test_same_output_for_any_number_of_workers(raw16, tmp_path):
+    one = prepare(prep_cfg(workers=1), raw16, tmp_path / "w1")
+    two = prepare(prep_cfg(workers=2), raw16, tmp_path / "w2")
+    assert one["data_version"] == two["data_version"]
+    a = read_csv(tmp_path / "w1" / "manifest.csv")
+    assert a == read_csv(tmp_path / "w2" / "manifest.csv")
+    r = next(r for r in a if r["kind"] == "crop")
+    np.testing.assert_array_equal(
+        read_mask(tmp_path / "w1" / "train" / "masks" / f"{r['tile']}.png"),
+        read_mask(tmp_path / "w2" / "train" / "masks" / f"{r['tile']}.png"),
+    )
+
+
+def test_an_image_tiles_the_same_when_others_are_removed(raw16, tmp_path):
+    prepare(prep_cfg(), raw16, tmp_path / "all")
+    rows = read_csv(raw16 / "manifest.csv")
+    keep = [r for r in rows if r["split"] == "train"][:2]
+    (tmp_path / "subset").mkdir()
+    import shutil
+
+    for sub in ("images", "masks"):
+        shutil.copytree(raw16 / sub, tmp_path / "subset" / sub)
+    from segbench.io import write_csv
+
+    write_csv(tmp_path / "subset" / "manifest.csv", keep, list(rows[0]))
+    prepare(prep_cfg(), tmp_path / "subset", tmp_path / "some")
+    some = read_csv(tmp_path / "some" / "manifest.csv")
+    full = {r["tile"]: r for r in read_csv(tmp_path / "all" / "manifest.csv")}
+    for r in some:
+        assert full[r["tile"]] == r
+        np.testing.assert_array_equal(
+            read_image(tmp_path / "some" / "train" / "images" / f"{r['tile']}.png"),
+            read_image(tmp_path / "all" / "train" / "images" / f"{r['tile']}.png"),
+        )
+
+
+def test_images_smaller_than_a_tile_are_padded(tmp_path):
+    root = tmp_path / "in"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8)).save(
+            root / "images" / f"s{i}.png"
+        )
+        Image.fromarray((rng.random((40, 50)) > 0.5).astype(np.uint8) * 255).save(
+            root / "masks" / f"s{i}.png"
+        )
+    params = parse_params(
+        deep_update(
+            real_params_raw(), {"data": {"source": "folder", "path": str(root)}, "prepare": SMALL}
+        )
+    )
+    fetch(params, tmp_path / "raw")
+    summary = prepare(params.prepare, tmp_path / "raw", tmp_path / "t")
+    assert summary["tiles"]["val"] == summary["images"]["val"]  # one padded window each
+
+
+def test_bad_prepare_params_name_the_key():
+    from segbench.errors import SegbenchError
+
+    for overrides, key in [
+        ({"stride": 32, "overlap": 0.5}, "prepare.overlap"),
+        ({"stride": 128}, "prepare.stride"),
+        ({"augment": {"rotate": {"limit": 400}}}, "prepare.augment.rotate.limit"),
+        ({"normalize": {"percentiles": [99, 1]}}, "prepare.normalize.percentiles"),
+        ({"augment": {"mode": "sometimes"}}, "prepare.augment.mode"),
+    ]:
+        with pytest.raises(SegbenchError, match=key.replace(".", r"\.")):
+            prep_cfg(**overrides)
+
+
+def test_overlap_sets_the_stride():
+    assert prep_cfg(stride=None, overlap=0.25).step == 48
+
+
+def test_scale_applies_before_tiling(raw16, tmp_path):
+    prepare(prep_cfg(scale=0.5, tile_size=32, stride=32), raw16, tmp_path / "t")
+    rec = next(r for r in read_csv(raw16 / "manifest.csv") if r["split"] == "val")
+    image = read_image(raw16 / rec["image"])
+    small = resize_image(image, scaled_shape(*image.shape, 0.5))
+    row = next(r for r in read_csv(tmp_path / "t" / "manifest.csv") if r["source"] == rec["id"])
+    tile = read_image(tmp_path / "t" / "val" / "images" / f"{row['tile']}.png")
+    np.testing.assert_array_equal(tile, small[:32, :32])
+    assert read_json(tmp_path / "t" / "summary.json")["scale"] == 0.5
