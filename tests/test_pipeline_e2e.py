@@ -88,6 +88,8 @@ def test_whole_pipeline_on_a_folder_of_16_bit_tiffs(repo_copy, tmp_path):
         f"data.path={data}",
         "-S",
         "prepare.normalize.mode=percentile",
+        "-S",
+        "train.epochs=1",
     )
     assert "Running stage 'fetch'" in exp.stdout and "Running stage 'report'" in exp.stdout
     summary = read_json(repo_copy / "data" / "raw" / "summary.json")
