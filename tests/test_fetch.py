@@ -178,9 +178,15 @@ def test_hf_bad_column_split_and_unreachable_hub(tmp_path, monkeypatch):
         fetch(params_for(source="hf", path=str(path), hf={"split": "dev"}), tmp_path / "r")
     with pytest.raises(SegbenchError, match="not a dataset saved with `datasets`"):
         fetch(params_for(source="hf", path=str(tmp_path)), tmp_path / "r")
+    # No network here; offline mode makes the hub lookup fail at once instead of timing out.
+    # The libraries read these settings at import, so patch the loaded constants too.
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
     with pytest.raises(SegbenchError, match=r"data\.hf\.name: cannot load 'nobody/no-such-set'"):
         fetch(params_for(source="hf", hf={"name": "nobody/no-such-set"}), tmp_path / "r")
     assert not (tmp_path / "r").exists()

@@ -1,4 +1,7 @@
-"""The Prefect flow runs DVC's own stage graph, in graph order, as Prefect tasks."""
+"""The Prefect flow runs DVC's own stage graph, in graph order, as Prefect tasks.
+
+The full flow run is the first half of tests/test_pipeline_e2e.py (one pipeline run serves both).
+"""
 
 import importlib.util
 
@@ -21,24 +24,6 @@ def test_stage_order_comes_from_dvc_yaml():
     for model in ("otsu", "unet"):
         assert order.index(f"train@{model}") < order.index(f"evaluate@{model}")
     assert len(order) == 7
-
-
-@pytest.mark.slow
-def test_flow_runs_every_stage_and_returns_metrics(repo_copy, prefect_server):
-    from prefect.client.orchestration import get_client
-
-    flow_module = load_flow_module()
-    metrics = flow_module.pipeline(root=str(repo_copy))
-    assert set(metrics) == {"eval/otsu/metrics.json", "eval/unet/metrics.json"}
-    assert (repo_copy / "reports" / "report.html").is_file()
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs()
-    done = sorted(
-        (r for r in runs if r.state and r.state.is_completed()), key=lambda r: r.start_time
-    )
-    names = [r.name for r in done if r.name in stage_order(repo_copy)]
-    assert names == stage_order(repo_copy)
 
 
 def test_user_errors_are_not_retried(repo_copy):

@@ -1,5 +1,7 @@
 """The model registry: every registered model builds, runs forward and backward, and fits."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,10 @@ TORCH_MODELS = [name for name, spec in MODELS.items() if spec.kind == "torch"]
 
 
 def test_unknown_name_lists_the_valid_ones():
-    with pytest.raises(SegbenchError, match=r"unknown model 'segnet'; valid models: otsu, unet"):
+    with pytest.raises(
+        SegbenchError,
+        match=r"unknown model 'segnet'; valid models: attention_unet, otsu, segformer, unet",
+    ):
         get_spec("segnet")
 
 
@@ -20,32 +25,117 @@ def test_bad_model_params_name_the_key():
         build_model("unet", encoder_depth=1)
     with pytest.raises(SegbenchError, match=r"models\.unet\.encoder_name"):
         build_model("unet", encoder_name="no-such-encoder")
+    with pytest.raises(SegbenchError, match=r"models\.attention_unet\.decoder_channels"):
+        build_model("attention_unet", decoder_channels=(64, 32, 16))
+    with pytest.raises(SegbenchError, match=r"models\.segformer\.in_channels"):
+        build_model("segformer", in_channels=5)
 
 
 @pytest.mark.parametrize("name", TORCH_MODELS)
 def test_forward_backward_on_a_tiny_input(name):
+    """Every torch model: (1, 3, 64, 64) -> (1, 1, 64, 64) logits, and a finite gradient for every
+    trainable parameter. Batch 1 is enough: the coarsest feature map is 2x2, so each BatchNorm
+    channel in train mode still sees 4 values (it fails only on 1)."""
     torch.manual_seed(0)
-    model = build_model(name)
-    x = torch.randn(2, 1, 64, 64)
-    logits = model(x)
-    assert logits.shape == (2, 1, 64, 64)
+    model = build_model(name, in_channels=3).train()
+    logits = model(torch.randn(1, 3, 64, 64))
+    assert logits.shape == (1, 1, 64, 64)
     logits.mean().backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert grads and all(g is not None for g in grads)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable
+    no_grad = [n for n, p in trainable.items() if p.grad is None]
+    assert not no_grad, f"parameters without a gradient: {no_grad[:5]}"
+    bad = [n for n, p in trainable.items() if not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients: {bad[:5]}"
 
 
-def test_unet_loads_local_encoder_weights_safely(tmp_path):
-    """A torchvision-style RGB ResNet state dict loads (first conv summed to one channel)."""
+def test_attention_gates_scale_each_skip_by_a_map_in_0_1():
+    from segbench.models.attention_unet import AttentionGate
+
+    torch.manual_seed(0)
+    model = build_model("attention_unet")
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 1, 64, 64)
+    # resnet18 skips at strides 16, 8, 4, 2 (the stride-32 map is the gating start, no skip)
+    assert [tuple(a.shape) for a in model.last_attention] == [
+        (2, 1, 4, 4),
+        (2, 1, 8, 8),
+        (2, 1, 16, 16),
+        (2, 1, 32, 32),
+    ]
+    for alpha in model.last_attention:
+        assert alpha.min() >= 0.0 and alpha.max() <= 1.0 and alpha.std() > 0
+
+    gate = AttentionGate(x_channels=8, g_channels=16, inter_channels=4)
+    x, g = torch.randn(2, 8, 32, 32), torch.randn(2, 16, 16, 16)
+    gated, alpha = gate(x, g)
+    assert gated.shape == x.shape and alpha.shape == (2, 1, 32, 32)
+    assert alpha.min() >= 0.0 and alpha.max() <= 1.0
+    torch.testing.assert_close(gated, x * alpha)
+
+
+@pytest.mark.parametrize("name", TORCH_MODELS)
+@pytest.mark.parametrize("encoder", ["resnet19", "tu-no_such_timm_model"])
+def test_unknown_encoder_is_a_user_error(name, encoder):
+    with pytest.raises(SegbenchError, match=rf"models\.{name}\.encoder_name: unknown encoder") as e:
+        build_model(name, encoder_name=encoder)
+    assert "resnet18" in str(e.value) and "get_encoder_names()" in str(e.value)
+    if encoder == "resnet19":
+        assert "did you mean 'resnet18'" in str(e.value)
+
+
+@pytest.mark.parametrize("name", TORCH_MODELS)
+def test_weights_of_another_encoder_are_a_user_error(tmp_path, name):
+    import segmentation_models_pytorch as smp
+
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(smp.encoders.get_encoder("mobilenet_v2", weights=None).state_dict(), path)
+    with pytest.raises(SegbenchError) as e:
+        build_model(name, encoder_weights=str(path))
+    message = str(e.value)
+    assert message.startswith(f"models.{name}.encoder_weights: {path} does not fit")
+    assert re.search(r"missing [1-9]\d* keys.*unexpected [1-9]\d* keys", message), message
+
+
+@pytest.mark.parametrize(
+    ("name", "encoder_name", "in_channels"),
+    [
+        ("unet", "resnet18", 1),
+        ("attention_unet", "resnet18", 3),
+        ("attention_unet", "tu-resnet18", 2),
+    ],
+)
+def test_local_encoder_weights_load_for_any_in_channels(tmp_path, name, encoder_name, in_channels):
+    """A torchvision RGB ResNet state dict loads; the first conv is fitted as smp does it
+    (summed for 1 channel, cycled and scaled by 3/C otherwise); timm encoders get ``model.``."""
     import torchvision
 
     reference = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)
-    model = build_model("unet", encoder_weights=str(path))
-    expected = reference.state_dict()["conv1.weight"].sum(dim=1, keepdim=True)
-    torch.testing.assert_close(model.encoder.conv1.weight.detach(), expected)
+    model = build_model(
+        name, encoder_name=encoder_name, encoder_weights=str(path), in_channels=in_channels
+    )
+    own = model.encoder.state_dict()
+    prefix = "model." if encoder_name.startswith("tu-") else ""
+    rgb = reference.conv1.weight.detach()
+    expected = {1: rgb.sum(dim=1, keepdim=True), 2: rgb[:, :2] * 1.5, 3: rgb}[in_channels]
+    torch.testing.assert_close(own[f"{prefix}conv1.weight"], expected)
     torch.testing.assert_close(
-        model.encoder.layer1[0].conv1.weight.detach(), reference.layer1[0].conv1.weight
+        own[f"{prefix}layer1.0.conv1.weight"], reference.layer1[0].conv1.weight.detach()
+    )
+
+
+def test_segformer_loads_mit_weights_and_skips_the_classifier(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    state = smp.encoders.get_encoder("mit_b0", in_channels=3, weights=None).state_dict()
+    state |= {"head.weight": torch.zeros(1000, 256), "head.bias": torch.zeros(1000)}
+    path = tmp_path / "mit_b0.pth"
+    torch.save(state, path)
+    model = build_model("segformer", encoder_weights=str(path))
+    torch.testing.assert_close(
+        model.encoder.state_dict()["patch_embed1.proj.weight"],
+        state["patch_embed1.proj.weight"].sum(dim=1, keepdim=True),
     )
 
 

@@ -26,8 +26,22 @@ def dvc(repo, *args, check=True):
     return proc
 
 
-def test_dvc_repro_end_to_end(repo_copy, mlflow_store):
-    dvc(repo_copy, "repro")
+def test_prefect_flow_then_dvc_end_to_end(repo_copy, mlflow_store, prefect_server):
+    # The first run goes through the Prefect flow: DVC's stages as Prefect tasks, in graph order.
+    from prefect.client.orchestration import get_client
+
+    from segbench.dag import stage_order
+    from tests.test_flow import load_flow_module
+
+    metrics = load_flow_module().pipeline(root=str(repo_copy))
+    assert set(metrics) == {"eval/otsu/metrics.json", "eval/unet/metrics.json"}
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    done = sorted(
+        (r for r in runs if r.state and r.state.is_completed()), key=lambda r: r.start_time
+    )
+    order = stage_order(repo_copy)
+    assert [r.name for r in done if r.name in order] == order
 
     # dvc metrics show lists both models' test metrics.
     shown = json.loads(dvc(repo_copy, "metrics", "show", "--json").stdout)

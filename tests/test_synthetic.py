@@ -137,3 +137,20 @@ def test_global_otsu_does_not_solve_it(samples) -> None:
 def test_invalid_arguments(kwargs) -> None:
     with pytest.raises(ValueError):
         generate_sample(0, **kwargs)
+
+
+def test_noise_knob_scales_acquisition_noise() -> None:
+    default_img, default_mask = generate_sample(7, **SMALL)
+    nominal_img, nominal_mask = generate_sample(7, noise=1.0, **SMALL)
+    np.testing.assert_array_equal(default_img, nominal_img)
+    np.testing.assert_array_equal(default_mask, nominal_mask)
+    # The noise level changes no random draw: same scene, only the residual noise grows.
+    clean, clean_mask = generate_sample(7, noise=0.0, **SMALL)
+    noisy, noisy_mask = generate_sample(7, noise=3.0, **SMALL)
+    np.testing.assert_array_equal(clean_mask, noisy_mask)
+    var_nominal = np.var(nominal_img.astype(float) - clean.astype(float))
+    var_noisy = np.var(noisy.astype(float) - clean.astype(float))
+    assert var_noisy > 4.0 * var_nominal > 0.0
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError):
+            generate_sample(7, noise=bad, **SMALL)

@@ -99,7 +99,10 @@ def test_cli_unknown_model_is_a_clean_error(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "segnet", "--tiles", str(tiles), "--out", str(tmp_path / "m")])
     assert info.value.code == 2
-    assert "unknown model 'segnet'; valid models: otsu, unet" in capsys.readouterr().err
+    assert (
+        "unknown model 'segnet'; valid models: attention_unet, otsu, segformer, unet"
+        in capsys.readouterr().err
+    )
     assert not (tmp_path / "m").exists()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,8 +44,36 @@ def _cmd_train(args) -> None:
     get_spec(args.model)  # an unknown name lists the valid ones
     if args.model not in params.models:
         raise SegbenchError(f"models.{args.model}: not configured in {args.params}; add it there")
+    if params.train.devices > 1 and "LOCAL_RANK" not in os.environ:
+        sys.exit(_launch_torchrun(params.train.devices, args))
     metrics = train(args.model, params, args.tiles, args.out)
-    print(f"train@{args.model}: " + json.dumps(metrics, default=str))
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"train@{args.model}: " + json.dumps(metrics, default=str))
+
+
+def _launch_torchrun(devices: int, args) -> int:
+    """Re-run this very command under torchrun with ``devices`` processes; its exit status."""
+    import subprocess
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # a local rendezvous on 127.0.0.1, nothing exposed
+        f"--nproc_per_node={devices}",
+        "-m",
+        "segbench.cli",
+        "train",
+        args.model,
+        "--tiles",
+        args.tiles,
+        "--out",
+        args.out,
+        "--params",
+        args.params,
+    ]
+    print(f"train@{args.model}: launching {devices} processes: {' '.join(cmd[2:])}")
+    return subprocess.run(cmd, check=False).returncode
 
 
 def _cmd_evaluate(args) -> None:

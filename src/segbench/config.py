@@ -256,16 +256,53 @@ class PrepareConfig(Section):
         return max(1, round(self.tile_size * (1.0 - self.overlap)))
 
 
+class TverskyConfig(Section):
+    alpha: float = Field(0.3, ge=0, le=1, description="weight of false positives")
+    beta: float = Field(0.7, ge=0, le=1, description="weight of false negatives")
+
+
+class PlateauConfig(Section):
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(3, ge=0, description="epochs without a better val Dice")
+
+
+class StepConfig(Section):
+    step_size: int = Field(10, ge=1, description="epochs between drops")
+    gamma: float = Field(0.1, gt=0, lt=1)
+
+
 class TrainConfig(Section):
+    """``train``: the optimisation, shared by every torch model."""
+
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="per process")
+    accumulate: int = Field(1, ge=1, description="batches per optimiser step")
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
-    loss: Literal["dice", "bce", "dice_bce"] = "dice"
-    scheduler: Literal["cosine", "none"] = "cosine"
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    loss: Literal["dice", "bce", "dice_bce", "focal", "focal_dice", "tversky"] = "dice"
+    tversky: TverskyConfig = TverskyConfig()
+    scheduler: Literal["none", "plateau", "step", "cosine", "poly"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up before the schedule")
+    plateau: PlateauConfig = PlateauConfig()
+    step: StepConfig = StepConfig()
+    poly_power: float = Field(0.9, gt=0)
+    early_stopping: int = Field(0, ge=0, description="patience in epochs on val Dice; 0 = off")
+    resume: bool = Field(False, description="continue from the last completed epoch")
+    devices: int = Field(1, ge=1, description="DDP processes (torchrun) on this machine")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _warmup(self):
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs: {self.warmup_epochs} leaves no epoch after the warm-up "
+                f"(epochs: {self.epochs}); use fewer"
+            )
+        return self
 
 
 class EvaluateConfig(Section):

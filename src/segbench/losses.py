@@ -1,4 +1,14 @@
-"""Loss registry over segmentation_models_pytorch losses; all take (N, 1, H, W) logits."""
+"""Loss registry over ``segmentation_models_pytorch.losses``; all take (N, 1, H, W) logits.
+
+| name         | what                                                              |
+| ------------ | ----------------------------------------------------------------- |
+| `dice`       | soft Dice                                                         |
+| `bce`        | binary cross-entropy                                              |
+| `dice_bce`   | Dice + cross-entropy (the reference LoRA study)                   |
+| `focal`      | focal loss (gamma 2)                                              |
+| `focal_dice` | 20 x focal + Dice: the 20:1 weighting of the SAM paper            |
+| `tversky`    | Tversky with ``alpha`` (false positives) and ``beta`` (negatives) |
+"""
 
 from __future__ import annotations
 
@@ -11,28 +21,48 @@ from torch import nn
 from segbench.errors import SegbenchError
 
 
-class _Sum(nn.Module):
-    def __init__(self, *losses: nn.Module):
+class WeightedSum(nn.Module):
+    """``sum(w * loss(logits, target))`` over (weight, loss) pairs."""
+
+    def __init__(self, *terms: tuple[float, nn.Module]):
         super().__init__()
-        self.losses = nn.ModuleList(losses)
+        self.weights = [w for w, _ in terms]
+        self.losses = nn.ModuleList(loss for _, loss in terms)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum(loss(logits, target) for loss in self.losses)
+        return sum(
+            w * loss(logits, target) for w, loss in zip(self.weights, self.losses, strict=True)
+        )
 
 
-LOSSES: dict[str, Callable[[], nn.Module]] = {
-    "dice": lambda: smp.losses.DiceLoss(mode="binary", from_logits=True),
-    "bce": lambda: smp.losses.SoftBCEWithLogitsLoss(),
-    "dice_bce": lambda: _Sum(
-        smp.losses.DiceLoss(mode="binary", from_logits=True), smp.losses.SoftBCEWithLogitsLoss()
+def _dice() -> nn.Module:
+    return smp.losses.DiceLoss(mode="binary", from_logits=True)
+
+
+def _focal() -> nn.Module:
+    return smp.losses.FocalLoss(mode="binary", gamma=2.0)
+
+
+LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "dice": lambda **_: _dice(),
+    "bce": lambda **_: smp.losses.SoftBCEWithLogitsLoss(),
+    "dice_bce": lambda **_: WeightedSum((1.0, _dice()), (1.0, smp.losses.SoftBCEWithLogitsLoss())),
+    "focal": lambda **_: _focal(),
+    "focal_dice": lambda **_: WeightedSum((20.0, _focal()), (1.0, _dice())),
+    "tversky": lambda alpha=0.5, beta=0.5, **_: smp.losses.TverskyLoss(
+        mode="binary", from_logits=True, alpha=alpha, beta=beta
     ),
 }
 
 
-def build_loss(name: str) -> nn.Module:
-    """A loss module ``(logits, target) -> scalar``; target is (N, 1, H, W) float in {0, 1}."""
+def build_loss(name: str, **kwargs) -> nn.Module:
+    """A loss module ``(logits, target) -> scalar``; target is (N, 1, H, W) float in {0, 1}.
+
+    ``kwargs`` reach the losses that take them (``tversky``: ``alpha``, ``beta``).
+    """
     try:
-        return LOSSES[name]()
+        factory = LOSSES[name]
     except KeyError:
         valid = ", ".join(sorted(LOSSES))
         raise SegbenchError(f"train.loss: unknown loss {name!r}; valid: {valid}") from None
+    return factory(**kwargs)

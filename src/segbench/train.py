@@ -1,29 +1,45 @@
 """``train(model_name, params, tiles_dir, out_dir) -> metrics``: one function for every caller.
 
-The DVC stage, the Prefect task and (later) the Ray trainable all call :func:`train`.
+The DVC stage, the Prefect task and the Ray trainable all call :func:`train`.
 
 Output layout (``out_dir``)::
 
     config.json     resolved config: model name, kind, model params, prepare, train, data version
     weights.pt      torch models: state dict of the best epoch (by validation Dice)
+    last.pt         torch models: state dict of the last epoch
     state.json      classical models: their fitted state
-    history.csv     per epoch: train_loss, val_loss, val_dice, seconds (torch models)
-    metrics.json    best epoch, best validation Dice, parameter counts, wall time, device, memory
+    history.csv     per epoch: train_loss, val_loss, val_dice, lr, seconds (torch models)
+    metrics.json    best epoch, best validation Dice, stop reason, parameter counts, wall time,
+                    device and count, peak memory
     mlflow.json     the MLflow run id, so evaluation logs into the same run
+
+While a torch model trains, every completed epoch is checkpointed (model, optimiser, schedule,
+history, RNG state) to ``<out_dir's parent>/.<name>.resume/``; ``train.resume: true`` continues
+from there after the process was killed, and reaches what an uninterrupted run would have (data
+order and augmentation are seeded per epoch). The directory is removed when training finishes.
+
+Several processes: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
+DistributedDataParallel (NCCL on GPUs, gloo on CPU), each process trains on its shard of the
+tiles (DistributedSampler), every process validates on all validation tiles (so all reach the
+same decisions), and only rank 0 writes files and logs to MLflow.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 import resource
+import shutil
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from segbench.config import Params
@@ -35,18 +51,46 @@ from segbench.io import atomic_dir, read_json, write_csv, write_json
 from segbench.losses import build_loss
 from segbench.metrics import dataset_dice
 from segbench.models import build_model, get_spec
+from segbench.optim import EpochSchedule, build_optimizer
 from segbench.tracking import flatten, mlflow_run, run_tags
 
 HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
 
 
-def resolve_device(name: str) -> torch.device:
+class NonFiniteLoss(Exception):
+    def __init__(self, epoch: int, batch: int):
+        super().__init__(f"non-finite loss in epoch {epoch}, batch {batch}")
+        self.epoch, self.batch = epoch, batch
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job (world 1 when not under torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        return cls(
+            int(os.environ.get("RANK", 0)),
+            int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)),
+        )
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; asking for CUDA without one is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise SegbenchError("train.device: cuda requested but no CUDA device is visible; use auto")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", dist.local_rank if dist.world > 1 else 0)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -78,59 +122,133 @@ def validate(model, loader, loss_fn, device) -> tuple[float, float]:
     return sum(losses) / len(loader.dataset), dice
 
 
-def build_scheduler(name: str, optimizer, *, epochs: int):
-    """``cosine``: anneal the learning rate to ~0 over the run, stepped once per epoch; ``none``."""
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    return None
+def train_one_epoch(
+    model, loader, loss_fn, optimizer, device, epoch: int, *, accumulate: int = 1
+) -> float:
+    """One pass over ``loader``, stepping every ``accumulate`` batches; mean loss per sample.
 
-
-def train_one_epoch(model, loader, loss_fn, optimizer, device, epoch: int) -> float:
-    """One pass over ``loader``; returns the mean training loss per sample."""
+    Raises :class:`NonFiniteLoss` on a NaN or infinite loss, before the step that would
+    spread it into the weights.
+    """
     model.train()
     total, seen = 0.0, 0
-    for x, y in tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None):
+    optimizer.zero_grad(set_to_none=True)
+    batches = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None)
+    for i, (x, y) in enumerate(batches, start=1):
         with autocast(device):
             logits = model(x.to(device))
         loss = loss_fn(logits.float(), y.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(epoch, i)
+        (loss / accumulate).backward()
+        if i % accumulate == 0 or i == len(loader):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         total, seen = total + float(loss.detach()) * len(x), seen + len(x)
     return total / seen
 
 
-def _fit_torch(name, params: Params, tiles_dir, device, on_epoch, log_metrics) -> tuple:
+def resume_dir_for(out_dir: Path) -> Path:
+    """Where the per-epoch checkpoints of ``out_dir`` live while it trains."""
+    return out_dir.parent / f".{out_dir.name}.resume"
+
+
+def _fingerprint(config: dict) -> dict:
+    """What must match for a checkpoint to be resumed: all but the resume switch itself."""
+    train = {k: v for k, v in config["train"].items() if k not in ("resume", "devices")}
+    return {**config, "train": train}
+
+
+def _save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)  # a kill mid-write never leaves a torn checkpoint
+
+
+@dataclass
+class _Progress:
+    epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list | None = None
+
+
+def _loaders(params: Params, tiles_dir, dist: Dist):
     cfg = params.train
-    torch.manual_seed(cfg.seed)
     augmenter = None
     if params.prepare.augment.mode == "online":  # else the tiles on disk are already augmented
         augmenter = build_augmenter(params.prepare.augment, params.prepare.tile_size)
     train_ds = TileDataset.from_dir(tiles_dir, "train", augmenter=augmenter, seed=cfg.seed)
     val_ds = TileDataset.from_dir(tiles_dir, "val")
+    if dist.world > 1:
+        sampler = torch.utils.data.DistributedSampler(
+            train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed
+        )
+        per_rank = math.ceil(len(train_ds) / dist.world)
+    else:
+        sampler = RandomSampler(train_ds, generator=torch.Generator())
+        per_rank = len(train_ds)
     loader = DataLoader(
         train_ds,
         batch_size=cfg.batch_size,
-        shuffle=True,
+        sampler=sampler,
         num_workers=cfg.num_workers,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        drop_last=len(train_ds) % cfg.batch_size == 1,  # a batch of one breaks BatchNorm
+        drop_last=per_rank % cfg.batch_size == 1,  # a batch of one breaks BatchNorm
     )
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    return train_ds, sampler, loader, val_loader
+
+
+def _seed_epoch(sampler, seed: int, epoch: int) -> None:
+    """The data order of an epoch depends on (seed, epoch) alone: resumable, worker-proof."""
+    if isinstance(sampler, torch.utils.data.DistributedSampler):
+        sampler.set_epoch(epoch)
+    else:
+        sampler.generator.manual_seed(seed * 100_003 + epoch)
+
+
+def _fit_torch(
+    name, params: Params, tiles_dir, device, dist: Dist, on_epoch, log_metrics, ckpt: Path, fp
+) -> tuple:
+    cfg = params.train
+    torch.manual_seed(cfg.seed)
+    train_ds, sampler, loader, val_loader = _loaders(params, tiles_dir, dist)
     model = build_model(name, **params.model_params(name).model_dump()).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = build_loss(cfg.loss)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, epochs=cfg.epochs)
-    history, best, best_state = [], (-math.inf, 0), None
-    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"train@{name}", unit="epoch")
+    counts = count_parameters(model)
+    net = model
+    if dist.world > 1:
+        if device.type == "cuda":
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = build_optimizer(cfg, net.parameters())
+    schedule = EpochSchedule(cfg, optimizer)
+    loss_fn = build_loss(cfg.loss, **cfg.tversky.model_dump())
+    prog = _Progress(history=[])
+    best_state = None
+    if cfg.resume:
+        best_state = _restore(ckpt, fp, model, optimizer, schedule, prog)
+    epochs = tqdm(
+        range(prog.epoch + 1, cfg.epochs + 1),
+        desc=f"train@{name}",
+        unit="epoch",
+        initial=prog.epoch,
+        total=cfg.epochs,
+        disable=not dist.main or None,
+    )
+    stop_reason = "epochs"
     for epoch in epochs:
         start = time.perf_counter()
+        _seed_epoch(sampler, cfg.seed, epoch)
         train_ds.set_epoch(epoch)
-        train_loss = train_one_epoch(model, loader, loss_fn, optimizer, device, epoch)
         lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
+        train_loss = train_one_epoch(
+            net, loader, loss_fn, optimizer, device, epoch, accumulate=cfg.accumulate
+        )
         val_loss, val_dice = validate(model, val_loader, loss_fn, device)
+        schedule.step(val_dice)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -139,16 +257,86 @@ def _fit_torch(name, params: Params, tiles_dir, device, on_epoch, log_metrics) -
             "lr": lr,
             "seconds": time.perf_counter() - start,
         }
-        history.append(row)
-        log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=f"{val_dice:.3f}")
+        prog.history.append(row)
+        prog.epoch = epoch
         score = -math.inf if math.isnan(val_dice) else val_dice
-        if score > best[0]:
-            best, best_state = (score, epoch), copy.deepcopy(model.state_dict())
-        if on_epoch is not None:
-            on_epoch(row)
-    summary = {"best_epoch": best[1], "best_val_dice": best[0], **count_parameters(model)}
-    return {"weights.pt": best_state}, history, summary
+        if score > prog.best:
+            prog.best, prog.best_epoch, prog.bad_epochs = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+            if dist.main:
+                _save(best_state, ckpt / "best.pt")
+        else:
+            prog.bad_epochs += 1
+        if dist.main:
+            _checkpoint(ckpt, fp, model, optimizer, schedule, prog)
+            log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            if on_epoch is not None:
+                on_epoch(row)
+        epochs.set_postfix(loss=f"{train_loss:.3f}", val_dice=f"{val_dice:.3f}")
+        if cfg.early_stopping and prog.bad_epochs >= cfg.early_stopping:
+            stop_reason = f"early stopping: no better val Dice for {prog.bad_epochs} epochs"
+            break
+    summary = {
+        "best_epoch": prog.best_epoch,
+        "best_val_dice": prog.best,
+        "epochs_run": prog.epoch,
+        "stop_reason": stop_reason,
+        **counts,
+    }
+    return {"weights.pt": best_state, "last.pt": model.state_dict()}, prog.history, summary
+
+
+def _checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: _Progress) -> None:
+    ckpt.mkdir(parents=True, exist_ok=True)
+    _save(
+        {
+            "fingerprint": fp,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "progress": {
+                "epoch": prog.epoch,
+                "best": prog.best,
+                "best_epoch": prog.best_epoch,
+                "bad_epochs": prog.bad_epochs,
+                "history": prog.history,
+            },
+            "torch_rng": torch.get_rng_state(),
+        },
+        ckpt / "last.pt",
+    )
+
+
+def _restore(ckpt: Path, fp, model, optimizer, schedule, prog: _Progress):
+    """Load the last checkpoint into the objects; return the best weights so far."""
+    last = ckpt / "last.pt"
+    if not last.is_file():
+        raise SegbenchError(
+            f"train.resume: no checkpoint at {last} (training finished or never completed an "
+            "epoch); set train.resume to false to start afresh"
+        )
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    if state["fingerprint"] != fp:
+        changed = sorted(
+            k for k in fp if fp[k] != state["fingerprint"].get(k) and k != "train"
+        ) + sorted(
+            f"train.{k}"
+            for k in fp["train"]
+            if fp["train"][k] != state["fingerprint"]["train"].get(k)
+        )
+        raise SegbenchError(
+            f"train.resume: the checkpoint in {ckpt} was made with other settings "
+            f"({', '.join(changed)}); restore them, or set train.resume to false"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    p = state["progress"]
+    prog.epoch, prog.best, prog.best_epoch = p["epoch"], p["best"], p["best_epoch"]
+    prog.bad_epochs, prog.history = p["bad_epochs"], list(p["history"])
+    torch.set_rng_state(state["torch_rng"])
+    best = ckpt / "best.pt"
+    return torch.load(best, map_location="cpu", weights_only=True) if best.is_file() else None
 
 
 def _fit_classical(name, params: Params, tiles_dir) -> tuple:
@@ -158,6 +346,15 @@ def _fit_classical(name, params: Params, tiles_dir) -> tuple:
     summary = {f"fit_dice_{k}": v for k, v in scores.items()}
     summary.update(params_total=0, params_trainable=0)
     return {"state.json": model.state_dict()}, [], summary
+
+
+def _init_distributed(dist: Dist, device: torch.device) -> None:
+    import torch.distributed as td
+
+    if dist.world > 1 and not td.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        td.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
 def train(
@@ -175,9 +372,11 @@ def train(
     import mlflow
 
     spec = get_spec(model_name)
-    tiles_dir = Path(tiles_dir)
+    tiles_dir, out_dir = Path(tiles_dir), Path(out_dir)
     data_version = read_json(tiles_dir / "summary.json")["data_version"]
-    device = resolve_device(params.train.device)
+    dist = Dist.from_env()
+    device = resolve_device(params.train.device, dist)
+    _init_distributed(dist, device)
     config = {
         "model": model_name,
         "kind": spec.kind,
@@ -186,22 +385,58 @@ def train(
         "train": params.train.model_dump(),
         "data_version": data_version,
     }
+    ckpt = resume_dir_for(out_dir)
+    if params.train.resume and spec.kind == "torch" and not (ckpt / "last.pt").is_file():
+        raise SegbenchError(
+            f"train.resume: no checkpoint at {ckpt / 'last.pt'} (training finished or never "
+            "completed an epoch); set train.resume to false to start afresh"
+        )
+    if dist.main and not params.train.resume:
+        shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run never mixes in an old one
     tags = run_tags(stage=f"train@{model_name}", data_version=data_version, device=str(device))
-    with atomic_dir(out_dir) as tmp, mlflow_run(run_name=model_name, tags=tags) as run:
-        mlflow.log_params(flatten(config))
+    with ExitStack() as stack:
+        tmp = run = None
+        log_metrics = lambda *a, **k: None  # noqa: E731 - ranks > 0 log nothing
+        if dist.main:
+            tmp = stack.enter_context(atomic_dir(out_dir))
+            run_id = _resumed_run_id(ckpt) if params.train.resume else None
+            run = stack.enter_context(mlflow_run(run_name=model_name, run_id=run_id, tags=tags))
+            if run_id is None:
+                mlflow.log_params(flatten(config))
+            ckpt.mkdir(parents=True, exist_ok=True)
+            write_json(ckpt / "mlflow.json", {"run_id": run.info.run_id})
+            log_metrics = mlflow.log_metrics
         start = time.perf_counter()
-        if spec.kind == "torch":
-            files, history, summary = _fit_torch(
-                model_name, params, tiles_dir, device, on_epoch, mlflow.log_metrics
-            )
-        else:
-            files, history, summary = _fit_classical(model_name, params, tiles_dir)
+        try:
+            if spec.kind == "torch":
+                files, history, summary = _fit_torch(
+                    model_name,
+                    params,
+                    tiles_dir,
+                    device,
+                    dist,
+                    on_epoch,
+                    log_metrics,
+                    ckpt,
+                    _fingerprint(config),
+                )
+            else:
+                files, history, summary = _fit_classical(model_name, params, tiles_dir)
+        except NonFiniteLoss as exc:
+            raise SegbenchError(
+                f"train@{model_name}: the loss became NaN or infinite in epoch {exc.epoch} "
+                f"(batch {exc.batch}); lower train.lr, try train.loss=dice_bce, or check the "
+                f"data. The last good epoch is kept in {ckpt} (train.resume=true continues "
+                "from it)"
+            ) from None
         summary.update(
             train_seconds=time.perf_counter() - start,
             device=str(device),
-            device_count=torch.cuda.device_count() if device.type == "cuda" else 1,
+            device_count=dist.world,
             peak_memory_mb=peak_memory_mb(device),
         )
+        if not dist.main:
+            return summary
         for fname, payload in files.items():
             if fname.endswith(".pt"):
                 torch.save(payload, tmp / fname)
@@ -213,4 +448,11 @@ def train(
         write_json(tmp / "mlflow.json", {"run_id": run.info.run_id})
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
         mlflow.log_artifacts(str(tmp), artifact_path="model")
+    shutil.rmtree(ckpt, ignore_errors=True)  # finished: nothing left to resume
     return summary
+
+
+def _resumed_run_id(ckpt: Path) -> str | None:
+    """The MLflow run a resumed training continues (so its epochs land in one run)."""
+    path = ckpt / "mlflow.json"
+    return read_json(path)["run_id"] if path.is_file() else None

@@ -30,6 +30,31 @@ class UnetParams(ModelParams):
     )
     encoder_depth: int = Field(5, ge=3, le=5)
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    in_channels: int = Field(1, ge=1, le=4)
+
+
+class AttentionUnetParams(ModelParams):
+    """``models.attention_unet``: U-Net with additive attention gates on its skips (Oktay 2018)."""
+
+    encoder_name: str = Field("resnet18", description="any segmentation_models_pytorch encoder")
+    encoder_weights: str | None = Field(
+        None, description="local path to an encoder state dict (.pth); null = random init"
+    )
+    decoder_channels: tuple[int, ...] = Field(
+        (256, 128, 64, 32, 16), min_length=5, max_length=5, description="coarsest stage first"
+    )
+    in_channels: int = Field(1, ge=1, le=4)
+
+
+class SegformerParams(ModelParams):
+    """``models.segformer``: a segmentation_models_pytorch SegFormer (MiT encoder, MLP decoder)."""
+
+    encoder_name: str = Field("mit_b0", description="mit_b0 ... mit_b5, or another smp encoder")
+    encoder_weights: str | None = Field(
+        None, description="local path to an encoder state dict (.pth); null = random init"
+    )
+    decoder_segmentation_channels: int = Field(256, ge=1)
+    in_channels: int = Field(1, ge=1, le=4)
 
 
 class OtsuParams(ModelParams):
@@ -43,7 +68,8 @@ class ModelSpec:
     """How one registered model is validated and built.
 
     ``kind`` is ``"torch"`` for models trained by gradient descent (``build`` returns an
-    ``nn.Module`` mapping ``(N, 1, H, W)`` float images to ``(N, 1, H, W)`` logits) and
+    ``nn.Module`` mapping ``(N, C, H, W)`` float images, C = ``in_channels`` (1 for our data),
+    H and W multiples of 32, to ``(N, 1, H, W)`` logits) and
     ``"classical"`` for models fitted in closed form (``build`` returns an object with
     ``fit``/``predict``/``state_dict``/``load_state_dict``).
     """
@@ -60,6 +86,18 @@ def _build_unet(**kw):
     return build_unet(**kw)
 
 
+def _build_attention_unet(**kw):
+    from segbench.models.attention_unet import build_attention_unet
+
+    return build_attention_unet(**kw)
+
+
+def _build_segformer(**kw):
+    from segbench.models.smp_models import build_segformer
+
+    return build_segformer(**kw)
+
+
 def _build_otsu(**kw):
     from segbench.models.otsu import OtsuThreshold
 
@@ -68,6 +106,10 @@ def _build_otsu(**kw):
 
 MODELS: dict[str, ModelSpec] = {
     "unet": ModelSpec("unet", UnetParams, "torch", _build_unet),
+    "attention_unet": ModelSpec(
+        "attention_unet", AttentionUnetParams, "torch", _build_attention_unet
+    ),
+    "segformer": ModelSpec("segformer", SegformerParams, "torch", _build_segformer),
     "otsu": ModelSpec("otsu", OtsuParams, "classical", _build_otsu),
 }
 

@@ -1,18 +1,29 @@
-"""Supervised segmenters from segmentation_models_pytorch, for 1-channel input and 1 logit map.
+"""Supervised segmenters from segmentation_models_pytorch, and the encoder helpers they share.
 
-Every builder returns an ``nn.Module`` mapping (N, 1, H, W) float32 images (normalised by
-:func:`segbench.data.normalize.standardize`) to (N, 1, H, W) logits; H and W multiples of 32.
+Every builder returns an ``nn.Module`` mapping (N, C, H, W) float32 images (normalised by
+:func:`segbench.data.normalize.standardize`; C = ``in_channels``, 1 for our data) to
+(N, 1, H, W) logits; H and W multiples of 32.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
+import timm
 import torch
 from torch import nn
 
 from segbench.errors import SegbenchError
+
+# Shown when an encoder name is unknown; the full list has ~80 names plus every timm model.
+_EXAMPLE_ENCODERS = ("resnet18", "resnet34", "efficientnet-b0", "mobilenet_v2", "mit_b0")
+
+# ImageNet classifier heads in the checkpoints smp encoders load; each smp encoder drops its own
+# in its load_state_dict, but we compare keys before calling it (see load_encoder_weights).
+_CLASSIFIER_PREFIXES = ("fc.", "_fc.", "head.", "classifier.", "last_linear.", "linear.")
 
 
 def build_unet(
@@ -21,6 +32,7 @@ def build_unet(
     encoder_weights: str | None,
     encoder_depth: int,
     decoder_channels: tuple[int, ...],
+    in_channels: int,
 ) -> nn.Module:
     """U-Net with any smp encoder; ``encoder_weights`` is a local state-dict path or None."""
     if len(decoder_channels) != encoder_depth:
@@ -28,55 +40,118 @@ def build_unet(
             f"models.unet.decoder_channels: needs {encoder_depth} entries (encoder_depth), "
             f"got {len(decoder_channels)}"
         )
-    try:
-        model = smp.Unet(
-            encoder_name=encoder_name,
-            encoder_weights=None,  # never download; local weights are loaded below
-            encoder_depth=encoder_depth,
-            decoder_channels=list(decoder_channels),
-            in_channels=1,
-            classes=1,
-        )
-    except KeyError:
-        raise SegbenchError(
-            f"models.unet.encoder_name: unknown encoder {encoder_name!r}; "
-            "see segmentation_models_pytorch.encoders.get_encoder_names()"
-        ) from None
+    check_encoder_name(encoder_name, key="models.unet.encoder_name")
+    model = smp.Unet(
+        encoder_name=encoder_name,
+        encoder_weights=None,  # never download; local weights are loaded below
+        encoder_depth=encoder_depth,
+        decoder_channels=list(decoder_channels),
+        in_channels=in_channels,
+        classes=1,
+    )
     if encoder_weights:
-        load_encoder_weights(model.encoder, encoder_weights)
+        load_encoder_weights(model.encoder, encoder_weights, key="models.unet.encoder_weights")
     return model
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+def build_segformer(
+    *,
+    encoder_name: str,
+    encoder_weights: str | None,
+    decoder_segmentation_channels: int,
+    in_channels: int,
+) -> nn.Module:
+    """SegFormer (Xie et al. 2021): MiT encoder, all-MLP decoder, logits upsampled x4 to (H, W)."""
+    check_encoder_name(encoder_name, key="models.segformer.encoder_name")
+    model = smp.Segformer(
+        encoder_name=encoder_name,
+        encoder_weights=None,  # never download; local weights are loaded below
+        decoder_segmentation_channels=decoder_segmentation_channels,
+        in_channels=in_channels,
+        classes=1,
+    )
+    if encoder_weights:
+        load_encoder_weights(model.encoder, encoder_weights, key="models.segformer.encoder_weights")
+    return model
+
+
+def check_encoder_name(name: str, *, key: str) -> None:
+    """Raise :class:`SegbenchError` naming ``key`` unless smp can build encoder ``name``.
+
+    Valid: an smp encoder name, or ``tu-<model>`` for any timm model (smp's deprecated
+    ``timm-regnet*``-style aliases are refused: write them ``tu-``). Checked up front because smp
+    raises a bare KeyError with an 80-name list, and timm a RuntimeError.
+    """
+    known = smp.encoders.get_encoder_names()
+    if name in known or (name.startswith("tu-") and timm.is_model(name[3:])):
+        return
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+    raise SegbenchError(
+        f"{key}: unknown encoder {name!r}{hint}; valid names include "
+        f"{', '.join(_EXAMPLE_ENCODERS)} and 'tu-<any timm model>'; list them all with "
+        "segmentation_models_pytorch.encoders.get_encoder_names()"
+    )
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path, *, key: str) -> None:
     """Load a local encoder state dict (e.g. torchvision ImageNet weights) into ``encoder``.
 
-    The checkpoint is read with ``weights_only=True``. RGB first-layer weights are summed over
-    the colour axis to fit 1-channel input (what smp does for ``in_channels=1``); classifier
-    keys (``fc.*``) are ignored.
+    The checkpoint is read with ``weights_only=True``. RGB first-layer weights are fitted to the
+    encoder's input channels as smp does for pretrained weights (summed for 1 channel, cycled and
+    scaled by 3/C otherwise); classifier keys are ignored; a timm checkpoint gets the ``model.``
+    prefix of smp's ``tu-`` encoders. Every problem raises :class:`SegbenchError` naming ``key``
+    and ``path``.
     """
     path = Path(path)
     if not path.is_file():
-        raise SegbenchError(f"models.unet.encoder_weights: {path} does not exist")
+        raise SegbenchError(f"{key}: {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise SegbenchError(f"{path}: cannot load encoder weights ({exc})") from None
-    state = state.get("state_dict", state)
+        raise SegbenchError(f"{key}: {path}: cannot load encoder weights ({exc})") from None
+    if isinstance(state, Mapping):
+        state = state.get("state_dict", state)
+    if not isinstance(state, Mapping):
+        raise SegbenchError(f"{key}: {path}: cannot load encoder weights (not a state dict)")
     own = encoder.state_dict()
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    for key, value in state.items():
-        target = own.get(key)
-        if target is not None and value.ndim == 4 and value.shape[1] == 3 and target.shape[1] == 1:
-            state[key] = value.sum(dim=1, keepdim=True)
+    state = _match_encoder_keys(dict(state), own)
     # Compare keys ourselves: smp encoders override load_state_dict and return nothing.
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
         raise SegbenchError(
-            f"{path}: does not fit the encoder (missing {len(missing)} keys, e.g. "
-            f"{missing[:2]}; unexpected {len(unexpected)}, e.g. {unexpected[:2]})"
+            f"{key}: {path} does not fit the {type(encoder).__name__} "
+            f"(missing {len(missing)} keys, e.g. {missing[:2]}; "
+            f"unexpected {len(unexpected)} keys, e.g. {unexpected[:2]})"
         )
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:  # shape mismatches
         first = str(exc).strip().splitlines()[-1].strip()
-        raise SegbenchError(f"{path}: does not fit the encoder ({first})") from None
+        raise SegbenchError(
+            f"{key}: {path} does not fit the {type(encoder).__name__} ({first})"
+        ) from None
+
+
+def _match_encoder_keys(state: dict, own: Mapping[str, torch.Tensor]) -> dict:
+    """Rename, drop and reshape checkpoint entries the way smp does for its pretrained weights."""
+    if all(k.startswith("model.") for k in own) and not any(k.startswith("model.") for k in state):
+        state = {f"model.{k}": v for k, v in state.items()}
+    out = {}
+    for name, value in state.items():
+        bare = name.removeprefix("model.")
+        if name not in own and bare.startswith(_CLASSIFIER_PREFIXES):
+            continue
+        target = own.get(name)
+        if target is not None and value.ndim == 4 and value.shape[1] == 3 != target.shape[1]:
+            value = _fit_rgb_kernel(value, target.shape[1])
+        out[name] = value
+    return out
+
+
+def _fit_rgb_kernel(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """(O, 3, k, k) RGB kernel -> (O, in_channels, k, k), as smp's ``patch_first_conv`` does."""
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    cycled = weight[:, [i % 3 for i in range(in_channels)]]
+    return cycled * (3 / in_channels)

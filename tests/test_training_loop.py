@@ -1,0 +1,182 @@
+"""The training loop: resume after a kill, early stopping, NaN losses, accumulation, DDP."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+import torch
+import yaml
+
+import segbench.train as train_module
+from segbench.config import parse_params
+from segbench.errors import SegbenchError
+from segbench.io import read_csv, read_json
+from segbench.train import resume_dir_for, train, train_one_epoch
+from tests.conftest import SHRINK, deep_update, real_params_raw, venv_env
+
+UNET_SMALL = {"encoder_name": "resnet18", "decoder_channels": [32, 16, 16, 8, 8]}
+
+
+def raw_params(**train_overrides) -> dict:
+    raw = deep_update(real_params_raw(), SHRINK)
+    raw["models"] = {"unet": UNET_SMALL}
+    raw["train"].update(train_overrides)
+    return raw
+
+
+def run_cli(cwd, *args, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "segbench.cli", *args],
+        cwd=cwd,
+        env=env or venv_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
+    _, tiles, _ = tiny_data
+    epochs = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params(epochs=epochs)))
+    args = ["train", "unet", "--tiles", str(tiles), "--params", "params.yaml"]
+
+    whole = run_cli(tmp_path, *args, "--out", "whole")
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    killed = run_cli(tmp_path, *args, "--out", "resumed")
+    last = resume_dir_for(tmp_path / "resumed") / "last.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill it once an epoch is checkpointed
+        if last.is_file():
+            state = torch.load(last, weights_only=True)
+            if state["progress"]["epoch"] >= 1:
+                break
+        time.sleep(0.2)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "resumed").exists()  # nothing half-written where DVC looks
+
+    params = raw_params(epochs=epochs, resume=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    resumed = run_cli(tmp_path, *args, "--out", "resumed")
+    _out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+
+    a = read_csv(tmp_path / "whole" / "history.csv")
+    b = read_csv(tmp_path / "resumed" / "history.csv")
+    assert len(a) == len(b) == epochs
+    for ra, rb in zip(a, b, strict=True):
+        assert float(ra["val_dice"]) == pytest.approx(float(rb["val_dice"]), abs=1e-6)
+        assert float(ra["train_loss"]) == pytest.approx(float(rb["train_loss"]), rel=1e-5)
+    wa = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    wb = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+    ma, mb = (read_json(tmp_path / d / "metrics.json") for d in ("whole", "resumed"))
+    assert ma["best_epoch"] == mb["best_epoch"]
+    assert not resume_dir_for(tmp_path / "resumed").exists()  # finished: checkpoints cleared
+
+
+def test_resume_needs_a_matching_checkpoint(tiny_data, tmp_path):
+    _, tiles, _ = tiny_data
+    with pytest.raises(SegbenchError, match=r"train\.resume: no checkpoint"):
+        train("unet", parse_params(raw_params(resume=True)), tiles, tmp_path / "unet")
+
+
+def test_early_stopping_and_best_and_last_checkpoints(tiny_data, tmp_path, monkeypatch):
+    _, tiles, _ = tiny_data
+    scripted = iter([0.5, 0.6, 0.55, 0.58, 0.59, 0.7])
+    real_validate = train_module.validate
+
+    def validate(*args):  # the real validation, with a scripted Dice to steer the stopper
+        loss, _ = real_validate(*args)
+        return loss, next(scripted)
+
+    monkeypatch.setattr(train_module, "validate", validate)
+    params = parse_params(raw_params(epochs=6, early_stopping=2, scheduler="none"))
+    metrics = train("unet", params, tiles, tmp_path / "unet")
+    assert metrics["epochs_run"] == 4 and metrics["best_epoch"] == 2
+    assert metrics["stop_reason"].startswith("early stopping")
+    assert len(read_csv(tmp_path / "unet" / "history.csv")) == 4
+    best = torch.load(tmp_path / "unet" / "weights.pt", weights_only=True)
+    last = torch.load(tmp_path / "unet" / "last.pt", weights_only=True)
+    assert any(not torch.equal(best[k], last[k]) for k in best)
+
+
+def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(
+    tiny_data, tmp_path, monkeypatch
+):
+    _, tiles, _ = tiny_data
+    real_build = train_module.build_loss
+
+    def build_loss(name, **kw):
+        loss = real_build(name, **kw)
+        calls = {"n": 0}
+
+        def poisoned(logits, target):
+            calls["n"] += 1
+            value = loss(logits, target)
+            return value * float("nan") if calls["n"] > 16 else value
+
+        return poisoned
+
+    monkeypatch.setattr(train_module, "build_loss", build_loss)
+    with pytest.raises(SegbenchError, match=r"NaN or infinite in epoch \d .*train\.resume"):
+        train("unet", parse_params(raw_params(epochs=3)), tiles, tmp_path / "unet")
+    assert not (tmp_path / "unet").exists()
+    kept = torch.load(resume_dir_for(tmp_path / "unet") / "last.pt", weights_only=True)
+    assert kept["progress"]["epoch"] >= 1
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 8, 8), (torch.rand(8, 1, 8, 8) > 0.5).float()
+    from segbench.losses import build_loss
+
+    def run(batch, accumulate):
+        torch.manual_seed(1)
+        model = torch.nn.Conv2d(1, 1, 3, padding=1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        data = list(zip(x.split(batch), y.split(batch), strict=True))
+        train_one_epoch(
+            model, data, build_loss("bce"), opt, torch.device("cpu"), 1, accumulate=accumulate
+        )
+        return model.weight.detach().clone()
+
+    torch.testing.assert_close(run(8, 1), run(4, 2))
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_trains_and_only_rank_0_writes(tiny_data, tmp_path, mlflow_store):
+    _, tiles, _ = tiny_data
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params(epochs=2, devices=2)))
+    env = venv_env()
+    env["OMP_NUM_THREADS"] = "1"  # two processes on two cores
+    proc = run_cli(
+        tmp_path,
+        "train",
+        "unet",
+        "--tiles",
+        str(tiles),
+        "--params",
+        "params.yaml",
+        "--out",
+        "models/unet",
+        env=env,
+    )
+    out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err
+    assert "launching 2 processes" in out and out.count("train@unet: {") == 1  # rank 0 prints
+    metrics = read_json(tmp_path / "models" / "unet" / "metrics.json")
+    assert metrics["device_count"] == 2 and metrics["epochs_run"] == 2
+    assert 0 <= metrics["best_val_dice"] <= 1
+    mlflow.set_tracking_uri(mlflow_store)
+    runs = mlflow.search_runs(experiment_names=["segbench"], output_format="list")
+    assert len(runs) == 1  # one run: rank 1 logged nothing
+    assert sorted(os.listdir(tmp_path / "models")) == ["unet"]
