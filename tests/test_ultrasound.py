@@ -86,6 +86,10 @@ def test_empty_fraction_follows_probability(frames) -> None:
     empty = sum(not f.mask.any() for f in frames)
     # Expected 8 of 40 (sd ~2.5): a loose 3-sigma band.
     assert 2 <= empty <= 16
+    half = [
+        generate_ultrasound(s, lesion_probability=0.5, **SMALL)[1].sum() == 0 for s in range(40)
+    ]
+    assert 0.25 < np.mean(half) < 0.75
     for seed in range(10):
         assert generate_ultrasound(seed, lesion_probability=0.0, **SMALL)[1].sum() == 0
         assert generate_ultrasound(seed, lesion_probability=1.0, **SMALL)[1].sum() > 0

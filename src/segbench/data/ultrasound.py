@@ -93,7 +93,7 @@ def _render(seed, height, width, lesion_probability, lesion_radius, speckle) -> 
     scale = float(np.sqrt(height * width / _REF_AREA))
     anat = _anatomy(anat_rng, shape, scale)
     mask = np.zeros(shape, bool)
-    # Drawn whatever the probability, so the lesion decision does not shift other draws.
+    # The lesion has its own stream: anatomy and acquisition are the same with or without it.
     if lesion_rng.random() < lesion_probability:
         _paint_lesion(lesion_rng, anat, mask, lesion_radius)
     image = _acquire(probe_rng, anat, speckle, scale)
@@ -120,7 +120,9 @@ def _children(seed, n: int) -> list[np.random.SeedSequence]:
     """
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     return [
-        np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k), pool_size=root.pool_size)
+        np.random.SeedSequence(
+            root.entropy, spawn_key=(*root.spawn_key, k), pool_size=root.pool_size
+        )
         for k in range(n)
     ]
 
@@ -155,10 +157,22 @@ def _field(rng, shape, sy: float, sx: float) -> np.ndarray:
     if kx is None:
         field = ndi.gaussian_filter1d(field, sx, axis=1, truncate=3.0)
     if ky is not None:
-        field = ky @ field
+        field = _matmul(ky, field)
     if kx is not None:
-        field = field @ kx.T
+        field = _matmul(field, kx.T)
     return (field - field.mean()) / (field.std() + 1e-6)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` in row blocks small enough that OpenBLAS runs each one single-threaded.
+
+    These products are tiny; BLAS threads fighting for cores with other work (a busy
+    machine, parallel data-loader workers) made them ~4x slower than one thread.
+    """
+    rows = max(1, 200_000 // (a.shape[1] * b.shape[1]))
+    if rows >= a.shape[0]:
+        return a @ b
+    return np.concatenate([a[i : i + rows] @ b for i in range(0, a.shape[0], rows)])
 
 
 def _profile(rng, n: int, corr: float) -> np.ndarray:
@@ -187,7 +201,7 @@ def _anatomy(rng, shape, s: float) -> _Anatomy:
     skin = rng.uniform(1.0, 6.0) * s + 1.2 * s * _profile(rng, w, 60 * s)
     dermis = skin + rng.uniform(7.0, 14.0) * s * (1.0 + 0.12 * _profile(rng, w, 40 * s))
     fat_t = rng.uniform(0.10, 0.30) * h
-    n_lig = max(1, int(round(rng.uniform(3, 8) * w / 512)))
+    n_lig = max(1, round(rng.uniform(3, 8) * w / 512))
     lig_x = rng.uniform(0, w, n_lig)
     peaks = np.zeros(w, np.float32)
     for x0 in lig_x:
@@ -308,7 +322,7 @@ def _ligaments(rng, anat: _Anatomy, s: float, lig_x, gland_top, gland_bottom) ->
         mid = (mid[0], mid[1] + rng.uniform(-0.3, 0.3) * reach)
         shadow = rng.uniform(0.01, 0.03) if rng.random() < 0.5 else 0.0
         add((top, x0), mid, (y1, x1), rng.uniform(0.8, 1.6), shadow)
-    n_in = int(round(rng.uniform(4, 12) * w / 512))
+    n_in = round(rng.uniform(4, 12) * w / 512)
     for _ in range(n_in):  # arcs inside the gland
         x0 = rng.uniform(0, w)
         i0 = int(np.clip(x0, 0, w - 1))
@@ -335,11 +349,12 @@ def _ligaments(rng, anat: _Anatomy, s: float, lig_x, gland_top, gland_bottom) ->
         target[r0:r1] += boost * ndi.gaussian_filter(splat, (1.2 * s + 0.3, 1.4 * s + 0.3))
 
 
-def _box(cy, cx, ext, shape):
+def _box(cy, cx, ext, shape) -> tuple[slice, slice]:
+    """Slices of the square of half-side ``ext`` px around (cy, cx), clipped to the frame."""
     h, w = shape
     y0, y1 = max(int(cy - ext), 0), min(int(cy + ext) + 2, h)
     x0, x1 = max(int(cx - ext), 0), min(int(cx + ext) + 2, w)
-    return (slice(y0, y1), slice(x0, x1)), y0, x0
+    return slice(y0, y1), slice(x0, x1)
 
 
 def _paint_duct(rng, anat: _Anatomy, s: float, gland_top, gland_bottom) -> None:
@@ -355,7 +370,7 @@ def _paint_duct(rng, anat: _Anatomy, s: float, gland_top, gland_bottom) -> None:
     hw0 = rng.uniform(2.0, 5.5) * s
     level = rng.uniform(0.2, 0.45)  # lumen echo relative to the tissue around
     beads = rng.uniform(0, 2 * np.pi, 2)
-    box, y0, x0 = _box(cy, cx, half + 2, (h, w))
+    box = _box(cy, cx, half + 2, (h, w))
     yy = np.arange(box[0].start, box[0].stop, dtype=np.float32)[:, None]
     xx = np.arange(box[1].start, box[1].stop, dtype=np.float32)[None, :] - np.float32(cx)
     centre = cy + slope * xx + bend * xx**2
@@ -409,7 +424,7 @@ def _paint_lobule(rng, anat: _Anatomy, s: float, fat, gland_top, gland_bottom) -
     lo_y = float(gland_top[i])
     hi_y = min(float(gland_bottom[i]), h - 4.0)
     cy = rng.uniform(lo_y, max(hi_y, lo_y + 1))
-    box, _, _ = _box(cy, cx, table.max() + 4, (h, w))
+    box = _box(cy, cx, table.max() + 4, (h, w))
     if box[0].start >= box[0].stop or box[1].start >= box[1].stop:
         return
     inside, d = _star(theta, table, cy, cx, box)
@@ -429,7 +444,7 @@ def _paint_fibrous_shadow(rng, anat: _Anatomy, s: float, gland_top, gland_bottom
     i = int(cx)
     cy = rng.uniform(float(gland_top[i]) - 10 * s, min(float(gland_bottom[i]), 0.8 * h))
     ry, rx = rng.uniform(1.5, 4.0) * s, rng.uniform(3.0, 14.0) * s
-    box, _, _ = _box(cy, cx, rx + 3, (h, w))
+    box = _box(cy, cx, rx + 3, (h, w))
     if box[0].start >= box[0].stop or box[1].start >= box[1].stop:
         return
     yy = np.arange(box[0].start, box[0].stop, dtype=np.float32)[:, None] - np.float32(cy)
@@ -485,10 +500,10 @@ def _paint_lesion(rng, anat: _Anatomy, mask: np.ndarray, radius_range) -> None:
     cy = rng.uniform(top_min + up, max(y_hi, top_min + up))
     cx = rng.uniform(margin + left, w - margin - right)
 
-    box, _, _ = _box(cy, cx, table.max() + 3 * soft + 6, (h, w))
+    box = _box(cy, cx, table.max() + 3 * soft + 6, (h, w))
     inside, _ = _star(theta, table, cy, cx, box)
     if not inside.any():  # a sub-pixel outline still marks the pixel it sits on
-        inside[int(round(cy)) - box[0].start, int(round(cx)) - box[1].start] = True
+        inside[round(cy) - box[0].start, round(cx) - box[1].start] = True
     inside = _largest_component(inside)
     m = inside.astype(np.float32)
     blur = ndi.gaussian_filter(m, soft, mode="constant")
@@ -510,10 +525,8 @@ def _paint_lesion(rng, anat: _Anatomy, mask: np.ndarray, radius_range) -> None:
     # Posterior features: set the lesion's attenuation so the beam through its thickest part
     # comes out ``factor`` times brighter (enhancement) or darker (shadowing).
     thick = float(m.sum(axis=0).max())
-    if rng.random() < _ENHANCE_P[kind]:
-        factor = rng.uniform(1.3, 2.4)
-    else:
-        factor = rng.uniform(0.2, 0.6)
+    enhance = rng.random() < _ENHANCE_P[kind]
+    factor = rng.uniform(1.3, 2.4) if enhance else rng.uniform(0.2, 0.6)
     atten = anat.atten[box]
     atten += -np.log(factor) / thick * blur
     if kind in ("oval", "lobulated") and rng.random() < 0.5:
