@@ -42,6 +42,16 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
+from segbench.checkpoint import (
+    Progress,
+    fingerprint,
+    require_checkpoint,
+    restore_checkpoint,
+    resume_dir_for,
+    resumed_run_id,
+    save_atomic,
+    save_checkpoint,
+)
 from segbench.config import Params
 from segbench.data.augment import build_augmenter
 from segbench.data.dataset import TileDataset, load_tiles
@@ -148,32 +158,6 @@ def train_one_epoch(
     return total / seen
 
 
-def resume_dir_for(out_dir: Path) -> Path:
-    """Where the per-epoch checkpoints of ``out_dir`` live while it trains."""
-    return out_dir.parent / f".{out_dir.name}.resume"
-
-
-def _fingerprint(config: dict) -> dict:
-    """What must match for a checkpoint to be resumed: all but the resume switch itself."""
-    train = {k: v for k, v in config["train"].items() if k not in ("resume", "devices")}
-    return {**config, "train": train}
-
-
-def _save(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)  # a kill mid-write never leaves a torn checkpoint
-
-
-@dataclass
-class _Progress:
-    epoch: int = 0
-    best: float = -math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    history: list | None = None
-
-
 def _loaders(params: Params, tiles_dir, dist: Dist):
     cfg = params.train
     augmenter = None
@@ -226,10 +210,10 @@ def _fit_torch(
     optimizer = build_optimizer(cfg, net.parameters())
     schedule = EpochSchedule(cfg, optimizer)
     loss_fn = build_loss(cfg.loss, **cfg.tversky.model_dump())
-    prog = _Progress(history=[])
+    prog = Progress(history=[])
     best_state = None
     if cfg.resume:
-        best_state = _restore(ckpt, fp, model, optimizer, schedule, prog)
+        best_state = restore_checkpoint(ckpt, fp, model, optimizer, schedule, prog)
     epochs = tqdm(
         range(prog.epoch + 1, cfg.epochs + 1),
         desc=f"train@{name}",
@@ -264,11 +248,11 @@ def _fit_torch(
             prog.best, prog.best_epoch, prog.bad_epochs = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
             if dist.main:
-                _save(best_state, ckpt / "best.pt")
+                save_atomic(best_state, ckpt / "best.pt")
         else:
             prog.bad_epochs += 1
         if dist.main:
-            _checkpoint(ckpt, fp, model, optimizer, schedule, prog)
+            save_checkpoint(ckpt, fp, model, optimizer, schedule, prog)
             log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             if on_epoch is not None:
                 on_epoch(row)
@@ -284,59 +268,6 @@ def _fit_torch(
         **counts,
     }
     return {"weights.pt": best_state, "last.pt": model.state_dict()}, prog.history, summary
-
-
-def _checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: _Progress) -> None:
-    ckpt.mkdir(parents=True, exist_ok=True)
-    _save(
-        {
-            "fingerprint": fp,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "progress": {
-                "epoch": prog.epoch,
-                "best": prog.best,
-                "best_epoch": prog.best_epoch,
-                "bad_epochs": prog.bad_epochs,
-                "history": prog.history,
-            },
-            "torch_rng": torch.get_rng_state(),
-        },
-        ckpt / "last.pt",
-    )
-
-
-def _restore(ckpt: Path, fp, model, optimizer, schedule, prog: _Progress):
-    """Load the last checkpoint into the objects; return the best weights so far."""
-    last = ckpt / "last.pt"
-    if not last.is_file():
-        raise SegbenchError(
-            f"train.resume: no checkpoint at {last} (training finished or never completed an "
-            "epoch); set train.resume to false to start afresh"
-        )
-    state = torch.load(last, map_location="cpu", weights_only=True)
-    if state["fingerprint"] != fp:
-        changed = sorted(
-            k for k in fp if fp[k] != state["fingerprint"].get(k) and k != "train"
-        ) + sorted(
-            f"train.{k}"
-            for k in fp["train"]
-            if fp["train"][k] != state["fingerprint"]["train"].get(k)
-        )
-        raise SegbenchError(
-            f"train.resume: the checkpoint in {ckpt} was made with other settings "
-            f"({', '.join(changed)}); restore them, or set train.resume to false"
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    p = state["progress"]
-    prog.epoch, prog.best, prog.best_epoch = p["epoch"], p["best"], p["best_epoch"]
-    prog.bad_epochs, prog.history = p["bad_epochs"], list(p["history"])
-    torch.set_rng_state(state["torch_rng"])
-    best = ckpt / "best.pt"
-    return torch.load(best, map_location="cpu", weights_only=True) if best.is_file() else None
 
 
 def _fit_classical(name, params: Params, tiles_dir) -> tuple:
@@ -386,11 +317,8 @@ def train(
         "data_version": data_version,
     }
     ckpt = resume_dir_for(out_dir)
-    if params.train.resume and spec.kind == "torch" and not (ckpt / "last.pt").is_file():
-        raise SegbenchError(
-            f"train.resume: no checkpoint at {ckpt / 'last.pt'} (training finished or never "
-            "completed an epoch); set train.resume to false to start afresh"
-        )
+    if params.train.resume and spec.kind == "torch":
+        require_checkpoint(ckpt)  # fail before any run or directory is created
     if dist.main and not params.train.resume:
         shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run never mixes in an old one
     tags = run_tags(stage=f"train@{model_name}", data_version=data_version, device=str(device))
@@ -399,7 +327,7 @@ def train(
         log_metrics = lambda *a, **k: None  # noqa: E731 - ranks > 0 log nothing
         if dist.main:
             tmp = stack.enter_context(atomic_dir(out_dir))
-            run_id = _resumed_run_id(ckpt) if params.train.resume else None
+            run_id = resumed_run_id(ckpt) if params.train.resume else None
             run = stack.enter_context(mlflow_run(run_name=model_name, run_id=run_id, tags=tags))
             if run_id is None:
                 mlflow.log_params(flatten(config))
@@ -418,7 +346,7 @@ def train(
                     on_epoch,
                     log_metrics,
                     ckpt,
-                    _fingerprint(config),
+                    fingerprint(config),
                 )
             else:
                 files, history, summary = _fit_classical(model_name, params, tiles_dir)
@@ -450,9 +378,3 @@ def train(
         mlflow.log_artifacts(str(tmp), artifact_path="model")
     shutil.rmtree(ckpt, ignore_errors=True)  # finished: nothing left to resume
     return summary
-
-
-def _resumed_run_id(ckpt: Path) -> str | None:
-    """The MLflow run a resumed training continues (so its epochs land in one run)."""
-    path = ckpt / "mlflow.json"
-    return read_json(path)["run_id"] if path.is_file() else None

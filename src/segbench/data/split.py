@@ -56,7 +56,7 @@ def _apportion(exact: np.ndarray, total: int) -> np.ndarray:
     return counts
 
 
-def _strata(keys: list[str], sizes: dict, empty: dict, fg: dict, n_bins: int) -> list[list[str]]:
+def _strata(keys: list[str], empty: dict, fg: dict, n_bins: int) -> list[list[str]]:
     """Groups per stratum: empty groups first, then equal-count bins of foreground fraction."""
     empties = [k for k in keys if empty[k]]
     full = sorted((k for k in keys if not empty[k]), key=lambda k: (fg[k], k))
@@ -103,7 +103,7 @@ def assign_splits(
 
     assigned: dict[str, int] = {}
     carry = np.zeros(len(SPLITS))
-    for stratum in _strata(keys, sizes, empty, fg, strata):
+    for stratum in _strata(keys, empty, fg, strata):
         stratum = sorted(stratum, key=lambda k: (_position(seed, k), k))
         total = sum(sizes[k] for k in stratum)
         exact = fractions * total + carry

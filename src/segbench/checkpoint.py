@@ -1,0 +1,109 @@
+"""Per-epoch training checkpoints, so a killed run can continue (``train.resume``).
+
+While ``models/<m>`` trains, ``models/.<m>.resume/`` holds ``last.pt`` (model, optimiser,
+schedule, progress and RNG state of the last completed epoch, written atomically), ``best.pt``
+(the best weights so far) and ``mlflow.json`` (the run to keep logging into). A checkpoint is
+only resumed under the settings that made it (its fingerprint).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from segbench.errors import SegbenchError
+from segbench.io import read_json
+
+
+def require_checkpoint(ckpt: Path) -> Path:
+    """``ckpt/last.pt``, or a user error saying there is nothing to resume."""
+    last = ckpt / "last.pt"
+    if not last.is_file():
+        raise SegbenchError(
+            f"train.resume: no checkpoint at {last} (training finished or never completed an "
+            "epoch); set train.resume to false to start afresh"
+        )
+    return last
+
+
+def resume_dir_for(out_dir: Path) -> Path:
+    """Where the per-epoch checkpoints of ``out_dir`` live while it trains."""
+    return out_dir.parent / f".{out_dir.name}.resume"
+
+
+def fingerprint(config: dict) -> dict:
+    """What must match for a checkpoint to be resumed: all but the resume switch itself."""
+    train = {k: v for k, v in config["train"].items() if k not in ("resume", "devices")}
+    return {**config, "train": train}
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)  # a kill mid-write never leaves a torn checkpoint
+
+
+@dataclass
+class Progress:
+    epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list | None = None
+
+
+def save_checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: Progress) -> None:
+    ckpt.mkdir(parents=True, exist_ok=True)
+    save_atomic(
+        {
+            "fingerprint": fp,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "progress": {
+                "epoch": prog.epoch,
+                "best": prog.best,
+                "best_epoch": prog.best_epoch,
+                "bad_epochs": prog.bad_epochs,
+                "history": prog.history,
+            },
+            "torch_rng": torch.get_rng_state(),
+        },
+        ckpt / "last.pt",
+    )
+
+
+def restore_checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: Progress):
+    """Load the last checkpoint into the objects; return the best weights so far."""
+    last = require_checkpoint(ckpt)
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    if state["fingerprint"] != fp:
+        changed = sorted(
+            k for k in fp if fp[k] != state["fingerprint"].get(k) and k != "train"
+        ) + sorted(
+            f"train.{k}"
+            for k in fp["train"]
+            if fp["train"][k] != state["fingerprint"]["train"].get(k)
+        )
+        raise SegbenchError(
+            f"train.resume: the checkpoint in {ckpt} was made with other settings "
+            f"({', '.join(changed)}); restore them, or set train.resume to false"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    p = state["progress"]
+    prog.epoch, prog.best, prog.best_epoch = p["epoch"], p["best"], p["best_epoch"]
+    prog.bad_epochs, prog.history = p["bad_epochs"], list(p["history"])
+    torch.set_rng_state(state["torch_rng"])
+    best = ckpt / "best.pt"
+    return torch.load(best, map_location="cpu", weights_only=True) if best.is_file() else None
+
+
+def resumed_run_id(ckpt: Path) -> str | None:
+    """The MLflow run a resumed training continues (so its epochs land in one run)."""
+    path = ckpt / "mlflow.json"
+    return read_json(path)["run_id"] if path.is_file() else None
