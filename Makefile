@@ -24,8 +24,12 @@ run: setup
 	@echo
 	@segbench summary reports
 
+# Tests run in parallel, one process per core (pytest-xdist, one torch thread each: conftest.py);
+# idle workers steal queued tests, so the long end-to-end test does not hold up the rest.
+PYTEST_WORKERS ?= auto
+
 test: setup
-	pytest
+	pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 # Stage timings (3 fresh copies) and a fresh-clone `make run` + `make test`: ~35 min on 2 cores.
 bench: setup

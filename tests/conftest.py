@@ -25,6 +25,13 @@ SHRINK = {
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core. torch's default of one thread per core
+    # in every worker (and in every stage process a worker starts) would oversubscribe the CPU,
+    # and OpenMP threads waiting on each other make that far slower than one thread each.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 
 def deep_update(base: dict, overrides: dict) -> dict:
     out = dict(base)

@@ -21,9 +21,13 @@ def load_flow_module():
 def test_stage_order_comes_from_dvc_yaml():
     order = stage_order(REPO)
     assert order[0] == "fetch" and order[1] == "prepare" and order[-1] == "report"
-    for model in ("otsu", "unet"):
+    models = ("otsu", "unet", "attention_unet", "segformer")
+    for model in models:
         assert order.index(f"train@{model}") < order.index(f"evaluate@{model}")
-    assert len(order) == 7
+        # The ensemble depends on the whole models/ directory: it comes after every train@.
+        assert order.index(f"train@{model}") < order.index("ensemble@ensemble")
+    assert order.index("ensemble@ensemble") < order.index("evaluate_ensemble@ensemble")
+    assert len(order) == 3 + 2 * len(models) + 2
 
 
 def test_user_errors_are_not_retried(repo_copy):

@@ -10,12 +10,17 @@ from segbench.errors import SegbenchError
 from segbench.models import MODELS, build_model, get_spec
 
 TORCH_MODELS = [name for name, spec in MODELS.items() if spec.kind == "torch"]
+# Every registered network, as built for a 3-channel input (an ensemble builds its members).
+NETWORKS = {name: {"in_channels": 3} for name in TORCH_MODELS} | {
+    "ensemble": {"members": {"unet": {"in_channels": 3}, "segformer": {"in_channels": 3}}}
+}
 
 
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(
         SegbenchError,
-        match=r"unknown model 'segnet'; valid models: attention_unet, otsu, segformer, unet",
+        match=r"unknown model 'segnet'; valid models: attention_unet, ensemble, otsu, segformer, "
+        r"unet",
     ):
         get_spec("segnet")
 
@@ -31,13 +36,17 @@ def test_bad_model_params_name_the_key():
         build_model("segformer", in_channels=5)
 
 
-@pytest.mark.parametrize("name", TORCH_MODELS)
+def test_every_registered_model_but_otsu_is_a_network():
+    assert set(NETWORKS) == set(MODELS) - {"otsu"}
+
+
+@pytest.mark.parametrize("name", NETWORKS)
 def test_forward_backward_on_a_tiny_input(name):
     """Every torch model: (1, 3, 64, 64) -> (1, 1, 64, 64) logits, and a finite gradient for every
     trainable parameter. Batch 1 is enough: the coarsest feature map is 2x2, so each BatchNorm
     channel in train mode still sees 4 values (it fails only on 1)."""
     torch.manual_seed(0)
-    model = build_model(name, in_channels=3).train()
+    model = build_model(name, **NETWORKS[name]).train()
     logits = model(torch.randn(1, 3, 64, 64))
     assert logits.shape == (1, 1, 64, 64)
     logits.mean().backward()

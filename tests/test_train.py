@@ -100,10 +100,13 @@ def test_cli_unknown_model_is_a_clean_error(tiny_data, tmp_path, capsys):
         main(["train", "segnet", "--tiles", str(tiles), "--out", str(tmp_path / "m")])
     assert info.value.code == 2
     assert (
-        "unknown model 'segnet'; valid models: attention_unet, otsu, segformer, unet"
+        "unknown model 'segnet'; valid models: attention_unet, ensemble, otsu, segformer, unet"
         in capsys.readouterr().err
     )
     assert not (tmp_path / "m").exists()
+    with pytest.raises(SystemExit):
+        main(["train", "ensemble", "--tiles", str(tiles), "--out", str(tmp_path / "m")])
+    assert "ensembles are not trained" in capsys.readouterr().err
 
 
 def test_online_augmentation_trains_from_plain_tiles(tiny_data, tmp_path):

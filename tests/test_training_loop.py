@@ -1,12 +1,15 @@
 """The training loop: resume after a kill, early stopping, NaN losses, accumulation, DDP."""
 
+import ipaddress
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import mlflow
+import psutil
 import pytest
 import torch
 import yaml
@@ -24,6 +27,7 @@ UNET_SMALL = {"encoder_name": "resnet18", "decoder_channels": [32, 16, 16, 8, 8]
 def raw_params(**train_overrides) -> dict:
     raw = deep_update(real_params_raw(), SHRINK)
     raw["models"] = {"unet": UNET_SMALL}
+    raw["ensembles"] = {}
     raw["train"].update(train_overrides)
     return raw
 
@@ -37,6 +41,30 @@ def run_cli(cwd, *args, env=None):
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _communicate_watching_sockets(proc, timeout: float) -> tuple[str, str, set[str]]:
+    """``proc.communicate()``, and the IP addresses its descendants listened on meanwhile."""
+    result: dict = {}
+    reader = threading.Thread(
+        target=lambda: result.update(
+            zip(("out", "err"), proc.communicate(timeout=timeout), strict=True)
+        )
+    )
+    reader.start()  # pipes drained in the background, so the workers never block on output
+    seen: set[str] = set()
+    parent = psutil.Process(proc.pid)
+    while reader.is_alive():
+        try:
+            pids = {c.pid for c in parent.children(recursive=True)}
+            for conn in psutil.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+                    seen.add(conn.laddr.ip)
+        except psutil.Error:
+            pass  # a worker exited between the two calls
+        time.sleep(0.1)
+    reader.join()
+    return result["out"], result["err"], seen
 
 
 @pytest.mark.slow
@@ -170,9 +198,12 @@ def test_two_process_gloo_ddp_trains_and_only_rank_0_writes(tiny_data, tmp_path,
         "models/unet",
         env=env,
     )
-    out, err = proc.communicate(timeout=400)
+    out, err, listening = _communicate_watching_sockets(proc, timeout=400)
     assert proc.returncode == 0, err
     assert "launching 2 processes" in out and out.count("train@unet: {") == 1  # rank 0 prints
+    # The workers talk over sockets (Gloo listens), but only on the loopback interface.
+    assert listening, "no listening socket seen: the check below would prove nothing"
+    assert all(ipaddress.ip_address(ip).is_loopback for ip in listening), listening
     metrics = read_json(tmp_path / "models" / "unet" / "metrics.json")
     assert metrics["device_count"] == 2 and metrics["epochs_run"] == 1
     assert 0 <= metrics["best_val_dice"] <= 1

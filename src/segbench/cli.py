@@ -41,39 +41,44 @@ def _cmd_train(args) -> None:
     from segbench.train import train
 
     params = load_params(args.params)
-    get_spec(args.model)  # an unknown name lists the valid ones
+    if get_spec(args.model).kind == "ensemble":  # an unknown name lists the valid ones
+        raise SegbenchError(
+            "ensembles are not trained: list them under `ensembles:` in params.yaml; "
+            "`segbench ensemble NAME` (DVC stage ensemble@NAME) chooses their weights"
+        )
     if args.model not in params.models:
         raise SegbenchError(f"models.{args.model}: not configured in {args.params}; add it there")
     if params.train.devices > 1 and "LOCAL_RANK" not in os.environ:
-        sys.exit(_launch_torchrun(params.train.devices, args))
+        sys.exit(_launch_local(params.train.devices, args))
     metrics = train(args.model, params, args.tiles, args.out)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"train@{args.model}: " + json.dumps(metrics, default=str))
 
 
-def _launch_torchrun(devices: int, args) -> int:
-    """Re-run this very command under torchrun with ``devices`` processes; its exit status."""
-    import subprocess
+def _launch_local(devices: int, args) -> int:
+    """Re-run this very command as ``devices`` DDP processes (segbench.launch); exit status."""
+    from segbench.launch import launch_local
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",  # a local rendezvous on 127.0.0.1, nothing exposed
-        f"--nproc_per_node={devices}",
-        "-m",
-        "segbench.cli",
-        "train",
-        args.model,
-        "--tiles",
-        args.tiles,
-        "--out",
-        args.out,
-        "--params",
-        args.params,
-    ]
-    print(f"train@{args.model}: launching {devices} processes: {' '.join(cmd[2:])}")
-    return subprocess.run(cmd, check=False).returncode
+    argv = ["train", args.model, "--tiles", args.tiles, "--out", args.out]
+    argv += ["--params", args.params]
+    print(
+        f"train@{args.model}: launching {devices} processes (DDP; they meet through a file, "
+        "sockets on the loopback interface only)"
+    )
+    return launch_local(devices, argv)
+
+
+def _cmd_ensemble(args) -> None:
+    from segbench.config import load_params
+    from segbench.ensemble import fit_ensemble
+
+    metrics = fit_ensemble(args.name, load_params(args.params), args.raw, args.models, args.out)
+    weights = ", ".join(f"{k[7:]} {v:.2f}" for k, v in metrics.items() if k.startswith("weight_"))
+    alone = ", ".join(f"{k[9:]} {v:.3f}" for k, v in metrics.items() if k.startswith("val_dice_"))
+    print(
+        f"ensemble@{args.name}: weights {weights}; validation Dice {metrics['val_dice']:.3f} "
+        f"(members alone: {alone})"
+    )
 
 
 def _cmd_evaluate(args) -> None:
@@ -92,6 +97,7 @@ def _cmd_report(args) -> None:
         load_params(args.params),
         raw_dir=args.raw,
         models_dir=args.models,
+        ensembles_dir=args.ensembles,
         eval_dir=args.eval,
         out_dir=args.out,
     )
@@ -158,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--tiles", required=True)
     p.add_argument("--out", required=True)
+    p = add("ensemble", _cmd_ensemble, "choose an ensemble's weights on the validation split")
+    p.add_argument("name", help="a key of the ensembles section")
+    p.add_argument("--raw", required=True)
+    p.add_argument("--models", required=True, help="directory of the trained members")
+    p.add_argument("--out", required=True)
     p = add("evaluate", _cmd_evaluate, "evaluate a trained model on the full-size test images")
     p.add_argument("model_dir")
     p.add_argument("--raw", required=True)
@@ -165,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", _cmd_report, "write the HTML report and Markdown summary")
     for flag in ("--raw", "--models", "--eval", "--out"):
         p.add_argument(flag, required=True)
+    p.add_argument("--ensembles", default="ensembles", help="directory of the fitted ensembles")
     p = add("summary", _cmd_summary, "print the comparison table of a written report")
     p.add_argument("report_dir")
     p = add("predict", _cmd_predict, "segment images with a trained model")

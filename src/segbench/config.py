@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from segbench.errors import SegbenchError, describe_validation_error
-from segbench.models.registry import MODELS, ModelParams, get_spec
+from segbench.models.registry import MODELS, EnsembleParams, ModelParams, get_spec
 
 
 class Section(BaseModel):
@@ -322,6 +322,7 @@ class Params(Section):
     prepare: PrepareConfig = PrepareConfig()
     train: TrainConfig = TrainConfig()
     models: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"otsu": {}, "unet": {}})
+    ensembles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
 
@@ -343,6 +344,15 @@ class Params(Section):
         """The validated params of model ``name`` (``models.<name>``)."""
         return get_spec(name).params(**(self.models.get(name) or {}))
 
+    def ensemble_params(self, name: str) -> EnsembleParams:
+        """``ensembles.<name>``, its members resolved to ``{member: that model's params}``."""
+        if name not in self.ensembles:
+            known = ", ".join(self.ensembles) or "none"
+            raise SegbenchError(f"ensembles.{name}: not configured (configured: {known})")
+        block = EnsembleParams(**(self.ensembles[name] or {}))
+        members = {m: self.model_params(m).model_dump(mode="json") for m in block.members}
+        return block.model_copy(update={"members": members})
+
 
 def _check_models(models: dict[str, Any]) -> None:
     if not models:
@@ -351,6 +361,11 @@ def _check_models(models: dict[str, Any]) -> None:
         if name not in MODELS:
             valid = ", ".join(sorted(MODELS))
             raise SegbenchError(f"params.yaml: models.{name}: unknown model; valid: {valid}")
+        if MODELS[name].kind == "ensemble":
+            raise SegbenchError(
+                f"params.yaml: models.{name}: ensembles are not trained; list them under "
+                "`ensembles:` (e.g. `ensembles: {uformer: {members: [unet, segformer]}}`)"
+            )
         if block is not None and not isinstance(block, dict):
             raise SegbenchError(f"params.yaml: models.{name}: expected a mapping, got {block!r}")
         try:
@@ -358,6 +373,29 @@ def _check_models(models: dict[str, Any]) -> None:
         except ValidationError as exc:
             msg = describe_validation_error(exc, prefix=f"models.{name}")
             raise SegbenchError(f"params.yaml: {msg}") from None
+
+
+def _check_ensembles(params: Params) -> None:
+    for name, block in params.ensembles.items():
+        if name in params.models:
+            raise SegbenchError(
+                f"params.yaml: ensembles.{name}: the name is also under models; an ensemble "
+                "needs a name of its own (its results go to eval/<name>)"
+            )
+        if block is not None and not isinstance(block, dict):
+            raise SegbenchError(f"params.yaml: ensembles.{name}: expected a mapping, got {block!r}")
+        try:
+            checked = EnsembleParams(**(block or {}))
+        except ValidationError as exc:
+            msg = describe_validation_error(exc, prefix=f"ensembles.{name}")
+            raise SegbenchError(f"params.yaml: {msg}") from None
+        missing = [m for m in checked.members if m not in params.models]
+        if missing:
+            trained = ", ".join(m for m in params.models if MODELS[m].kind == "torch")
+            raise SegbenchError(
+                f"params.yaml: ensembles.{name}.members: {', '.join(missing)} not under models "
+                f"(nothing trains it); add it there or choose from: {trained or 'none'}"
+            )
 
 
 def parse_params(raw: dict[str, Any], *, source: str = "params.yaml") -> Params:
@@ -370,6 +408,7 @@ def parse_params(raw: dict[str, Any], *, source: str = "params.yaml") -> Params:
         # Cross-checks already name their dotted key; field errors get it from pydantic's loc.
         raise SegbenchError(f"{source}: {describe_validation_error(exc)}") from None
     _check_models(params.models)
+    _check_ensembles(params)
     return params
 
 

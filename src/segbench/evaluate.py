@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from segbench.config import Params
+from segbench.cost import peak_memory_mb
 from segbench.io import (
     atomic_dir,
     read_csv,
@@ -30,7 +31,6 @@ from segbench.io import (
 from segbench.metrics import binary_metrics, summarize
 from segbench.predict import load_predictor
 from segbench.tracking import mlflow_run, run_tags
-from segbench.train import peak_memory_mb
 
 PER_IMAGE_FIELDS = [
     "id",
@@ -55,7 +55,7 @@ def evaluate(
     model_dir, raw_dir = Path(model_dir), Path(raw_dir)
     cfg = params.evaluate
     predictor = load_predictor(model_dir, overlap=cfg.overlap, batch_size=cfg.batch_size)
-    name = predictor.config["model"]
+    name = predictor.config.get("name", predictor.config["model"])  # ensembles have their own
     tests = [r for r in read_csv(raw_dir / "manifest.csv") if r["split"] == "test"]
     rows, seconds = [], 0.0
     predictor.warmup()

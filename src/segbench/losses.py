@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
@@ -35,21 +34,33 @@ class WeightedSum(nn.Module):
         )
 
 
+def _smp_losses():
+    # Imported when a loss is built, not with this module: smp pulls in timm and torchvision
+    # (~3 s), which stages that never train a network (otsu, evaluate) should not pay for.
+    from segmentation_models_pytorch import losses
+
+    return losses
+
+
 def _dice() -> nn.Module:
-    return smp.losses.DiceLoss(mode="binary", from_logits=True)
+    return _smp_losses().DiceLoss(mode="binary", from_logits=True)
+
+
+def _bce() -> nn.Module:
+    return _smp_losses().SoftBCEWithLogitsLoss()
 
 
 def _focal() -> nn.Module:
-    return smp.losses.FocalLoss(mode="binary", gamma=2.0)
+    return _smp_losses().FocalLoss(mode="binary", gamma=2.0)
 
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {
     "dice": lambda **_: _dice(),
-    "bce": lambda **_: smp.losses.SoftBCEWithLogitsLoss(),
-    "dice_bce": lambda **_: WeightedSum((1.0, _dice()), (1.0, smp.losses.SoftBCEWithLogitsLoss())),
+    "bce": lambda **_: _bce(),
+    "dice_bce": lambda **_: WeightedSum((1.0, _dice()), (1.0, _bce())),
     "focal": lambda **_: _focal(),
     "focal_dice": lambda **_: WeightedSum((20.0, _focal()), (1.0, _dice())),
-    "tversky": lambda alpha=0.5, beta=0.5, **_: smp.losses.TverskyLoss(
+    "tversky": lambda alpha=0.5, beta=0.5, **_: _smp_losses().TverskyLoss(
         mode="binary", from_logits=True, alpha=alpha, beta=beta
     ),
 }

@@ -41,7 +41,7 @@ class Predictor:
 
     def warmup(self) -> None:
         """One untimed forward pass, so throughput figures exclude one-off start-up costs."""
-        if self.kind == "torch":
+        if self.kind != "classical":
             blank = np.zeros((self.tile, self.tile), dtype=np.uint8)
             sliding_window_proba(
                 self.model,
@@ -87,7 +87,7 @@ def load_predictor(
     spec = get_spec(config["model"])
     model = build_model(config["model"], **config["params"])
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.kind == "torch":
+    if spec.kind != "classical":  # torch models and ensembles: one state dict
         weights = model_dir / "weights.pt"
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)

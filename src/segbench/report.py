@@ -54,11 +54,12 @@ def _fmt(key: str, row: dict) -> str:
     return str(value)
 
 
-def comparison_rows(models: list[str], models_dir: Path, eval_dir: Path) -> list[dict]:
-    """One dict per model: test metrics + training cost, best test Dice first."""
+def comparison_rows(model_dirs: dict[str, Path], eval_dir: Path) -> list[dict]:
+    """One dict per model (``{name: its model directory}``): test metrics + training cost, best
+    test Dice first."""
     rows = []
-    for name in models:
-        row = {"model": name, **read_json(models_dir / name / "metrics.json")}
+    for name, model_dir in model_dirs.items():
+        row = {"model": name, **read_json(model_dir / "metrics.json")}
         row.update(read_json(eval_dir / name / "metrics.json"))
         rows.append(row)
     return sorted(rows, key=lambda r: -(r["dice"] if r.get("dice") is not None else -1))
@@ -97,11 +98,16 @@ def _examples(params: Params, raw_dir: Path, eval_dir: Path, models: list[str], 
     return out
 
 
-def report(params: Params, *, raw_dir, models_dir, eval_dir, out_dir) -> list[dict]:
-    """Write the report for every model in ``params.models``; return the comparison rows."""
-    raw_dir, models_dir, eval_dir = Path(raw_dir), Path(models_dir), Path(eval_dir)
-    models = list(params.models)
-    rows = comparison_rows(models, models_dir, eval_dir)
+def report(
+    params: Params, *, raw_dir, models_dir, eval_dir, out_dir, ensembles_dir="ensembles"
+) -> list[dict]:
+    """Write the report for every model in ``params.models`` and every ensemble in
+    ``params.ensembles``; return the comparison rows."""
+    raw_dir, eval_dir = Path(raw_dir), Path(eval_dir)
+    model_dirs = {m: Path(models_dir) / m for m in params.models}
+    model_dirs |= {e: Path(ensembles_dir) / e for e in params.ensembles}
+    models = list(model_dirs)
+    rows = comparison_rows(model_dirs, eval_dir)
     with atomic_dir(out_dir) as tmp:
         fig_dir = tmp / "figures"
         fig_dir.mkdir()
@@ -109,7 +115,7 @@ def report(params: Params, *, raw_dir, models_dir, eval_dir, out_dir) -> list[di
         curves = {}
         (tmp / "plots").mkdir()
         for name in models:
-            history = read_csv(models_dir / name / "history.csv")
+            history = read_csv(model_dirs[name] / "history.csv")
             if history:
                 curves[name] = figures.training_curve(history, fig_dir / f"{name}_curve.png", name)
                 # DVC plots data: one file per model, so `dvc plots show` draws one line each.
@@ -124,6 +130,10 @@ def report(params: Params, *, raw_dir, models_dir, eval_dir, out_dir) -> list[di
             "params": params.model_dump(mode="json"),
             "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "headline": headline(rows),
+            "ensemble_notes": [
+                ensemble_note(e, read_json(model_dirs[e] / "metrics.json"))
+                for e in params.ensembles
+            ],
         }
         env = jinja2.Environment(
             loader=jinja2.PackageLoader("segbench", "templates"),
@@ -150,6 +160,18 @@ def report(params: Params, *, raw_dir, models_dir, eval_dir, out_dir) -> list[di
             [k for k, _ in COLUMNS],
         )
     return rows
+
+
+def ensemble_note(name: str, metrics: dict) -> str:
+    """One sentence on how an ensemble was mixed, from its ``metrics.json``."""
+    members = [k[len("weight_") :] for k in metrics if k.startswith("weight_")]
+    mix = " + ".join(f"{metrics[f'weight_{m}']:.2f} × {m}" for m in members)
+    alone = ", ".join(f"{m} {metrics[f'val_dice_{m}']:.3f}" for m in members)
+    return (
+        f"{name} = {mix}: weights chosen on {metrics['n_val_images']} validation images "
+        f"(pooled validation Dice {metrics['val_dice']:.3f}; members alone: {alone}). "
+        "Its training time is its members' plus the weight search."
+    )
 
 
 def headline(rows: list[dict]) -> str:

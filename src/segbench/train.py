@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -53,11 +52,13 @@ from segbench.checkpoint import (
     save_checkpoint,
 )
 from segbench.config import Params
+from segbench.cost import count_parameters, peak_memory_mb
 from segbench.data.augment import build_augmenter
 from segbench.data.dataset import TileDataset, load_tiles
 from segbench.errors import SegbenchError
 from segbench.inference import autocast
 from segbench.io import atomic_dir, read_json, write_csv, write_json
+from segbench.launch import STORE_ENV
 from segbench.losses import build_loss
 from segbench.metrics import dataset_dice
 from segbench.models import build_model, get_spec
@@ -101,20 +102,6 @@ def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", dist.local_rank if dist.world > 1 else 0)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated on CUDA, else the process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def count_parameters(model: torch.nn.Module) -> dict[str, int]:
-    return {
-        "params_total": sum(p.numel() for p in model.parameters()),
-        "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
 
 
 @torch.no_grad()
@@ -285,7 +272,15 @@ def _init_distributed(dist: Dist, device: torch.device) -> None:
     if dist.world > 1 and not td.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        td.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # segbench.launch hands over a store file (nothing listens beyond loopback); under
+        # torchrun, its env:// rendezvous.
+        store = os.environ.get(STORE_ENV)
+        td.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            init_method=f"file://{store}" if store else "env://",
+            rank=dist.rank,
+            world_size=dist.world,
+        )
 
 
 def train(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segbench.errors import SegbenchError, describe_validation_error
 
@@ -63,20 +63,79 @@ class OtsuParams(ModelParams):
     smooth_sigma: float = Field(1.0, ge=0.0, description="Gaussian pre-smoothing, pixels")
 
 
+class EnsembleParams(ModelParams):
+    """``ensembles.<name>``: a weighted average of trained members' probabilities.
+
+    ``members`` is a list of model names (as in ``params.yaml``) or, once resolved against the
+    ``models`` section, a mapping of name -> that model's params (as saved in ``config.json``).
+    """
+
+    members: list[str] | dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: ["unet", "segformer"],
+        description="trained models to average (>= 2)",
+    )
+    weights: list[float] | None = Field(
+        None, description="fixed weights, one per member; null = chosen on the validation split"
+    )
+    weight_step: float = Field(
+        0.1, gt=0, le=0.5, description="grid step of the weight search on the simplex"
+    )
+
+    @field_validator("members")
+    @classmethod
+    def _members(cls, value):
+        names = list(value)
+        if len(names) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {names}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"members listed twice: {names}")
+        for name in names:
+            spec = MODELS.get(name)
+            if spec is None:
+                valid = ", ".join(n for n, s in MODELS.items() if s.kind == "torch")
+                raise ValueError(f"unknown model {name!r}; valid members: {valid}")
+            if spec.kind != "torch":
+                raise ValueError(
+                    f"{name} is a {spec.kind} model: its 0/1 masks carry no probability to "
+                    "average; ensemble trained networks"
+                )
+        return value
+
+    @field_validator("weight_step")
+    @classmethod
+    def _step(cls, value):
+        if abs(1 / value - round(1 / value)) > 1e-9:
+            raise ValueError(f"must divide 1 into equal parts (0.1, 0.05, 0.25, ...), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if self.weights is not None:
+            if len(self.weights) != len(self.members):
+                raise ValueError(
+                    f"weights: {len(self.weights)} given for {len(self.members)} members"
+                )
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError(f"weights: must be >= 0 and not all 0, got {self.weights}")
+        return self
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How one registered model is validated and built.
 
     ``kind`` is ``"torch"`` for models trained by gradient descent (``build`` returns an
     ``nn.Module`` mapping ``(N, C, H, W)`` float images, C = ``in_channels`` (1 for our data),
-    H and W multiples of 32, to ``(N, 1, H, W)`` logits) and
+    H and W multiples of 32, to ``(N, 1, H, W)`` logits);
     ``"classical"`` for models fitted in closed form (``build`` returns an object with
-    ``fit``/``predict``/``state_dict``/``load_state_dict``).
+    ``fit``/``predict``/``state_dict``/``load_state_dict``); ``"ensemble"`` for
+    combinations of trained torch models (``build`` returns an ``nn.Module`` like a torch model's;
+    it is fitted by :mod:`segbench.ensemble`, not by the training loop).
     """
 
     name: str
     params: type[ModelParams]
-    kind: Literal["torch", "classical"]
+    kind: Literal["torch", "classical", "ensemble"]
     build: Callable[..., Any]
 
 
@@ -104,6 +163,15 @@ def _build_otsu(**kw):
     return OtsuThreshold(**kw)
 
 
+def _build_ensemble(*, members, weights, weight_step):
+    from segbench.models.ensemble import Ensemble
+
+    if not isinstance(members, dict):  # bare names: each member with its default params
+        members = {name: {} for name in members}
+    modules = {name: build_model(name, **block) for name, block in members.items()}
+    return Ensemble(modules, weights or [1.0] * len(modules))
+
+
 MODELS: dict[str, ModelSpec] = {
     "unet": ModelSpec("unet", UnetParams, "torch", _build_unet),
     "attention_unet": ModelSpec(
@@ -111,6 +179,7 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "segformer": ModelSpec("segformer", SegformerParams, "torch", _build_segformer),
     "otsu": ModelSpec("otsu", OtsuParams, "classical", _build_otsu),
+    "ensemble": ModelSpec("ensemble", EnsembleParams, "ensemble", _build_ensemble),
 }
 
 

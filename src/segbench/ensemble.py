@@ -1,0 +1,183 @@
+"""``fit_ensemble(name, params, raw_dir, models_dir, out_dir) -> metrics``: choose mixing weights.
+
+The members are models already trained by ``train@<member>`` (``models_dir/<member>``); nothing is
+retrained. Each member predicts every full-size validation image exactly as ``evaluate`` will
+predict the test images (same scale, sliding windows, overlap); the weights with the best pooled
+validation Dice on a grid over the simplex win (:func:`segbench.models.ensemble.choose_weights`).
+
+Output layout (``out_dir``), a model directory like ``train``'s, so ``evaluate`` and
+``segbench predict`` use it unchanged::
+
+    config.json     model "ensemble", its name, members with their params, the chosen weights,
+                    the members' prepare section and data version
+    weights.pt      the ensemble's state dict (every member's weights + the mixing weights)
+    metrics.json    validation Dice of the ensemble and of each member, the weights, cost figures
+    search.csv      every weight vector tried and its validation Dice
+    history.csv     empty (no epochs: nothing is trained)
+    mlflow.json     the MLflow run that records all of this
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from segbench.config import Params
+from segbench.cost import count_parameters, peak_memory_mb
+from segbench.errors import SegbenchError
+from segbench.io import (
+    atomic_dir,
+    read_csv,
+    read_image,
+    read_json,
+    read_mask,
+    write_csv,
+    write_json,
+)
+from segbench.models import build_model
+from segbench.models.ensemble import choose_weights, simplex_grid
+from segbench.predict import load_predictor
+from segbench.tracking import flatten, mlflow_run, run_tags
+from segbench.train import HISTORY_FIELDS
+
+# What must agree between members for their probabilities to be averaged pixel by pixel.
+_SAME = ("data_version", "prepare")
+
+
+def _load_members(names: list[str], models_dir: Path, params: Params, device) -> dict:
+    predictors = {}
+    for name in names:
+        model_dir = models_dir / name
+        if not (model_dir / "config.json").is_file():
+            raise SegbenchError(
+                f"{model_dir}: no trained model (config.json missing); run `dvc repro train@{name}`"
+            )
+        predictors[name] = load_predictor(
+            model_dir,
+            overlap=params.evaluate.overlap,
+            batch_size=params.evaluate.batch_size,
+            device=device,
+        )
+    first, *rest = names
+    for name in rest:
+        for key in _SAME:
+            if predictors[name].config.get(key) != predictors[first].config.get(key):
+                raise SegbenchError(
+                    f"{models_dir / name}: trained on other tiles than {models_dir / first} "
+                    f"({key} differs); re-run `dvc repro` so every member sees the same data"
+                )
+    return predictors
+
+
+def _validation_probabilities(predictors: dict, raw_dir: Path, label: str):
+    """Per validation image, the (K, H, W) stack of member probabilities, and its mask."""
+    vals = [r for r in read_csv(raw_dir / "manifest.csv") if r["split"] == "val"]
+    if not vals:
+        raise SegbenchError(
+            f"{label}: the validation split is empty, so there is nothing to choose weights on; "
+            "raise data.split.val or give fixed weights"
+        )
+    probs, masks = [], []
+    for rec in tqdm(vals, desc=f"{label}: members on val", unit="img"):
+        image = read_image(raw_dir / rec["image"])
+        probs.append(np.stack([p.predict_proba(image) for p in predictors.values()]))
+        masks.append(read_mask(raw_dir / rec["mask"]))
+    return probs, masks
+
+
+def fit_ensemble(
+    name: str,
+    params: Params,
+    raw_dir: str | Path,
+    models_dir: str | Path,
+    out_dir: str | Path,
+) -> dict:
+    """Choose ``ensembles.<name>``'s weights on the validation split; write and return metrics.
+
+    Returned (and in ``metrics.json``): ``val_dice`` (pooled over validation pixels) of the
+    ensemble, ``val_dice_<member>`` of each member alone, ``weight_<member>``, and the cost
+    figures other models report (``train_seconds`` counts the members' training too).
+    """
+    import mlflow
+
+    raw_dir, models_dir = Path(raw_dir), Path(models_dir)
+    label = f"ensemble@{name}"
+    cfg = params.ensemble_params(name)
+    members = list(cfg.members)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+    predictors = _load_members(members, models_dir, params, device)
+    probs, masks = _validation_probabilities(predictors, raw_dir, label)
+    grid = simplex_grid(len(members), cfg.weight_step)
+    if cfg.weights is not None:  # fixed by the user: scored, not searched
+        fixed = np.asarray(cfg.weights, dtype=np.float64) / sum(cfg.weights)
+        grid = np.vstack([np.eye(len(members)), fixed])
+    best, scores = choose_weights(probs, masks, grid, params.evaluate.threshold)
+    if cfg.weights is not None:
+        best = grid[-1]
+    # Each member alone is a vertex of the grid: scored by the very same computation.
+    alone = {m: float(scores[_row(grid, np.eye(len(members))[i])]) for i, m in enumerate(members)}
+    ens_dice = float(scores[_row(grid, best)])
+    weights = [float(w) for w in best]
+
+    resolved = cfg.model_copy(update={"weights": weights}).model_dump(mode="json")
+    model = build_model("ensemble", **resolved)
+    model.load_state_dict(
+        {
+            f"members.{m}.{k}": v
+            for m, p in predictors.items()
+            for k, v in p.model.state_dict().items()
+        }
+        | {"weights": torch.tensor(weights, dtype=torch.float32)}
+    )
+    first = predictors[members[0]].config
+    config = {
+        "model": "ensemble",
+        "name": name,
+        "kind": "ensemble",
+        "params": resolved,
+        "prepare": first["prepare"],
+        "data_version": first.get("data_version", ""),
+    }
+    member_metrics = {m: read_json(models_dir / m / "metrics.json") for m in members}
+    metrics = {
+        "val_dice": ens_dice,
+        **{f"val_dice_{m}": d for m, d in alone.items()},
+        **{f"weight_{m}": w for m, w in zip(members, weights, strict=True)},
+        "n_val_images": len(masks),
+        "weights_tried": len(grid),
+        "fit_seconds": time.perf_counter() - start,
+        **count_parameters(model),
+        "device": str(device),
+        "device_count": max(int(mm.get("device_count", 1)) for mm in member_metrics.values()),
+        "peak_memory_mb": peak_memory_mb(device),
+    }
+    metrics["params_trainable"] = 0  # nothing is trained: the weights are chosen, not learned
+    metrics["train_seconds"] = metrics["fit_seconds"] + sum(
+        float(mm.get("train_seconds", 0.0)) for mm in member_metrics.values()
+    )
+    search = [
+        {**{f"weight_{m}": float(w) for m, w in zip(members, row, strict=True)}, "val_dice": s}
+        for row, s in zip(grid, scores, strict=True)
+    ]
+    tags = run_tags(stage=label, data_version=config["data_version"], device=str(device))
+    with atomic_dir(out_dir) as tmp, mlflow_run(run_name=name, tags=tags) as run:
+        mlflow.log_params(flatten(config))
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        torch.save(model.state_dict(), tmp / "weights.pt")
+        write_json(tmp / "config.json", config)
+        write_json(tmp / "metrics.json", metrics)
+        write_csv(tmp / "search.csv", search, list(search[0]))
+        write_csv(tmp / "history.csv", [], HISTORY_FIELDS)
+        write_json(tmp / "mlflow.json", {"run_id": run.info.run_id})
+        mlflow.log_artifacts(str(tmp), artifact_path="model")
+    return metrics
+
+
+def _row(grid: np.ndarray, weights: np.ndarray) -> int:
+    """Index of ``weights`` in ``grid`` (rows are compared with a tolerance)."""
+    return int(np.flatnonzero(np.abs(grid - weights).max(axis=1) < 1e-9)[0])
