@@ -1,0 +1,152 @@
+"""Segment Anything zero-shot: one image embedding, every prompt mode, one binary mask each.
+
+Prompt modes (:data:`PROMPT_MODES`):
+
+| mode     | prompt per ground-truth component                       | oracle |
+| -------- | ------------------------------------------------------- | ------ |
+| `point`  | the interior point farthest from the boundary           | yes    |
+| `points` | ``k`` interior points spread over the component          | yes    |
+| `box`    | its bounding box, optionally jittered by a few pixels    | yes    |
+| `auto`   | none: SAM's automatic mask generator, all masks merged   | no     |
+
+Oracle modes read their prompts from the reference mask, so they measure SAM given a perfect
+user, not SAM on its own; the report labels those rows. ``point`` asks SAM for its three
+candidate masks and keeps the one with the highest predicted IoU, as the SAM paper does for an
+ambiguous single click; ``points`` and ``box`` are unambiguous and ask for one mask.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+from segment_anything.modeling import Sam
+
+from segbench.errors import SegbenchError
+from segbench.sam.prompts import box, components, interior_points
+
+PROMPT_MODES = {"point": True, "points": True, "box": True, "auto": False}  # mode -> oracle?
+
+# Prompts per forward pass of the mask decoder: bounds memory on images with many particles.
+_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class AutoMaskSettings:
+    """SamAutomaticMaskGenerator settings; the defaults are the reference study's."""
+
+    points_per_side: int = 100
+    pred_iou_thresh: float = 0.90
+    stability_score_thresh: float = 0.92
+    crop_n_layers: int = 1
+    crop_n_points_downscale_factor: int = 2
+    min_mask_region_area: int = 100
+    points_per_batch: int = 64
+
+
+def to_sam_rgb(unit: np.ndarray) -> np.ndarray:
+    """(H, W) float image in [0, 1] (see :func:`segbench.data.normalize.to_unit`) -> (H, W, 3)
+    uint8 RGB, the input segment_anything's predictors expect (they normalise it themselves)."""
+    gray = np.rint(np.clip(unit, 0.0, 1.0) * 255).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+class ZeroShot:
+    """Prompted and automatic SAM masks for one image at a time.
+
+    ``set_image`` runs the image encoder once; every prompted mode after it reuses that
+    embedding. (The automatic generator embeds its own crops: crop layer 0 is the whole image,
+    crop layer 1 four overlapping crops, each at the encoder's input size.)
+    """
+
+    def __init__(
+        self,
+        sam: Sam,
+        *,
+        k_points: int = 3,
+        box_jitter: int = 0,
+        seed: int = 0,
+        auto: AutoMaskSettings | None = None,
+    ):
+        if k_points < 1:
+            raise SegbenchError(f"k_points: must be at least 1, got {k_points}")
+        if box_jitter < 0:
+            raise SegbenchError(f"box_jitter: must be >= 0 pixels, got {box_jitter}")
+        self.sam = sam
+        self.predictor = SamPredictor(sam)
+        self.k_points, self.box_jitter, self.seed = k_points, box_jitter, seed
+        self.auto = auto or AutoMaskSettings()
+        self._rgb: np.ndarray | None = None
+        self._id = ""
+
+    def set_image(self, rgb: np.ndarray, *, image_id: str = "") -> None:
+        """Embed one (H, W, 3) uint8 RGB image (see :func:`to_sam_rgb`)."""
+        self.predictor.set_image(rgb)
+        self._rgb, self._id = rgb, image_id
+
+    @torch.inference_mode()
+    def predict(self, mode: str, reference: np.ndarray | None = None) -> np.ndarray:
+        """The (H, W) bool mask of ``mode`` for the current image.
+
+        Oracle modes need ``reference``, the (H, W) ground-truth mask the prompts come from; an
+        empty reference gives no prompt and so an empty prediction.
+        """
+        if self._rgb is None:
+            raise RuntimeError("call set_image first")
+        if mode not in PROMPT_MODES:
+            raise SegbenchError(
+                f"unknown SAM prompt mode {mode!r}; valid: {', '.join(PROMPT_MODES)}"
+            )
+        if mode == "auto":
+            return self._automatic()
+        if reference is None:
+            raise SegbenchError(
+                f"SAM prompt mode {mode!r} takes its prompts from the reference mask, and image "
+                f"{self._id or '(unnamed)'} has none; use mode 'auto' for images without masks"
+            )
+        if reference.shape != self._rgb.shape[:2]:
+            raise SegbenchError(
+                f"image {self._id or '(unnamed)'}: reference mask {reference.shape} and image "
+                f"{self._rgb.shape[:2]} differ in size"
+            )
+        parts = components(reference)
+        out = np.zeros(reference.shape, dtype=bool)
+        # Seeded per image, so a jittered box is the same in every run and every mode order.
+        rng = np.random.default_rng([self.seed, zlib.crc32(self._id.encode())])
+        for start in range(0, len(parts), _CHUNK):
+            out |= self._prompted(mode, parts[start : start + _CHUNK], rng)
+        return out
+
+    def _prompted(self, mode: str, parts: list[np.ndarray], rng) -> np.ndarray:
+        size = self._rgb.shape[:2]
+        transform, device = self.predictor.transform, self.predictor.device
+        coords = labels = boxes = None
+        if mode == "box":
+            raw = np.stack([box(p, jitter=self.box_jitter, rng=rng) for p in parts])
+            boxes = transform.apply_boxes_torch(torch.as_tensor(raw, device=device), size)
+        else:
+            k = 1 if mode == "point" else self.k_points
+            # A component smaller than k pixels gives fewer points; repeating its last point
+            # keeps the batch rectangular and adds no new information.
+            pts = [interior_points(p, k) for p in parts]
+            pts = np.stack([np.concatenate([q, np.repeat(q[-1:], k - len(q), 0)]) for q in pts])
+            coords = transform.apply_coords_torch(torch.as_tensor(pts, device=device), size)
+            labels = torch.ones(pts.shape[:2], dtype=torch.int, device=device)
+        multimask = mode == "point"
+        masks, iou, _ = self.predictor.predict_torch(
+            coords, labels, boxes=boxes, multimask_output=multimask
+        )
+        if multimask:  # keep each prompt's candidate with the highest predicted IoU
+            best = iou.argmax(dim=1)
+            masks = masks[torch.arange(len(masks)), best][:, None]
+        return masks[:, 0].any(dim=0).cpu().numpy()
+
+    def _automatic(self) -> np.ndarray:
+        generator = SamAutomaticMaskGenerator(self.sam, **asdict(self.auto))
+        out = np.zeros(self._rgb.shape[:2], dtype=bool)
+        for record in generator.generate(self._rgb):
+            out |= record["segmentation"]
+        return out
