@@ -10,6 +10,8 @@ from segbench.errors import SegbenchError
 from segbench.models import MODELS, build_model, get_spec
 
 TORCH_MODELS = [name for name, spec in MODELS.items() if spec.kind == "torch"]
+# The networks built around a segmentation_models_pytorch / timm encoder (SAM has its own).
+ENCODER_MODELS = [n for n in TORCH_MODELS if "encoder_name" in MODELS[n].params.model_fields]
 # Every registered network, as built for a 3-channel input (an ensemble builds its members).
 NETWORKS = {name: {"in_channels": 3} for name in TORCH_MODELS} | {
     "ensemble": {"members": {"unet": {"in_channels": 3}, "segformer": {"in_channels": 3}}}
@@ -19,8 +21,8 @@ NETWORKS = {name: {"in_channels": 3} for name in TORCH_MODELS} | {
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(
         SegbenchError,
-        match=r"unknown model 'segnet'; valid models: attention_unet, ensemble, otsu, segformer, "
-        r"unet",
+        match=r"unknown model 'segnet'; valid models: attention_unet, ensemble, otsu, sam_decoder, "
+        r"sam_lora, segformer, unet",
     ):
         get_spec("segnet")
 
@@ -82,7 +84,7 @@ def test_attention_gates_scale_each_skip_by_a_map_in_0_1():
     torch.testing.assert_close(gated, x * alpha)
 
 
-@pytest.mark.parametrize("name", TORCH_MODELS)
+@pytest.mark.parametrize("name", ENCODER_MODELS)
 @pytest.mark.parametrize("encoder", ["resnet19", "tu-no_such_timm_model"])
 def test_unknown_encoder_is_a_user_error(name, encoder):
     with pytest.raises(SegbenchError, match=rf"models\.{name}\.encoder_name: unknown encoder") as e:
@@ -92,7 +94,7 @@ def test_unknown_encoder_is_a_user_error(name, encoder):
         assert "did you mean 'resnet18'" in str(e.value)
 
 
-@pytest.mark.parametrize("name", TORCH_MODELS)
+@pytest.mark.parametrize("name", ENCODER_MODELS)
 def test_weights_of_another_encoder_are_a_user_error(tmp_path, name):
     import segmentation_models_pytorch as smp
 

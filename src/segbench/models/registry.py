@@ -57,6 +57,39 @@ class SegformerParams(ModelParams):
     in_channels: int = Field(1, ge=1, le=4)
 
 
+class SamParams(ModelParams):
+    """``models.sam_decoder``: SAM's mask decoder fine-tuned as a promptless head, encoder frozen."""
+
+    variant: Literal["vit_b", "vit_l", "vit_h", "tiny"] = Field(
+        "tiny", description="SAM size; tiny is a 274k-parameter copy for CPU runs and tests"
+    )
+    checkpoint: str | None = Field(
+        None, description="local official checkpoint (.pth); null = random initialisation"
+    )
+    sha256: str | None = Field(None, description="expected sha256 of the checkpoint file")
+    image_size: int = Field(512, ge=16, le=1024, description="encoder input: 1024 or 512")
+    in_channels: int = Field(1, ge=1, le=3, description="1 (grey, repeated to RGB) or 3")
+
+    @field_validator("image_size")
+    @classmethod
+    def _patches(cls, value):
+        if value % 16:
+            raise ValueError(f"must be a multiple of SAM's 16-pixel patches (512, 1024), not {value}")
+        return value
+
+
+class SamLoraParams(SamParams):
+    """``models.sam_lora``: LoRA on the image encoder's attention, trained with the decoder."""
+
+    rank: int = Field(4, ge=1, description="LoRA rank (ViT-B's projection width is 768)")
+    alpha: float | None = Field(None, gt=0, description="scaling alpha / rank; null = rank")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: list[Literal["q", "k", "v"]] = Field(
+        default_factory=lambda: ["q", "v"], min_length=1, description="projections to adapt"
+    )
+    blocks: list[int] | None = Field(None, description="encoder blocks to adapt; null = all")
+
+
 class OtsuParams(ModelParams):
     """``models.otsu``: per-image Otsu threshold, polarity chosen on the training split."""
 
@@ -157,6 +190,22 @@ def _build_segformer(**kw):
     return build_segformer(**kw)
 
 
+def _build_sam_decoder(*, variant, checkpoint, sha256, image_size, in_channels):
+    from segbench.sam.build import build_sam
+    from segbench.sam.segmenter import SamSegmenter
+
+    sam = build_sam(variant, image_size=image_size, checkpoint=checkpoint, sha256=sha256)
+    return SamSegmenter(sam.train())
+
+
+def _build_sam_lora(*, rank, alpha, dropout, targets, blocks, **sam_params):
+    from segbench.sam.lora import apply_lora
+
+    model = _build_sam_decoder(**sam_params)
+    apply_lora(model.sam, rank=rank, alpha=alpha, dropout=dropout, targets=targets, blocks=blocks)
+    return model
+
+
 def _build_otsu(**kw):
     from segbench.models.otsu import OtsuThreshold
 
@@ -178,6 +227,8 @@ MODELS: dict[str, ModelSpec] = {
         "attention_unet", AttentionUnetParams, "torch", _build_attention_unet
     ),
     "segformer": ModelSpec("segformer", SegformerParams, "torch", _build_segformer),
+    "sam_decoder": ModelSpec("sam_decoder", SamParams, "torch", _build_sam_decoder),
+    "sam_lora": ModelSpec("sam_lora", SamLoraParams, "torch", _build_sam_lora),
     "otsu": ModelSpec("otsu", OtsuParams, "classical", _build_otsu),
     "ensemble": ModelSpec("ensemble", EnsembleParams, "ensemble", _build_ensemble),
 }

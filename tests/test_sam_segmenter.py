@@ -1,0 +1,77 @@
+"""SAM as a promptless segmenter: segbench's network convention, decoder-only or with LoRA."""
+
+import pytest
+import torch
+
+from segbench.errors import SegbenchError
+from segbench.models import build_model
+
+
+def _trainable(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_decoder_only_trains_the_mask_decoder_and_nothing_else():
+    torch.manual_seed(0)
+    model = build_model("sam_decoder", image_size=256)
+    names = _trainable(model)
+    assert names and all(n.startswith("sam.mask_decoder.") for n in names)
+    assert not any("iou_prediction_head" in n for n in names)  # no IoU without a prompt
+
+
+def test_lora_trains_its_factors_and_the_decoder():
+    torch.manual_seed(0)
+    model = build_model("sam_lora", image_size=256, rank=2, blocks=[1])
+    names = _trainable(model)
+    lora = {n for n in names if ".lora_" in n}
+    assert lora == {
+        f"sam.image_encoder.blocks.1.attn.qkv.lora_{ab}.{p}" for ab in "ab" for p in "qv"
+    }
+    assert all(n in lora or n.startswith("sam.mask_decoder.") for n in names)
+
+
+def test_batches_decode_like_single_images_at_any_tile_shape():
+    torch.manual_seed(0)
+    model = build_model("sam_decoder", image_size=256).eval()
+    x = torch.randn(3, 1, 64, 96)
+    with torch.no_grad():
+        batch = model(x)
+        single = model(x[1:2])
+    assert batch.shape == (3, 1, 64, 96)
+    torch.testing.assert_close(batch[1:2], single, atol=1e-5, rtol=1e-4)
+
+
+def test_the_decoder_learns_a_toy_mask():
+    """A random-weight encoder's features still carry position (SAM adds a positional
+    encoding), so the decoder alone can learn a fixed square."""
+    torch.manual_seed(0)
+    model = build_model("sam_decoder", image_size=128).train()
+    x = torch.randn(2, 1, 64, 64)
+    target = torch.zeros(2, 1, 64, 64)
+    target[:, :, 16:48, 16:48] = 1
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(25):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    # 0.56 is the loss of predicting the foreground fraction everywhere: below it, the decoder
+    # has learned where the square is, not just how big it is.
+    assert losses[-1] < 0.45 < losses[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "key"),
+    [
+        ("sam_decoder", {"image_size": 500}, r"models\.sam_decoder\.image_size.*multiple of"),
+        ("sam_decoder", {"variant": "vit_x"}, r"models\.sam_decoder\.variant"),
+        ("sam_lora", {"rank": 0}, r"models\.sam_lora\.rank"),
+        ("sam_lora", {"targets": ["q", "o"]}, r"models\.sam_lora\.targets"),
+        ("sam_decoder", {"checkpoint": "/no/such/sam.pth"}, r"/no/such/sam\.pth does not exist"),
+    ],
+)
+def test_bad_sam_params_name_the_key(name, params, key):
+    with pytest.raises(SegbenchError, match=key):
+        build_model(name, **params)
