@@ -14,7 +14,8 @@ TORCH_MODELS = [name for name, spec in MODELS.items() if spec.kind == "torch"]
 ENCODER_MODELS = [n for n in TORCH_MODELS if "encoder_name" in MODELS[n].params.model_fields]
 # Every registered network, as built for a 3-channel input (an ensemble builds its members).
 NETWORKS = {name: {"in_channels": 3} for name in TORCH_MODELS} | {
-    "ensemble": {"members": {"unet": {"in_channels": 3}, "segformer": {"in_channels": 3}}}
+    "sam_decoder": {"in_channels": 3, "embedding_cache": None},  # nothing written to the repo
+    "ensemble": {"members": {"unet": {"in_channels": 3}, "segformer": {"in_channels": 3}}},
 }
 
 

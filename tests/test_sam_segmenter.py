@@ -13,7 +13,7 @@ def _trainable(model) -> set[str]:
 
 def test_decoder_only_trains_the_mask_decoder_and_nothing_else():
     torch.manual_seed(0)
-    model = build_model("sam_decoder", image_size=256)
+    model = build_model("sam_decoder", image_size=256, embedding_cache=None)
     names = _trainable(model)
     assert names and all(n.startswith("sam.mask_decoder.") for n in names)
     assert not any("iou_prediction_head" in n for n in names)  # no IoU without a prompt
@@ -32,7 +32,7 @@ def test_lora_trains_its_factors_and_the_decoder():
 
 def test_batches_decode_like_single_images_at_any_tile_shape():
     torch.manual_seed(0)
-    model = build_model("sam_decoder", image_size=256).eval()
+    model = build_model("sam_decoder", image_size=256, embedding_cache=None).eval()
     x = torch.randn(3, 1, 64, 96)
     with torch.no_grad():
         batch = model(x)
@@ -45,7 +45,7 @@ def test_the_decoder_learns_a_toy_mask():
     """A random-weight encoder's features still carry position (SAM adds a positional
     encoding), so the decoder alone can learn a fixed square."""
     torch.manual_seed(0)
-    model = build_model("sam_decoder", image_size=128).train()
+    model = build_model("sam_decoder", image_size=128, embedding_cache=None).train()
     x = torch.randn(2, 1, 64, 64)
     target = torch.zeros(2, 1, 64, 64)
     target[:, :, 16:48, 16:48] = 1
@@ -69,9 +69,50 @@ def test_the_decoder_learns_a_toy_mask():
         ("sam_decoder", {"variant": "vit_x"}, r"models\.sam_decoder\.variant"),
         ("sam_lora", {"rank": 0}, r"models\.sam_lora\.rank"),
         ("sam_lora", {"targets": ["q", "o"]}, r"models\.sam_lora\.targets"),
-        ("sam_decoder", {"checkpoint": "/no/such/sam.pth"}, r"/no/such/sam\.pth does not exist"),
+        ("sam_lora", {"embedding_cache": "c"}, r"models\.sam_lora\.embedding_cache.*LoRA trains"),
+        (
+            "sam_decoder",
+            {"checkpoint": "/no/such/sam.pth", "embedding_cache": None},
+            r"/no/such/sam\.pth does not exist",
+        ),
     ],
 )
 def test_bad_sam_params_name_the_key(name, params, key):
     with pytest.raises(SegbenchError, match=key):
         build_model(name, **params)
+
+
+def test_cached_embeddings_skip_the_encoder_and_change_nothing(tmp_path):
+    from segbench.sam.cache import EmbeddingCache
+
+    torch.manual_seed(0)
+    plain = build_model("sam_decoder", image_size=128, embedding_cache=None).eval()
+    cached = build_model("sam_decoder", image_size=128, embedding_cache=None).eval()
+    cached.load_state_dict(plain.state_dict())
+    cached.use_cache(tmp_path / "cache")
+    calls = []
+    cached.sam.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        expected = plain(x)
+        first, second = cached(x), cached(x)
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(second, expected)
+    assert len(calls) == 1 and (cached.cache.hits, cached.cache.misses) == (2, 2)
+    # Other encoder weights (another checkpoint, another seed) never read these files.
+    torch.manual_seed(1)
+    other = build_model("sam_decoder", image_size=128, embedding_cache=None)
+    assert EmbeddingCache(tmp_path / "cache", other.sam.image_encoder).dir != cached.cache.dir
+    # A damaged file is recomputed, not trusted.
+    victim = next(cached.cache.dir.glob("*.pt"))
+    victim.write_bytes(b"truncated")
+    with torch.no_grad():
+        torch.testing.assert_close(cached(x), expected)
+    assert len(calls) == 2
+    assert not list(cached.cache.dir.glob("*.tmp"))
+
+
+def test_a_trainable_encoder_refuses_a_cache(tmp_path):
+    model = build_model("sam_lora", image_size=128, rank=2)
+    with pytest.raises(ValueError, match="frozen image encoder"):
+        model.use_cache(tmp_path)

@@ -69,6 +69,10 @@ class SamParams(ModelParams):
     sha256: str | None = Field(None, description="expected sha256 of the checkpoint file")
     image_size: int = Field(512, ge=16, le=1024, description="encoder input: 1024 or 512")
     in_channels: int = Field(1, ge=1, le=3, description="1 (grey, repeated to RGB) or 3")
+    embedding_cache: str | None = Field(
+        ".cache/sam_embeddings",
+        description="directory of cached image embeddings (frozen encoder only); null = none",
+    )
 
     @field_validator("image_size")
     @classmethod
@@ -88,6 +92,17 @@ class SamLoraParams(SamParams):
         default_factory=lambda: ["q", "v"], min_length=1, description="projections to adapt"
     )
     blocks: list[int] | None = Field(None, description="encoder blocks to adapt; null = all")
+    embedding_cache: str | None = Field(None, description="must stay null: see below")
+
+    @field_validator("embedding_cache")
+    @classmethod
+    def _no_cache(cls, value):
+        if value is not None:
+            raise ValueError(
+                "LoRA trains the image encoder, so its embeddings change at every step and "
+                "none can be cached; remove the key"
+            )
+        return value
 
 
 class OtsuParams(ModelParams):
@@ -190,12 +205,15 @@ def _build_segformer(**kw):
     return build_segformer(**kw)
 
 
-def _build_sam_decoder(*, variant, checkpoint, sha256, image_size, in_channels):
+def _build_sam_decoder(*, variant, checkpoint, sha256, image_size, in_channels, embedding_cache):
     from segbench.sam.build import build_sam
     from segbench.sam.segmenter import SamSegmenter
 
     sam = build_sam(variant, image_size=image_size, checkpoint=checkpoint, sha256=sha256)
-    return SamSegmenter(sam.train())
+    model = SamSegmenter(sam.train())
+    if embedding_cache:
+        model.use_cache(embedding_cache)
+    return model
 
 
 def _build_sam_lora(*, rank, alpha, dropout, targets, blocks, **sam_params):

@@ -10,6 +10,8 @@ prompt: no points, no box, and the prompt encoder's "no mask" embedding.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
@@ -21,6 +23,9 @@ from segbench.data.normalize import IMAGE_MEAN, IMAGE_STD
 class SamSegmenter(nn.Module):
     """SAM's image encoder + mask decoder, (N, C, H, W) standardised -> (N, 1, H, W) logits.
 
+    With :meth:`use_cache`, embeddings of tiles seen before are read from disk instead of
+    recomputed (decoder-only fine-tuning: every epoch after the first skips the encoder).
+
     ``train_encoder`` False freezes the image encoder (decoder-only fine-tuning; LoRA factors
     added later by :func:`segbench.sam.lora.apply_lora` stay trainable). The prompt encoder is
     always frozen: with no prompt, only its fixed "no mask" embedding and positional encoding
@@ -30,12 +35,25 @@ class SamSegmenter(nn.Module):
     def __init__(self, sam: Sam, *, train_encoder: bool = False):
         super().__init__()
         self.sam = sam
+        self.cache = None  # an EmbeddingCache, see use_cache
         frozen = [sam.prompt_encoder, sam.mask_decoder.iou_prediction_head]
         if not train_encoder:
             frozen.append(sam.image_encoder)
         for module in frozen:
             for p in module.parameters():
                 p.requires_grad_(False)
+
+    def use_cache(self, root: str | Path) -> None:
+        """Read and write image embeddings under ``root`` (:mod:`segbench.sam.cache`).
+
+        Only for a frozen encoder: a trained one (LoRA, full fine-tuning) changes its
+        embeddings at every step, so none could be reused.
+        """
+        from segbench.sam.cache import EmbeddingCache
+
+        if any(p.requires_grad for p in self.sam.image_encoder.parameters()):
+            raise ValueError("an embedding cache needs a frozen image encoder")
+        self.cache = EmbeddingCache(root, self.sam.image_encoder)
 
     @property
     def image_size(self) -> int:
@@ -76,5 +94,6 @@ class SamSegmenter(nn.Module):
         return torch.cat(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        low = self.decode(self.embed(x))
+        emb = self.embed(x) if self.cache is None else self.cache.embed(x, self.embed)
+        low = self.decode(emb)
         return F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
