@@ -354,6 +354,17 @@ class Params(Section):
         return block.model_copy(update={"members": members})
 
 
+def _validated(params_cls: type[ModelParams], block: Any, key: str) -> ModelParams:
+    """One ``models.<name>`` / ``ensembles.<name>`` block, validated; errors name ``key``."""
+    if block is not None and not isinstance(block, dict):
+        raise SegbenchError(f"params.yaml: {key}: expected a mapping, got {block!r}")
+    try:
+        return params_cls(**(block or {}))
+    except ValidationError as exc:
+        msg = describe_validation_error(exc, prefix=key)
+        raise SegbenchError(f"params.yaml: {msg}") from None
+
+
 def _check_models(models: dict[str, Any]) -> None:
     if not models:
         raise SegbenchError("params.yaml: models: list at least one model, e.g. `unet: {}`")
@@ -366,13 +377,7 @@ def _check_models(models: dict[str, Any]) -> None:
                 f"params.yaml: models.{name}: ensembles are not trained; list them under "
                 "`ensembles:` (e.g. `ensembles: {uformer: {members: [unet, segformer]}}`)"
             )
-        if block is not None and not isinstance(block, dict):
-            raise SegbenchError(f"params.yaml: models.{name}: expected a mapping, got {block!r}")
-        try:
-            MODELS[name].params(**(block or {}))
-        except ValidationError as exc:
-            msg = describe_validation_error(exc, prefix=f"models.{name}")
-            raise SegbenchError(f"params.yaml: {msg}") from None
+        _validated(MODELS[name].params, block, f"models.{name}")
 
 
 def _check_ensembles(params: Params) -> None:
@@ -382,13 +387,7 @@ def _check_ensembles(params: Params) -> None:
                 f"params.yaml: ensembles.{name}: the name is also under models; an ensemble "
                 "needs a name of its own (its results go to eval/<name>)"
             )
-        if block is not None and not isinstance(block, dict):
-            raise SegbenchError(f"params.yaml: ensembles.{name}: expected a mapping, got {block!r}")
-        try:
-            checked = EnsembleParams(**(block or {}))
-        except ValidationError as exc:
-            msg = describe_validation_error(exc, prefix=f"ensembles.{name}")
-            raise SegbenchError(f"params.yaml: {msg}") from None
+        checked = _validated(EnsembleParams, block, f"ensembles.{name}")
         missing = [m for m in checked.members if m not in params.models]
         if missing:
             trained = ", ".join(m for m in params.models if MODELS[m].kind == "torch")
