@@ -116,3 +116,30 @@ def test_a_trainable_encoder_refuses_a_cache(tmp_path):
     model = build_model("sam_lora", image_size=128, rank=2)
     with pytest.raises(ValueError, match="frozen image encoder"):
         model.use_cache(tmp_path)
+
+
+@pytest.mark.slow
+def test_trains_evaluates_and_predicts_through_the_pipeline_functions(tiny_data, tmp_path):
+    """The promptless SAM goes through segbench's own training loop, sliding-window evaluation
+    and predictor like any other network, its embeddings cached across epochs."""
+    from segbench.config import parse_params
+    from segbench.evaluate import evaluate
+    from segbench.predict import load_predictor
+    from segbench.train import train
+    from tests.conftest import SHRINK, deep_update, real_params_raw
+
+    raw_dir, tiles, _ = tiny_data
+    raw = deep_update(real_params_raw(), SHRINK)
+    block = {"image_size": 128, "embedding_cache": str(tmp_path / "cache")}
+    raw["models"], raw["ensembles"] = {"sam_decoder": block}, {}
+    raw["train"].update(epochs=2, lr=1e-3, optimizer="adamw")
+    params = parse_params(raw)
+    out = tmp_path / "models" / "sam_decoder"
+    metrics = train("sam_decoder", params, tiles, out)
+    assert metrics["epochs_run"] == 2
+    assert 0 < metrics["params_trainable"] < metrics["params_total"]  # the encoder is frozen
+    assert list((tmp_path / "cache").rglob("*.pt"))  # epoch 2 read what epoch 1 wrote
+    test = evaluate(out, params, raw_dir, tmp_path / "eval")
+    assert test["n_images"] >= 1 and 0 <= test["dice"] <= 1
+    predictor = load_predictor(out)
+    assert predictor.kind == "torch"
