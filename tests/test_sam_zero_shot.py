@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from segment_anything import automatic_mask_generator as amg
+from segment_anything.utils.amg import remove_small_regions
 
 from segbench.errors import SegbenchError
 from segbench.sam import build_sam
@@ -120,3 +122,136 @@ def test_oracle_modes_need_a_reference_and_an_empty_one_predicts_nothing(zero_sh
     assert not zero_shot.predict("points", np.zeros_like(reference)).any()
     with pytest.raises(SegbenchError, match="k_points"):
         ZeroShot(zero_shot.sam, k_points=0)
+
+
+def _tiny_sam(seed: int):
+    torch.manual_seed(seed)
+    return build_sam("tiny", image_size=64).eval()
+
+
+def _non_square_scene():
+    """A 96 x 160 float image in [0, 1] (neither square nor the encoder's 64 px) and its mask."""
+    rng = np.random.default_rng(1)
+    reference = np.zeros((96, 160), dtype=bool)
+    reference[10:40, 20:70] = True
+    reference[55:90, 110:150] = True
+    unit = np.clip(0.3 * rng.random((96, 160)) + 0.5 * reference, 0.0, 1.0)
+    return to_sam_rgb(unit), reference
+
+
+def _count_encoder_calls(sam):
+    calls = []
+    return calls, sam.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+
+
+def test_a_second_stage_reads_the_first_stages_embedding_and_predicts_the_same(tmp_path):
+    """Two ZeroShot instances on one cache directory stand for two DVC stages (processes)."""
+    sam = _tiny_sam(0)
+    rgb, reference = _non_square_scene()
+    masks = []
+    for stage in range(2):
+        zs = ZeroShot(sam, embedding_cache=tmp_path)
+        calls, hook = _count_encoder_calls(sam)
+        try:
+            zs.set_image(rgb, image_id="img")
+            masks.append({m: zs.predict(m, reference) for m in ("point", "points", "box")})
+        finally:
+            hook.remove()
+        assert (zs.cache.hits, zs.cache.misses) == ((0, 1) if stage == 0 else (1, 0))
+        assert len(calls) == 1 - stage  # the second stage never runs the encoder
+    for mode, first in masks[0].items():
+        np.testing.assert_array_equal(masks[1][mode], first, err_msg=mode)
+    assert len(list(tmp_path.glob("*/*.pt"))) == 1
+
+
+def test_auto_reuses_the_whole_image_embedding(tmp_path):
+    sam = _tiny_sam(0)
+    rgb, _ = _non_square_scene()
+    auto = AutoMaskSettings(points_per_side=4, crop_n_layers=0, min_mask_region_area=0)
+    zs = ZeroShot(sam, embedding_cache=tmp_path, auto=auto)
+    zs.set_image(rgb)
+    calls, hook = _count_encoder_calls(sam)
+    try:
+        zs.predict("auto")
+    finally:
+        hook.remove()
+    assert (zs.cache.hits, zs.cache.misses, len(calls)) == (1, 1, 0)
+
+
+def test_another_sam_does_not_read_the_first_ones_embeddings(tmp_path):
+    rgb, _ = _non_square_scene()
+    first = ZeroShot(_tiny_sam(0), embedding_cache=tmp_path)
+    first.set_image(rgb)
+    other = ZeroShot(_tiny_sam(1), embedding_cache=tmp_path)
+    other.set_image(rgb)
+    assert (other.cache.hits, other.cache.misses) == (0, 1)
+    assert first.cache.dir != other.cache.dir
+    assert not torch.equal(first.predictor.features, other.predictor.features)
+
+
+def test_without_a_cache_there_is_none():
+    assert ZeroShot(_tiny_sam(0)).cache is None
+
+
+def test_every_mode_keeps_a_non_square_images_size(monkeypatch):
+    """96 x 160 through a 64 px encoder, with small-region removal (OpenCV) in ``auto``."""
+    removals = []
+
+    def counted(mask, area, mode):
+        removals.append(mode)
+        return remove_small_regions(mask, area, mode)
+
+    monkeypatch.setattr(amg, "remove_small_regions", counted)
+    auto = AutoMaskSettings(
+        points_per_side=4,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        crop_n_layers=1,
+        min_mask_region_area=10,
+    )
+    zs = ZeroShot(_tiny_sam(0), auto=auto)
+    rgb, reference = _non_square_scene()
+    zs.set_image(rgb, image_id="wide")
+    for mode in PROMPT_MODES:
+        mask = zs.predict(mode, reference if PROMPT_MODES[mode] else None)
+        assert mask.dtype == bool and mask.shape == (96, 160), mode
+    assert {"holes", "islands"} <= set(removals)  # min_mask_region_area > 0 really ran
+    tall, tall_ref = rgb.transpose(1, 0, 2).copy(), reference.T.copy()
+    zs.set_image(tall, image_id="tall")
+    assert zs.predict("box", tall_ref).shape == (160, 96)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("points_per_side", 0),
+        ("pred_iou_thresh", 1.5),
+        ("stability_score_thresh", -0.1),
+        ("crop_n_layers", -1),
+        ("crop_n_points_downscale_factor", 0),
+        ("min_mask_region_area", -1),
+        ("points_per_batch", 0),
+        ("points_per_side", "many"),
+    ],
+)
+def test_impossible_auto_settings_name_the_field(field, value):
+    with pytest.raises(SegbenchError, match=rf"AutoMaskSettings\.{field}: must be"):
+        AutoMaskSettings(**{field: value})
+
+
+def test_a_float_or_grey_image_is_refused_with_the_fix():
+    zs = ZeroShot(_tiny_sam(0))
+    with pytest.raises(SegbenchError, match=r"img_1.*uint8 RGB.*to_sam_rgb"):
+        zs.set_image(np.zeros((32, 48)), image_id="img_1")
+
+
+def test_auto_with_no_surviving_mask_in_any_crop_predicts_nothing():
+    # Thresholds no mask can pass: segment_anything alone fails on the empty crops (IndexError).
+    auto = AutoMaskSettings(
+        points_per_side=4, pred_iou_thresh=1.0, stability_score_thresh=1.0, min_mask_region_area=0
+    )
+    zs = ZeroShot(_tiny_sam(0), auto=auto)
+    image, _ = _non_square_scene()
+    zs.set_image(image)
+    out = zs.predict("auto")
+    assert out.shape == image.shape[:2] and out.dtype == bool and not out.any()

@@ -13,12 +13,18 @@ Oracle modes read their prompts from the reference mask, so they measure SAM giv
 user, not SAM on its own; the report labels those rows. ``point`` asks SAM for its three
 candidate masks and keeps the one with the highest predicted IoU, as the SAM paper does for an
 ambiguous single click; ``points`` and ``box`` are unambiguous and ask for one mask.
+
+With an ``embedding_cache`` directory the image encoder's features go through
+:class:`~segbench.sam.cache.EmbeddingCache`, keyed by the encoder's weights and by the exact
+preprocessed input, so the pipeline's stages (one process per mode) embed each image once
+between them. ``auto`` reads it too: its first crop is the whole image.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,12 +32,25 @@ from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.modeling import Sam
 
 from segbench.errors import SegbenchError
+from segbench.sam.cache import EmbeddingCache
 from segbench.sam.prompts import box, components, interior_points
 
 PROMPT_MODES = {"point": True, "points": True, "box": True, "auto": False}  # mode -> oracle?
 
 # Prompts per forward pass of the mask decoder: bounds memory on images with many particles.
 _CHUNK = 64
+
+
+# field -> (lowest, highest or None): the values SamAutomaticMaskGenerator can work with.
+_AUTO_RANGES = {
+    "points_per_side": (1, None),
+    "pred_iou_thresh": (0, 1),
+    "stability_score_thresh": (0, 1),
+    "crop_n_layers": (0, None),
+    "crop_n_points_downscale_factor": (1, None),
+    "min_mask_region_area": (0, None),
+    "points_per_batch": (1, None),
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,22 @@ class AutoMaskSettings:
     min_mask_region_area: int = 100
     points_per_batch: int = 64
 
+    def __post_init__(self):
+        for field in fields(self):
+            value = getattr(self, field.name)
+            low, high = _AUTO_RANGES[field.name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SegbenchError(
+                    f"AutoMaskSettings.{field.name}: must be a number, got {value!r}; give "
+                    f"a number such as its default {field.default}"
+                )
+            if value < low or (high is not None and value > high):
+                span = f"in [{low}, {high}]" if high is not None else f"at least {low}"
+                raise SegbenchError(
+                    f"AutoMaskSettings.{field.name}: must be {span}, got {value}; "
+                    f"set it within that range (default {field.default})"
+                )
+
 
 def to_sam_rgb(unit: np.ndarray) -> np.ndarray:
     """(H, W) float image in [0, 1] (see :func:`segbench.data.normalize.to_unit`) -> (H, W, 3)
@@ -54,12 +89,47 @@ def to_sam_rgb(unit: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
+class CachedPredictor(SamPredictor):
+    """A :class:`SamPredictor` whose image features come from an :class:`EmbeddingCache`.
+
+    ``set_torch_image`` is the original's, except that the (1, 3, S, S) preprocessed input
+    (normalised and padded, exactly what the encoder would get) is handed to the cache, which
+    runs ``sam.image_encoder`` only on a miss.
+    """
+
+    def __init__(self, sam: Sam, cache: EmbeddingCache):
+        super().__init__(sam)
+        self.cache = cache
+
+    @torch.no_grad()
+    def set_torch_image(
+        self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
+    ) -> None:
+        """(1, 3, h, w) image resized by ``ResizeLongestSide`` (long side = the encoder's input
+        size); ``original_image_size`` is its (H, W) before resizing."""
+        img_size = self.model.image_encoder.img_size
+        assert (
+            len(transformed_image.shape) == 4
+            and transformed_image.shape[1] == 3
+            and max(*transformed_image.shape[2:]) == img_size
+        ), f"set_torch_image input must be BCHW with long side {img_size}."
+        self.reset_image()
+
+        self.original_size = original_image_size
+        self.input_size = tuple(transformed_image.shape[-2:])
+        input_image = self.model.preprocess(transformed_image)
+        self.features = self.cache.embed(input_image, self.model.image_encoder)
+        self.is_image_set = True
+
+
 class ZeroShot:
     """Prompted and automatic SAM masks for one image at a time.
 
     ``set_image`` runs the image encoder once; every prompted mode after it reuses that
     embedding. (The automatic generator embeds its own crops: crop layer 0 is the whole image,
-    crop layer 1 four overlapping crops, each at the encoder's input size.)
+    crop layer 1 four overlapping crops, each at the encoder's input size.) With
+    ``embedding_cache`` (a directory), embeddings are read from and written to it, in every
+    mode; ``self.cache`` counts its ``hits`` and ``misses``. Without it, ``self.cache`` is None.
     """
 
     def __init__(
@@ -70,20 +140,30 @@ class ZeroShot:
         box_jitter: int = 0,
         seed: int = 0,
         auto: AutoMaskSettings | None = None,
+        embedding_cache: str | Path | None = None,
     ):
         if k_points < 1:
             raise SegbenchError(f"k_points: must be at least 1, got {k_points}")
         if box_jitter < 0:
             raise SegbenchError(f"box_jitter: must be >= 0 pixels, got {box_jitter}")
         self.sam = sam
-        self.predictor = SamPredictor(sam)
+        self.cache = (
+            None if embedding_cache is None else EmbeddingCache(embedding_cache, sam.image_encoder)
+        )
+        self.predictor = self._new_predictor()
         self.k_points, self.box_jitter, self.seed = k_points, box_jitter, seed
         self.auto = auto or AutoMaskSettings()
         self._rgb: np.ndarray | None = None
         self._id = ""
 
     def set_image(self, rgb: np.ndarray, *, image_id: str = "") -> None:
-        """Embed one (H, W, 3) uint8 RGB image (see :func:`to_sam_rgb`)."""
+        """Embed one (H, W, 3) uint8 RGB image of any size (see :func:`to_sam_rgb`)."""
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
+            raise SegbenchError(
+                f"image {image_id or '(unnamed)'}: SAM takes an (H, W, 3) uint8 RGB image, got "
+                f"{rgb.shape} {rgb.dtype}; convert a float image in [0, 1] with to_sam_rgb"
+            )
         self.predictor.set_image(rgb)
         self._rgb, self._id = rgb, image_id
 
@@ -144,9 +224,27 @@ class ZeroShot:
             masks = masks[torch.arange(len(masks)), best][:, None]
         return masks[:, 0].any(dim=0).cpu().numpy()
 
+    def _new_predictor(self) -> SamPredictor:
+        return (
+            SamPredictor(self.sam) if self.cache is None else CachedPredictor(self.sam, self.cache)
+        )
+
     def _automatic(self) -> np.ndarray:
-        generator = SamAutomaticMaskGenerator(self.sam, **asdict(self.auto))
+        generator = _MaskGenerator(self.sam, **asdict(self.auto))
+        # Its own predictor, as the generator resets it after each crop.
+        generator.predictor = self._new_predictor()
         out = np.zeros(self._rgb.shape[:2], dtype=bool)
         for record in generator.generate(self._rgb):
             out |= record["segmentation"]
         return out
+
+
+class _MaskGenerator(SamAutomaticMaskGenerator):
+    """segment_anything's generator, except that a crop where no mask survives the thresholds
+    gives an empty result instead of an IndexError: it records such a crop's boxes as a (0,)
+    tensor, which the NMS across crops cannot index (seen with weak or random weights)."""
+
+    def _process_crop(self, image, crop_box, crop_layer_idx, orig_size):
+        data = super()._process_crop(image, crop_box, crop_layer_idx, orig_size)
+        data["crop_boxes"] = data["crop_boxes"].reshape(-1, 4)
+        return data
