@@ -55,7 +55,10 @@ def test_bad_values_name_the_dotted_key(override, key):
 
 
 def test_unknown_model_lists_valid_names():
-    valid = "valid: attention_unet, ensemble, otsu, sam_decoder, sam_lora, segformer, unet"
+    valid = (
+        "valid: attention_unet, ensemble, otsu, sam_decoder, sam_lora, sam_zero_shot, segformer, "
+        "unet"
+    )
     with pytest.raises(SegbenchError, match=valid):
         parse_params({"models": {"segnet": {}}})
 

@@ -86,7 +86,7 @@ def test_the_module_returns_logits_of_the_weighted_mean_probability():
     [
         ({"uformer": {"members": ["unet"]}}, r"ensembles\.uformer\.members.*at least 2"),
         ({"uformer": {"members": ["unet", "otsu"]}}, r"otsu is a classical model"),
-        ({"uformer": {"members": ["unet", "segnet"]}}, r"unknown model 'segnet'; valid members"),
+        ({"uformer": {"members": ["unet", "segnet"]}}, r"members: segnet not under models"),
         (
             {"uformer": {"members": ["unet", "segformer"], "weights": [1.0]}},
             r"ensembles\.uformer.*1 given for 2 members",

@@ -23,7 +23,7 @@ def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(
         SegbenchError,
         match=r"unknown model 'segnet'; valid models: attention_unet, ensemble, otsu, sam_decoder, "
-        r"sam_lora, segformer, unet",
+        r"sam_lora, sam_zero_shot, segformer, unet",
     ):
         get_spec("segnet")
 
@@ -39,8 +39,8 @@ def test_bad_model_params_name_the_key():
         build_model("segformer", in_channels=5)
 
 
-def test_every_registered_model_but_otsu_is_a_network():
-    assert set(NETWORKS) == set(MODELS) - {"otsu"}
+def test_every_registered_model_but_otsu_and_zero_shot_sam_is_a_network():
+    assert set(NETWORKS) == set(MODELS) - {"otsu", "sam_zero_shot"}
 
 
 @pytest.mark.parametrize("name", NETWORKS)
@@ -50,9 +50,17 @@ def test_forward_backward_on_a_tiny_input(name):
     channel in train mode still sees 4 values (it fails only on 1)."""
     torch.manual_seed(0)
     model = build_model(name, **NETWORKS[name]).train()
-    logits = model(torch.randn(1, 3, 64, 64))
+    x = torch.randn(1, 3, 64, 64)
+    if getattr(model, "guided", False):  # SAM: the reference drives its IoU-prediction term
+        guide = torch.zeros(1, 1, 64, 64)
+        guide[..., 8:40, 16:48] = 1
+        logits = model(x, guide)
+        loss = logits.mean() + model.aux_loss
+    else:
+        logits = model(x)
+        loss = logits.mean()
     assert logits.shape == (1, 1, 64, 64)
-    logits.mean().backward()
+    loss.backward()
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert trainable
     no_grad = [n for n, p in trainable.items() if p.grad is None]

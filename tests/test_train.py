@@ -101,7 +101,7 @@ def test_cli_unknown_model_is_a_clean_error(tiny_data, tmp_path, capsys):
     assert info.value.code == 2
     assert (
         "unknown model 'segnet'; valid models: attention_unet, ensemble, otsu, sam_decoder, "
-        "sam_lora, segformer, unet" in capsys.readouterr().err
+        "sam_lora, sam_zero_shot, segformer, unet" in capsys.readouterr().err
     )
     assert not (tmp_path / "m").exists()
     with pytest.raises(SystemExit):

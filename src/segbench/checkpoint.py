@@ -40,6 +40,23 @@ def fingerprint(config: dict) -> dict:
     return {**config, "train": train}
 
 
+def model_state(model) -> dict:
+    """What training changed in ``model``, as a state dict: its ``trained_state_dict()`` where it
+    has one (SAM: the decoder and LoRA factors, never the frozen base checkpoint), else all of
+    ``state_dict()``. Detached copies, safe to keep while training goes on."""
+    if hasattr(model, "trained_state_dict"):
+        return model.trained_state_dict()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def load_model_state(model, state: dict) -> None:
+    """The inverse of :func:`model_state`, strict about keys and shapes."""
+    if hasattr(model, "load_trained_state_dict"):
+        model.load_trained_state_dict(state)
+    else:
+        model.load_state_dict(state)
+
+
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -60,7 +77,7 @@ def save_checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: Progress) 
     save_atomic(
         {
             "fingerprint": fp,
-            "model": model.state_dict(),
+            "model": model_state(model),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "progress": {
@@ -92,7 +109,7 @@ def restore_checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: Progres
             f"train.resume: the checkpoint in {ckpt} was made with other settings "
             f"({', '.join(changed)}); restore them, or set train.resume to false"
         )
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     p = state["progress"]

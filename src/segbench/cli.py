@@ -41,7 +41,9 @@ def _cmd_train(args) -> None:
     from segbench.train import train
 
     params = load_params(args.params)
-    if get_spec(args.model).kind == "ensemble":  # an unknown name lists the valid ones
+    if args.model in params.ensembles or (
+        args.model not in params.models and get_spec(args.model).kind == "ensemble"
+    ):  # get_spec: an unknown name lists the valid ones
         raise SegbenchError(
             "ensembles are not trained: list them under `ensembles:` in params.yaml; "
             "`segbench ensemble NAME` (DVC stage ensemble@NAME) chooses their weights"
@@ -136,6 +138,11 @@ def _cmd_predict(args) -> None:
     from segbench.predict import load_predictor
 
     predictor = load_predictor(args.model_dir, overlap=args.overlap)
+    if predictor.oracle:
+        raise SegbenchError(
+            f"{args.model_dir} takes its prompts from reference masks (oracle prompts), and "
+            "unlabelled images have none; use a model without them (SAM: prompt auto or none)"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in tqdm(args.images, desc="predict", unit="img"):

@@ -15,7 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from segbench.errors import SegbenchError, describe_validation_error
-from segbench.models.registry import MODELS, EnsembleParams, ModelParams, get_spec
+from segbench.models.registry import (
+    MODELS,
+    EnsembleParams,
+    ModelParams,
+    get_spec,
+    model_notes,
+)
 
 
 class Section(BaseModel):
@@ -340,9 +346,14 @@ class Params(Section):
             )
         return self
 
+    def model_type(self, name: str) -> str:
+        """The registered model that entry ``models.<name>`` builds: its ``model`` key, else
+        the entry's own name (``unet: {}`` is a U-Net; ``sam_box: {model: sam_zero_shot}``)."""
+        return model_type(name, self.models.get(name))
+
     def model_params(self, name: str) -> ModelParams:
-        """The validated params of model ``name`` (``models.<name>``)."""
-        return get_spec(name).params(**(self.models.get(name) or {}))
+        """The validated params of entry ``name`` (``models.<name>`` without its ``model`` key)."""
+        return get_spec(self.model_type(name)).params(**entry_params(self.models.get(name)))
 
     def ensemble_params(self, name: str) -> EnsembleParams:
         """``ensembles.<name>``, its members resolved to ``{member: that model's params}``."""
@@ -350,8 +361,24 @@ class Params(Section):
             known = ", ".join(self.ensembles) or "none"
             raise SegbenchError(f"ensembles.{name}: not configured (configured: {known})")
         block = EnsembleParams(**(self.ensembles[name] or {}))
-        members = {m: self.model_params(m).model_dump(mode="json") for m in block.members}
+        members = {
+            m: {"model": self.model_type(m), **self.model_params(m).model_dump(mode="json")}
+            for m in block.members
+        }
         return block.model_copy(update={"members": members})
+
+
+def model_type(name: str, block: Any) -> str:
+    """The registered model an entry ``name: block`` of ``models`` (or of an ensemble's resolved
+    members) builds: ``block["model"]`` if given, else ``name``."""
+    if isinstance(block, dict) and "model" in block:
+        return block["model"]
+    return name
+
+
+def entry_params(block: Any) -> dict[str, Any]:
+    """An entry's params without the ``model`` key that names its registered model."""
+    return {k: v for k, v in (block or {}).items() if k != "model"}
 
 
 def _validated(params_cls: type[ModelParams], block: Any, key: str) -> ModelParams:
@@ -368,16 +395,24 @@ def _validated(params_cls: type[ModelParams], block: Any, key: str) -> ModelPara
 def _check_models(models: dict[str, Any]) -> None:
     if not models:
         raise SegbenchError("params.yaml: models: list at least one model, e.g. `unet: {}`")
+    valid = ", ".join(sorted(MODELS))
     for name, block in models.items():
-        if name not in MODELS:
-            valid = ", ".join(sorted(MODELS))
-            raise SegbenchError(f"params.yaml: models.{name}: unknown model; valid: {valid}")
-        if MODELS[name].kind == "ensemble":
+        if block is not None and not isinstance(block, dict):
+            raise SegbenchError(f"params.yaml: models.{name}: expected a mapping, got {block!r}")
+        kind = model_type(name, block)
+        if kind not in MODELS:
+            key = f"models.{name}.model" if kind != name else f"models.{name}"
+            raise SegbenchError(
+                f"params.yaml: {key}: unknown model {kind!r}; valid: {valid} (an entry with "
+                "another name says which it is with `model:`, e.g. `sam_box: {model: "
+                "sam_zero_shot, prompt: box}`)"
+            )
+        if MODELS[kind].kind == "ensemble":
             raise SegbenchError(
                 f"params.yaml: models.{name}: ensembles are not trained; list them under "
                 "`ensembles:` (e.g. `ensembles: {uformer: {members: [unet, segformer]}}`)"
             )
-        _validated(MODELS[name].params, block, f"models.{name}")
+        _validated(MODELS[kind].params, entry_params(block), f"models.{name}")
 
 
 def _check_ensembles(params: Params) -> None:
@@ -389,12 +424,30 @@ def _check_ensembles(params: Params) -> None:
             )
         checked = _validated(EnsembleParams, block, f"ensembles.{name}")
         missing = [m for m in checked.members if m not in params.models]
+        trained = ", ".join(m for m in params.models if _kind(params, m) == "torch")
         if missing:
-            trained = ", ".join(m for m in params.models if MODELS[m].kind == "torch")
             raise SegbenchError(
                 f"params.yaml: ensembles.{name}.members: {', '.join(missing)} not under models "
                 f"(nothing trains it); add it there or choose from: {trained or 'none'}"
             )
+        for member in checked.members:
+            if _kind(params, member) != "torch":
+                raise SegbenchError(
+                    f"params.yaml: ensembles.{name}.members: {member} is a "
+                    f"{_kind(params, member)} model: its 0/1 masks carry no probability to "
+                    f"average; ensemble trained networks ({trained or 'none'})"
+                )
+            block = params.model_params(member).model_dump()
+            if model_notes(params.model_type(member), block)["oracle_prompts"]:
+                raise SegbenchError(
+                    f"params.yaml: ensembles.{name}.members: {member} takes its prompts from "
+                    "the reference masks, which an ensemble's images do not have; use a "
+                    "promptless member (prompt: none)"
+                )
+
+
+def _kind(params: Params, name: str) -> str:
+    return MODELS[params.model_type(name)].kind
 
 
 def parse_params(raw: dict[str, Any], *, source: str = "params.yaml") -> Params:

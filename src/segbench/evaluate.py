@@ -64,7 +64,8 @@ def evaluate(
         for rec in tqdm(tests, desc=f"evaluate@{name}", unit="img"):
             image, mask = read_image(raw_dir / rec["image"]), read_mask(raw_dir / rec["mask"])
             start = time.perf_counter()
-            pred = predictor.predict_proba(image) >= cfg.threshold
+            # The reference is used only by oracle models (SAM prompted from the ground truth).
+            pred = predictor.predict_proba(image, mask, image_id=rec["id"]) >= cfg.threshold
             seconds += time.perf_counter() - start
             write_mask(tmp / "pred" / f"{rec['id']}.png", pred)
             rows.append({"id": rec["id"], **binary_metrics(pred, mask)})

@@ -23,14 +23,22 @@ def sliding_window_proba(
     overlap: float,
     batch_size: int,
     device: torch.device,
+    guide: np.ndarray | None = None,
 ) -> np.ndarray:
     """Foreground probability of a (1, H, W) normalised image -> (H, W) float32 in [0, 1].
 
     Windows of ``tile`` overlap by ``overlap`` (a fraction of the tile); where they overlap, the
     sigmoid probabilities are averaged. Images smaller than a tile are reflect-padded.
+    ``guide``, an (H, W) {0, 1} reference mask, is cut into the same windows and handed to the
+    model as its second argument (a box-prompted SAM draws its oracle prompts from it).
     """
     height, width = image.shape[-2:]
     arr = pad_to_tile(image[0].numpy(), tile)
+    ref = None
+    if guide is not None:
+        # Zero-padded, not reflected: a mirrored object would be a prompt for nothing real.
+        ref = np.zeros(arr.shape, dtype=np.float32)
+        ref[:height, :width] = guide > 0
     stride = max(1, round(tile * (1.0 - overlap)))
     boxes = windows(arr.shape[0], arr.shape[1], tile, stride)
     total = np.zeros(arr.shape, dtype=np.float32)
@@ -38,8 +46,12 @@ def sliding_window_proba(
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
         batch = torch.from_numpy(np.stack([arr[y : y + tile, x : x + tile] for y, x in chunk]))
+        inputs = [batch[:, None].to(device)]
+        if ref is not None:
+            cut = np.stack([ref[y : y + tile, x : x + tile] for y, x in chunk])
+            inputs.append(torch.from_numpy(cut)[:, None].to(device))
         with autocast(device):
-            logits = model(batch[:, None].to(device))
+            logits = model(*inputs)
         probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
         for (y, x), p in zip(chunk, probs, strict=True):
             total[y : y + tile, x : x + tile] += p

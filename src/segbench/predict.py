@@ -13,20 +13,24 @@ import cv2
 import numpy as np
 import torch
 
+from segbench.checkpoint import load_model_state
 from segbench.config import NormalizeConfig
-from segbench.data.normalize import intensity_range, standardize
-from segbench.data.resize import resize_image, scaled_shape
+from segbench.data.normalize import intensity_range, standardize, to_unit
+from segbench.data.resize import resize_image, resize_mask, scaled_shape
 from segbench.errors import SegbenchError
 from segbench.inference import sliding_window_proba
 from segbench.io import read_json
 from segbench.models import build_model, get_spec
+from segbench.models.registry import model_notes
 
 
 class Predictor:
     """Full-resolution (H, W) uint8/uint16 image -> (H, W) float32 foreground probability.
 
     The image is scaled to the working resolution first, and its intensity range is measured
-    there, exactly as ``prepare`` measured it for the training tiles.
+    there, exactly as ``prepare`` measured it for the training tiles. Models that take oracle
+    prompts (``self.oracle``: SAM prompted from the ground truth) also need the image's
+    reference mask; zero-shot SAM returns a 0/1 mask rather than a probability.
     """
 
     def __init__(
@@ -38,10 +42,11 @@ class Predictor:
         self.tile = int(config["prepare"]["tile_size"])
         self.normalize = NormalizeConfig(**config["prepare"].get("normalize", {}))
         self.overlap, self.batch_size, self.device = overlap, batch_size, device
+        self.oracle = model_notes(config["model"], config["params"])["oracle_prompts"]
 
     def warmup(self) -> None:
         """One untimed forward pass, so throughput figures exclude one-off start-up costs."""
-        if self.kind != "classical":
+        if self.kind not in ("classical", "zero_shot") and not self.oracle:
             blank = np.zeros((self.tile, self.tile), dtype=np.uint8)
             sliding_window_proba(
                 self.model,
@@ -52,11 +57,27 @@ class Predictor:
                 device=self.device,
             )
 
-    def predict_proba(self, image: np.ndarray) -> np.ndarray:
+    def predict_proba(
+        self, image: np.ndarray, reference: np.ndarray | None = None, *, image_id: str = ""
+    ) -> np.ndarray:
+        """(H, W) image [+ (H, W) reference mask, used only by oracle models] -> (H, W)
+        float32 probability in [0, 1]."""
         height, width = image.shape[:2]
-        small = resize_image(image, scaled_shape(height, width, self.scale))
+        shape = scaled_shape(height, width, self.scale)
+        small = resize_image(image, shape)
+        if self.oracle and reference is None:
+            raise SegbenchError(
+                f"{self.config.get('name', self.config['model'])} takes its prompts from "
+                "reference masks (oracle prompts), and none was given; it can only be "
+                "evaluated on images with masks"
+            )
+        ref = resize_mask(reference, shape) if self.oracle else None
         if self.kind == "classical":
             proba = self.model.predict(small)
+        elif self.kind == "zero_shot":
+            unit = to_unit(small, *intensity_range(small, self.normalize))
+            mask = self.model.predict(unit, ref, image_id=image_id)
+            proba = mask.astype(np.float32)
         else:
             proba = sliding_window_proba(
                 self.model,
@@ -65,6 +86,7 @@ class Predictor:
                 overlap=self.overlap,
                 batch_size=self.batch_size,
                 device=self.device,
+                guide=ref,
             )
         if proba.shape != (height, width):
             proba = cv2.resize(proba, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -87,13 +109,17 @@ def load_predictor(
     spec = get_spec(config["model"])
     model = build_model(config["model"], **config["params"])
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.kind != "classical":  # torch models and ensembles: one state dict
+    if spec.kind == "zero_shot":  # used as it comes: nothing was trained or saved
+        model = model.to(device)
+    elif spec.kind != "classical":  # torch models and ensembles: one state dict
         weights = model_dir / "weights.pt"
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise SegbenchError(f"{weights}: missing; re-run the train stage") from None
-        model.load_state_dict(state)
+        load_model_state(model, state)
+        if hasattr(model, "prepare_for_inference"):
+            model.prepare_for_inference()  # SAM LoRA: adapters merged, no extra latency
         model = model.to(device).eval()
     else:
         model.load_state_dict(read_json(model_dir / "state.json"))

@@ -4,13 +4,17 @@ The DVC stage, the Prefect task and the Ray trainable all call :func:`train`.
 
 Output layout (``out_dir``)::
 
-    config.json     resolved config: model name, kind, model params, prepare, train, data version
-    weights.pt      torch models: state dict of the best epoch (by validation Dice)
-    last.pt         torch models: state dict of the last epoch
-    state.json      classical models: their fitted state
+    config.json     resolved config: registered model, entry name, kind, model params, prepare,
+                    train, data version
+    weights.pt      torch models: what was trained, at the best epoch (by validation Dice): the
+                    whole state dict, or for SAM only the decoder and LoRA factors (the frozen
+                    base comes from the checkpoint named in config.json)
+    last.pt         torch models: the same, at the last epoch
+    state.json      classical models: their fitted state (zero-shot models: no weights at all)
     history.csv     per epoch: train_loss, val_loss, val_dice, lr, seconds (torch models)
     metrics.json    best epoch, best validation Dice, stop reason, parameter counts, wall time,
-                    device and count, peak memory
+                    device and count, peak memory, and the notes a reader needs
+                    (``oracle_prompts``, ``random_init``: see segbench.models.registry)
     mlflow.json     the MLflow run id, so evaluation logs into the same run
 
 While a torch model trains, every completed epoch is checkpointed (model, optimiser, schedule,
@@ -26,7 +30,6 @@ same decisions), and only rank 0 writes files and logs to MLflow.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import shutil
@@ -44,6 +47,7 @@ from tqdm import tqdm
 from segbench.checkpoint import (
     Progress,
     fingerprint,
+    model_state,
     require_checkpoint,
     restore_checkpoint,
     resume_dir_for,
@@ -62,6 +66,7 @@ from segbench.launch import STORE_ENV
 from segbench.losses import build_loss
 from segbench.metrics import dataset_dice
 from segbench.models import build_model, get_spec
+from segbench.models.registry import model_notes
 from segbench.optim import EpochSchedule, build_optimizer
 from segbench.tracking import flatten, mlflow_run, run_tags
 
@@ -104,15 +109,30 @@ def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:
     return torch.device("cuda", dist.local_rank if dist.world > 1 else 0)
 
 
+def forward_loss(net, x: torch.Tensor, y: torch.Tensor, loss_fn) -> tuple:
+    """``(logits, loss)`` of one batch: (N, C, H, W) images, (N, 1, H, W) {0, 1} targets.
+
+    A *guided* model (SAM's fine-tuned decoder) is also handed the targets: it draws box
+    prompts from them and computes its IoU-prediction term (``aux_loss``), added to the loss.
+    """
+    inner = getattr(net, "module", net)  # under DDP, attributes live on the wrapped model
+    guided = getattr(inner, "guided", False)
+    with autocast(x.device):
+        logits = net(x, y) if guided else net(x)
+    loss = loss_fn(logits.float(), y)
+    if guided:
+        loss = loss + inner.aux_loss.float()
+    return logits.float(), loss
+
+
 @torch.no_grad()
 def validate(model, loader, loss_fn, device) -> tuple[float, float]:
     """Mean loss and pooled Dice (threshold 0.5) of ``model`` over ``loader``."""
     model.eval()
     losses, preds, targets = [], [], []
     for x, y in loader:
-        with autocast(device):
-            logits = model(x.to(device)).float()
-        losses.append(float(loss_fn(logits, y.to(device))) * len(x))
+        logits, loss = forward_loss(model, x.to(device), y.to(device), loss_fn)
+        losses.append(float(loss) * len(x))
         preds.append((logits > 0).cpu().numpy())
         targets.append(y.numpy() > 0.5)
     dice = dataset_dice(np.concatenate(preds), np.concatenate(targets))
@@ -132,9 +152,7 @@ def train_one_epoch(
     optimizer.zero_grad(set_to_none=True)
     batches = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None)
     for i, (x, y) in enumerate(batches, start=1):
-        with autocast(device):
-            logits = model(x.to(device))
-        loss = loss_fn(logits.float(), y.to(device))
+        _, loss = forward_loss(model, x.to(device), y.to(device), loss_fn)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(epoch, i)
         (loss / accumulate).backward()
@@ -185,7 +203,8 @@ def _fit_torch(
     cfg = params.train
     torch.manual_seed(cfg.seed)
     train_ds, sampler, loader, val_loader = _loaders(params, tiles_dir, dist)
-    model = build_model(name, **params.model_params(name).model_dump()).to(device)
+    model_params = params.model_params(name)
+    model = build_model(params.model_type(name), **model_params.model_dump()).to(device)
     counts = count_parameters(model)
     net = model
     if dist.world > 1:
@@ -196,7 +215,9 @@ def _fit_torch(
         )
     optimizer = build_optimizer(cfg, net.parameters())
     schedule = EpochSchedule(cfg, optimizer)
-    loss_fn = build_loss(cfg.loss, **cfg.tversky.model_dump())
+    # A model's own loss (SAM: focal + dice 20:1, or dice + CE) wins over train.loss.
+    loss_name = getattr(model_params, "loss", None) or cfg.loss
+    loss_fn = build_loss(loss_name, **cfg.tversky.model_dump())
     prog = Progress(history=[])
     best_state = None
     if cfg.resume:
@@ -233,7 +254,7 @@ def _fit_torch(
         score = -math.inf if math.isnan(val_dice) else val_dice
         if score > prog.best:
             prog.best, prog.best_epoch, prog.bad_epochs = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = model_state(model)
             if dist.main:
                 save_atomic(best_state, ckpt / "best.pt")
         else:
@@ -254,16 +275,23 @@ def _fit_torch(
         "stop_reason": stop_reason,
         **counts,
     }
-    return {"weights.pt": best_state, "last.pt": model.state_dict()}, prog.history, summary
+    return {"weights.pt": best_state, "last.pt": model_state(model)}, prog.history, summary
 
 
 def _fit_classical(name, params: Params, tiles_dir) -> tuple:
-    model = build_model(name, **params.model_params(name).model_dump())
+    model = build_model(params.model_type(name), **params.model_params(name).model_dump())
     images, masks, _ = load_tiles(tiles_dir, "train")
     scores = model.fit(images, masks)
     summary = {f"fit_dice_{k}": v for k, v in scores.items()}
     summary.update(params_total=0, params_trainable=0)
     return {"state.json": model.state_dict()}, [], summary
+
+
+def _fit_zero_shot(name, params: Params) -> tuple:
+    # Nothing to fit: building the model checks the checkpoint (path, sha256, variant, size)
+    # here, so a bad file stops train@, not the evaluation after it.
+    model = build_model(params.model_type(name), **params.model_params(name).model_dump())
+    return {}, [], count_parameters(model)
 
 
 def _init_distributed(dist: Dist, device: torch.device) -> None:
@@ -297,14 +325,16 @@ def train(
     """
     import mlflow
 
-    spec = get_spec(model_name)
+    mtype = params.model_type(model_name)
+    spec = get_spec(mtype)
     tiles_dir, out_dir = Path(tiles_dir), Path(out_dir)
     data_version = read_json(tiles_dir / "summary.json")["data_version"]
     dist = Dist.from_env()
     device = resolve_device(params.train.device, dist)
     _init_distributed(dist, device)
     config = {
-        "model": model_name,
+        "model": mtype,
+        "name": model_name,
         "kind": spec.kind,
         "params": params.model_params(model_name).model_dump(),
         "prepare": params.prepare.model_dump(),
@@ -343,6 +373,8 @@ def train(
                     ckpt,
                     fingerprint(config),
                 )
+            elif spec.kind == "zero_shot":
+                files, history, summary = _fit_zero_shot(model_name, params)
             else:
                 files, history, summary = _fit_classical(model_name, params, tiles_dir)
         except NonFiniteLoss as exc:
@@ -357,6 +389,7 @@ def train(
             device=str(device),
             device_count=dist.world,
             peak_memory_mb=peak_memory_mb(device),
+            **model_notes(mtype, config["params"]),
         )
         if not dist.main:
             return summary

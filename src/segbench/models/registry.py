@@ -57,8 +57,8 @@ class SegformerParams(ModelParams):
     in_channels: int = Field(1, ge=1, le=4)
 
 
-class SamParams(ModelParams):
-    """``models.sam_decoder``: SAM's mask decoder fine-tuned as a promptless head, encoder frozen."""
+class SamBaseParams(ModelParams):
+    """What every SAM entry shares: which SAM, from which weights, at which input size."""
 
     variant: Literal["vit_b", "vit_l", "vit_h", "tiny"] = Field(
         "tiny", description="SAM size; tiny is a 274k-parameter copy for CPU runs and tests"
@@ -67,8 +67,8 @@ class SamParams(ModelParams):
         None, description="local official checkpoint (.pth); null = random initialisation"
     )
     sha256: str | None = Field(None, description="expected sha256 of the checkpoint file")
-    image_size: int = Field(512, ge=16, le=1024, description="encoder input: 1024 or 512")
-    in_channels: int = Field(1, ge=1, le=3, description="1 (grey, repeated to RGB) or 3")
+    init_seed: int = Field(0, description="seed of the random weights when checkpoint is null")
+    image_size: int = Field(1024, ge=16, le=1024, description="encoder input: 1024 or 512")
     embedding_cache: str | None = Field(
         ".cache/sam_embeddings",
         description="directory of cached image embeddings (frozen encoder only); null = none",
@@ -78,8 +78,53 @@ class SamParams(ModelParams):
     @classmethod
     def _patches(cls, value):
         if value % 16:
-            raise ValueError(f"must be a multiple of SAM's 16-pixel patches (512, 1024), not {value}")
+            raise ValueError(
+                f"must be a multiple of SAM's 16-pixel patches (512, 1024), not {value}"
+            )
         return value
+
+
+class AutoMaskParams(ModelParams):
+    """``auto``: SamAutomaticMaskGenerator settings; defaults are the reference study's."""
+
+    points_per_side: int = Field(100, ge=1)
+    pred_iou_thresh: float = Field(0.90, ge=0, le=1)
+    stability_score_thresh: float = Field(0.92, ge=0, le=1)
+    crop_n_layers: int = Field(1, ge=0)
+    crop_n_points_downscale_factor: int = Field(2, ge=1)
+    min_mask_region_area: int = Field(100, ge=0, description="pixels of the working resolution")
+    points_per_batch: int = Field(64, ge=1)
+
+
+class SamZeroShotParams(SamBaseParams):
+    """``model: sam_zero_shot``: SAM as it comes, prompted; one entry per prompt mode."""
+
+    prompt: Literal["point", "points", "box", "auto"] = Field(
+        "box", description="point/points/box are oracle prompts from the reference mask"
+    )
+    k_points: int = Field(3, ge=1, description="points per component (prompt: points)")
+    box_jitter: int = Field(0, ge=0, description="box sides moved by up to this many pixels")
+    seed: int = 0
+    auto: AutoMaskParams = AutoMaskParams()
+
+
+class SamParams(SamBaseParams):
+    """``models.sam_decoder``: SAM's mask decoder fine-tuned, encoder and prompt encoder frozen."""
+
+    image_size: int = Field(512, ge=16, le=1024, description="encoder input: 1024 or 512")
+    in_channels: int = Field(1, ge=1, le=3, description="1 (grey, repeated to RGB) or 3")
+    prompt: Literal["none", "box"] = Field(
+        "none",
+        description="none: the decoder as a semantic head (SAMed); box: one box per "
+        "ground-truth component (oracle prompts, at evaluation too)",
+    )
+    box_jitter: int = Field(0, ge=0, description="training boxes' sides moved by up to N px")
+    loss: Literal["focal_dice", "dice_bce"] | None = Field(
+        "focal_dice", description="SAM paper's 20:1 focal:dice, or dice + CE; null = train.loss"
+    )
+    iou_loss_weight: float = Field(
+        1.0, ge=0, description="weight of the IoU-prediction MSE term (SAM paper: 1; 0 = off)"
+    )
 
 
 class SamLoraParams(SamParams):
@@ -137,16 +182,20 @@ class EnsembleParams(ModelParams):
             raise ValueError(f"an ensemble needs at least 2 members, got {names}")
         if len(set(names)) != len(names):
             raise ValueError(f"members listed twice: {names}")
-        for name in names:
-            spec = MODELS.get(name)
-            if spec is None:
-                valid = ", ".join(n for n, s in MODELS.items() if s.kind == "torch")
-                raise ValueError(f"unknown model {name!r}; valid members: {valid}")
-            if spec.kind != "torch":
-                raise ValueError(
-                    f"{name} is a {spec.kind} model: its 0/1 masks carry no probability to "
-                    "average; ensemble trained networks"
-                )
+        # Names are entries of `models` (checked against it by segbench.config); once resolved,
+        # each block says which registered model it is (its `model` key, else its name).
+        if isinstance(value, dict):
+            for name, block in value.items():
+                kind = (block or {}).get("model", name)
+                spec = MODELS.get(kind)
+                if spec is None:
+                    valid = ", ".join(n for n, s in MODELS.items() if s.kind == "torch")
+                    raise ValueError(f"unknown model {kind!r}; valid members: {valid}")
+                if spec.kind != "torch":
+                    raise ValueError(
+                        f"{name} is a {spec.kind} model: its 0/1 masks carry no probability "
+                        "to average; ensemble trained networks"
+                    )
         return value
 
     @field_validator("weight_step")
@@ -178,12 +227,14 @@ class ModelSpec:
     ``"classical"`` for models fitted in closed form (``build`` returns an object with
     ``fit``/``predict``/``state_dict``/``load_state_dict``); ``"ensemble"`` for
     combinations of trained torch models (``build`` returns an ``nn.Module`` like a torch model's;
-    it is fitted by :mod:`segbench.ensemble`, not by the training loop).
+    it is fitted by :mod:`segbench.ensemble`, not by the training loop); ``"zero_shot"`` for
+    models used as they come (``build`` returns an object with ``predict(rgb, reference)``, see
+    :class:`segbench.sam.prompted.PromptedSam`; nothing is trained or saved but the config).
     """
 
     name: str
     params: type[ModelParams]
-    kind: Literal["torch", "classical", "ensemble"]
+    kind: Literal["torch", "classical", "zero_shot", "ensemble"]
     build: Callable[..., Any]
 
 
@@ -205,15 +256,63 @@ def _build_segformer(**kw):
     return build_segformer(**kw)
 
 
-def _build_sam_decoder(*, variant, checkpoint, sha256, image_size, in_channels, embedding_cache):
+def _build_sam_decoder(
+    *,
+    variant,
+    checkpoint,
+    sha256,
+    init_seed,
+    image_size,
+    in_channels,
+    embedding_cache,
+    prompt,
+    box_jitter,
+    loss,
+    iou_loss_weight,
+):
     from segbench.sam.build import build_sam
     from segbench.sam.segmenter import SamSegmenter
 
-    sam = build_sam(variant, image_size=image_size, checkpoint=checkpoint, sha256=sha256)
-    model = SamSegmenter(sam.train())
+    sam = build_sam(
+        variant, image_size=image_size, checkpoint=checkpoint, sha256=sha256, init_seed=init_seed
+    )
+    model = SamSegmenter(
+        sam.train(), prompt=prompt, box_jitter=box_jitter, iou_loss_weight=iou_loss_weight
+    )
     if embedding_cache:
         model.use_cache(embedding_cache)
     return model
+
+
+def _build_sam_zero_shot(
+    *,
+    variant,
+    checkpoint,
+    sha256,
+    init_seed,
+    image_size,
+    embedding_cache,
+    prompt,
+    k_points,
+    box_jitter,
+    seed,
+    auto,
+):
+    from segbench.sam.build import build_sam
+    from segbench.sam.prompted import PromptedSam
+
+    sam = build_sam(
+        variant, image_size=image_size, checkpoint=checkpoint, sha256=sha256, init_seed=init_seed
+    )
+    return PromptedSam(
+        sam,
+        prompt=prompt,
+        k_points=k_points,
+        box_jitter=box_jitter,
+        seed=seed,
+        auto=auto,
+        embedding_cache=embedding_cache,
+    )
 
 
 def _build_sam_lora(*, rank, alpha, dropout, targets, blocks, **sam_params):
@@ -235,7 +334,10 @@ def _build_ensemble(*, members, weights, weight_step):
 
     if not isinstance(members, dict):  # bare names: each member with its default params
         members = {name: {} for name in members}
-    modules = {name: build_model(name, **block) for name, block in members.items()}
+    modules = {}
+    for name, block in members.items():
+        block = dict(block)
+        modules[name] = build_model(block.pop("model", name), **block)
     return Ensemble(modules, weights or [1.0] * len(modules))
 
 
@@ -247,6 +349,9 @@ MODELS: dict[str, ModelSpec] = {
     "segformer": ModelSpec("segformer", SegformerParams, "torch", _build_segformer),
     "sam_decoder": ModelSpec("sam_decoder", SamParams, "torch", _build_sam_decoder),
     "sam_lora": ModelSpec("sam_lora", SamLoraParams, "torch", _build_sam_lora),
+    "sam_zero_shot": ModelSpec(
+        "sam_zero_shot", SamZeroShotParams, "zero_shot", _build_sam_zero_shot
+    ),
     "otsu": ModelSpec("otsu", OtsuParams, "classical", _build_otsu),
     "ensemble": ModelSpec("ensemble", EnsembleParams, "ensemble", _build_ensemble),
 }
@@ -269,3 +374,20 @@ def build_model(name: str, **params: Any):
     except ValidationError as exc:
         raise SegbenchError(describe_validation_error(exc, prefix=f"models.{name}")) from None
     return spec.build(**checked.model_dump())
+
+
+_ORACLE_PROMPTS = {"point", "points", "box"}
+
+
+def model_notes(model: str, params: dict[str, Any]) -> dict[str, bool]:
+    """What a reader must know about a model's numbers, from its registered name and params:
+
+    ``oracle_prompts``: its prompts are drawn from the reference masks (a perfect user), so its
+    test scores are not those of the model on its own; ``random_init``: a SAM without a
+    checkpoint, whose numbers say nothing about Segment Anything.
+    """
+    is_sam = model.startswith("sam_")
+    return {
+        "oracle_prompts": is_sam and params.get("prompt") in _ORACLE_PROMPTS,
+        "random_init": is_sam and not params.get("checkpoint"),
+    }

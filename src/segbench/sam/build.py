@@ -91,14 +91,17 @@ def build_sam(
     image_size: int = 1024,
     checkpoint: str | Path | None = None,
     sha256: str | None = None,
+    init_seed: int | None = None,
 ) -> Sam:
     """A ``segment_anything`` :class:`Sam` for square ``image_size`` x ``image_size`` inputs.
 
     The model takes ``(B, 3, image_size, image_size)`` float images (normalised with
     ``sam.preprocess``) and its image encoder returns ``(B, prompt_embed_dim, S, S)`` with
-    ``S = image_size / 16``. Without ``checkpoint`` the weights are random (seed with
-    ``torch.manual_seed``); with one, the file (checked against ``sha256`` if given) must be a
-    checkpoint of ``variant``, and it is resized to ``image_size`` before a strict load.
+    ``S = image_size / 16``. Without ``checkpoint`` the weights are random: drawn from
+    ``init_seed`` alone when given (so a trained decoder saved without its frozen random
+    encoder gets the same encoder back at prediction), else from torch's global generator.
+    With one, the file (checked against ``sha256`` if given) must be a checkpoint of
+    ``variant``, and it is resized to ``image_size`` before a strict load.
     """
     spec = get_variant(variant)
     check_image_size(image_size, native=spec.native_image_size, patch_size=spec.patch_size)
@@ -118,7 +121,12 @@ def build_sam(
         state = adapt_to_image_size(state, image_size, patch_size=spec.patch_size)
     elif sha256 is not None:
         raise SegbenchError("sha256 is set but checkpoint is not; set both or neither")
-    sam = _assemble(spec, image_size)
+    if state is None and init_seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            sam = _assemble(spec, image_size)
+    else:
+        sam = _assemble(spec, image_size)
     if state is not None:
         try:
             sam.load_state_dict(state, strict=True)

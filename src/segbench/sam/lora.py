@@ -51,7 +51,9 @@ class LoRAQKV(nn.Module):
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as peft and the LoRA paper's code
             self.lora_a[name] = nn.Parameter(a)
             self.lora_b[name] = nn.Parameter(torch.zeros(self.width, rank))
-        self.merged = False
+        # A buffer, not a plain attribute: a state dict saved after merging (an ensemble holding
+        # a merged member) must reload as merged, or the updates would be added twice.
+        self.register_buffer("merged", torch.tensor(False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.qkv(x)
@@ -73,7 +75,7 @@ class LoRAQKV(nn.Module):
             rows = slice(_SLOTS[name] * self.width, (_SLOTS[name] + 1) * self.width)
             delta = self.lora_b[name] @ self.lora_a[name] * self.scaling
             self.qkv.weight[rows] += delta.to(self.qkv.weight.dtype)
-        self.merged = True
+        self.merged.fill_(True)
 
 
 def apply_lora(

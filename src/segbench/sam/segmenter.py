@@ -1,47 +1,87 @@
-"""SAM as a promptless segmenter: the mask decoder used as a semantic head (as SAMed does).
+"""SAM's mask decoder fine-tuned as a segmenter: promptless (as SAMed does) or box-prompted.
 
 :class:`SamSegmenter` has the input and output convention of every other segbench network, so the
 training loop, sliding-window evaluation and ``segbench predict`` use it unchanged: (N, C, H, W)
 images standardised by :func:`segbench.data.normalize.standardize` (C = 1 or 3) in, (N, 1, H, W)
 logits out. Inside, each tile is mapped back to SAM's input (RGB in [0, 255], resized to the
-encoder's input size, normalised with SAM's pixel mean and std), embedded, and decoded with no
-prompt: no points, no box, and the prompt encoder's "no mask" embedding.
+encoder's input size, normalised with SAM's pixel mean and std), embedded, and decoded either
+
+- ``prompt="none"``: with no prompt (no points, no box, the prompt encoder's "no mask"
+  embedding), the decoder acting as a semantic head; or
+- ``prompt="box"``: with one box per connected component of the tile's reference mask (oracle
+  prompts, :mod:`segbench.sam.box_head`), the per-box masks united by an elementwise max.
+
+It is *guided*: the training loop and the predictor pass the reference mask as a second
+argument when they have one; it supplies the box prompts and the target of SAM's IoU-prediction
+loss, left in :attr:`SamSegmenter.aux_loss` after each forward.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
 from segbench.data.normalize import IMAGE_MEAN, IMAGE_STD
+from segbench.errors import SegbenchError
+from segbench.sam.box_head import mask_iou, reference_prompts, to_sam_frame
+from segbench.sam.lora import lora_modules, merge_lora
+
+PROMPTS = ("none", "box")
+# sigmoid(-20) ~ 2e-9: surely background, yet finite, so focal, Dice and BCE stay finite.
+EMPTY_LOGIT = -20.0
 
 
 class SamSegmenter(nn.Module):
-    """SAM's image encoder + mask decoder, (N, C, H, W) standardised -> (N, 1, H, W) logits.
-
-    With :meth:`use_cache`, embeddings of tiles seen before are read from disk instead of
-    recomputed (decoder-only fine-tuning: every epoch after the first skips the encoder).
+    """SAM's image encoder + mask decoder: (N, C, H, W) standardised [+ (N, 1, H, W) reference in
+    {0, 1}] -> (N, 1, H, W) logits.
 
     ``train_encoder`` False freezes the image encoder (decoder-only fine-tuning; LoRA factors
     added later by :func:`segbench.sam.lora.apply_lora` stay trainable). The prompt encoder is
-    always frozen: with no prompt, only its fixed "no mask" embedding and positional encoding
-    are used. The IoU head is frozen too: a promptless semantic head has no IoU to predict.
+    always frozen. The IoU-prediction head trains iff ``iou_loss_weight`` > 0, the weight of the
+    SAM paper's MSE between predicted and actual IoU. ``box_jitter`` (tile pixels) moves each
+    training box's sides, drawn from ``seed`` and a count of training forwards; ``max_prompts``
+    caps the boxes per tile (the largest components are kept).
+
+    With :meth:`use_cache`, embeddings of tiles seen before are read from disk instead of
+    recomputed (decoder-only fine-tuning: every epoch after the first skips the encoder).
     """
 
-    def __init__(self, sam: Sam, *, train_encoder: bool = False):
+    guided = True  # the training loop and predictor hand forward() the reference mask
+
+    def __init__(
+        self,
+        sam: Sam,
+        *,
+        train_encoder: bool = False,
+        prompt: str = "none",
+        box_jitter: int = 0,
+        iou_loss_weight: float = 1.0,
+        max_prompts: int = 32,
+        seed: int = 0,
+    ):
         super().__init__()
+        if prompt not in PROMPTS:
+            raise SegbenchError(f"prompt: unknown {prompt!r}; valid: {', '.join(PROMPTS)}")
+        if box_jitter < 0 or max_prompts < 1 or iou_loss_weight < 0:
+            raise SegbenchError(
+                "box_jitter and iou_loss_weight must be >= 0 and max_prompts >= 1; got "
+                f"{box_jitter}, {iou_loss_weight}, {max_prompts}"
+            )
         self.sam = sam
+        self.prompt, self.box_jitter, self.max_prompts = prompt, box_jitter, max_prompts
+        self.iou_loss_weight, self.seed = float(iou_loss_weight), seed
         self.cache = None  # an EmbeddingCache, see use_cache
-        frozen = [sam.prompt_encoder, sam.mask_decoder.iou_prediction_head]
+        self._draws = 0  # training forwards so far: with seed, picks each call's box jitter
+        self.aux_loss = torch.zeros(())
+        sam.prompt_encoder.requires_grad_(False)
+        sam.mask_decoder.iou_prediction_head.requires_grad_(self.iou_loss_weight > 0)
         if not train_encoder:
-            frozen.append(sam.image_encoder)
-        for module in frozen:
-            for p in module.parameters():
-                p.requires_grad_(False)
+            sam.image_encoder.requires_grad_(False)
 
     def use_cache(self, root: str | Path) -> None:
         """Read and write image embeddings under ``root`` (:mod:`segbench.sam.cache`).
@@ -73,27 +113,135 @@ class SamSegmenter(nn.Module):
         """(N, C, H, W) standardised -> (N, D, g, g) image embeddings (g = S / 16)."""
         return self.sam.image_encoder(self.to_sam_input(x))
 
-    def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(N, D, g, g) embeddings -> (N, 1, S/4, S/4) low-resolution mask logits."""
+    def decode(
+        self, embedding: torch.Tensor, boxes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's (D, g, g) embedding + (P, 4) XYXY boxes in the encoder input's pixels
+        (None: no prompt, P = 1) -> (P, 1, S/4, S/4) low-resolution mask logits, (P, 1)
+        predicted IoUs. The decoder pairs one image with a batch of prompts, so a batch of
+        images is decoded one image at a time."""
         pe = self.sam.prompt_encoder
-        sparse = embeddings.new_zeros((1, 0, pe.embed_dim))
-        dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *embeddings.shape[-2:])
-        dense_pe = pe.get_dense_pe()
-        # The mask decoder pairs one image with a batch of prompts (it repeats the embedding per
-        # prompt), so a batch of images is decoded one image at a time.
-        out = [
-            self.sam.mask_decoder(
-                image_embeddings=emb[None],
-                image_pe=dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )[0]
-            for emb in embeddings
-        ]
-        return torch.cat(out)
+        if boxes is None:
+            sparse = embedding.new_zeros((1, 0, pe.embed_dim))
+            dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+                1, -1, *embedding.shape[-2:]
+            )
+        else:
+            sparse, dense = pe(points=None, boxes=boxes, masks=None)
+        return self.sam.mask_decoder(
+            image_embeddings=embedding[None],
+            image_pe=pe.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def prompt_boxes(self, guide: torch.Tensor) -> list[np.ndarray]:
+        """The box prompts drawn from an (N, 1, H, W) reference: per tile a (P, 4) float32 XYXY
+        array in tile pixels. Jittered in training mode only; each call draws anew."""
+        return [boxes for _, boxes in self._prompts(guide)]
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C, H, W) standardised tiles [+ (N, 1, H, W) reference in {0, 1}] -> (N, 1, H, W)
+        logits. With a reference, also sets :attr:`aux_loss` (a scalar: ``iou_loss_weight`` x
+        MSE of predicted vs actual IoU); without one, or with nothing prompted, it is 0."""
+        if self.prompt == "box" and guide is None:
+            raise SegbenchError(
+                "the box-prompted SAM (prompt: box) takes its prompts from reference masks "
+                "(oracle prompts), so it can only run on images that have masks; use a "
+                "promptless SAM (prompt: none) to segment unlabelled images"
+            )
         emb = self.embed(x) if self.cache is None else self.cache.embed(x, self.embed)
-        low = self.decode(emb)
-        return F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        size = tuple(x.shape[-2:])
+        if self.prompt == "none":
+            low, predicted = zip(*(self.decode(e) for e in emb), strict=True)
+            logits = _upsample(torch.cat(low), size)
+            # The decoder's single output mask, scored against the whole reference.
+            actual = None if guide is None else mask_iou(logits.detach() > 0, guide > 0.5)
+            predicted = torch.cat(predicted)
+        else:
+            logits, predicted, actual = self._box_forward(emb, guide, size)
+        self.aux_loss = self._iou_loss(predicted, actual, x)
+        return logits
+
+    def _box_forward(self, emb: torch.Tensor, guide: torch.Tensor, size: tuple[int, int]):
+        """(N, 1, H, W) logits, (sum P, 1) predicted and (sum P,) actual per-box IoUs."""
+        # A tile without a component gets no prompt and stays EMPTY_LOGIT; tiles with boxes
+        # are written in, which keeps the autograd graph through their decoder outputs.
+        logits = emb.new_full((len(emb), 1, *size), EMPTY_LOGIT, dtype=torch.float32)
+        predicted, actual = [], []
+        for i, (parts, boxes) in enumerate(self._prompts(guide)):
+            if not len(boxes):
+                continue
+            sam_boxes = to_sam_frame(torch.from_numpy(boxes), size, self.image_size)
+            low, iou = self.decode(emb[i], sam_boxes.to(emb.device))
+            masks = _upsample(low, size)  # (P, 1, H, W)
+            logits[i] = masks.amax(dim=0).to(logits.dtype)  # the union of the boxes' masks
+            target = torch.from_numpy(parts).to(emb.device)
+            # Per box, against its own component: the SAM paper's per-mask IoU target.
+            actual.append(mask_iou(masks.detach()[:, 0] > 0, target))
+            predicted.append(iou)
+        if not predicted:
+            # Nothing prompted in the whole batch: a zero-gradient link to every trained weight,
+            # so that backward() still works (and DDP sees no parameter go unused).
+            trained = [p.sum() for p in self.parameters() if p.requires_grad]
+            logits = logits + 0.0 * sum(trained, logits.new_zeros(()))
+            return logits, emb.new_zeros((0, 1)), emb.new_zeros(0)
+        return logits, torch.cat(predicted), torch.cat(actual)
+
+    def _prompts(self, guide: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+        # One generator per call, from the seed and a count of training calls: reproducible runs,
+        # fresh jitter at every step; evaluation boxes are exact.
+        jitter = self.box_jitter if self.training else 0
+        rng = np.random.default_rng((self.seed, self._draws))
+        self._draws += int(self.training)
+        refs = guide[:, 0].detach().cpu().numpy() > 0.5
+        return [
+            reference_prompts(ref, max_prompts=self.max_prompts, jitter=jitter, rng=rng)
+            for ref in refs
+        ]
+
+    def _iou_loss(self, predicted, actual, like: torch.Tensor) -> torch.Tensor:
+        if actual is None or self.iou_loss_weight == 0 or actual.numel() == 0:
+            return like.new_zeros((), dtype=torch.float32)
+        mse = F.mse_loss(predicted.float().flatten(), actual.float().flatten())
+        return self.iou_loss_weight * mse
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """Detached copies of the ``state_dict()`` entries that are trainable parameters: the
+        mask decoder, the IoU head when it trains, LoRA factors, a trained encoder. The frozen
+        base weights are not repeated (rebuild them from the same checkpoint or seed)."""
+        trainable = self._trainable_names()
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if k in trainable}
+
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load :meth:`trained_state_dict`'s output into a model built the same way; any other
+        key set or shape is a :class:`SegbenchError`."""
+        hint = (
+            "these SAM weights were saved from a differently configured model (another "
+            "variant, image_size, prompt, iou_loss_weight, train_encoder or LoRA settings)"
+        )
+        trainable = self._trainable_names()
+        unknown, missing = sorted(set(state) - trainable), sorted(trainable - set(state))
+        if unknown or missing:
+            raise SegbenchError(f"{hint}: unknown keys {unknown[:3]}, missing keys {missing[:3]}")
+        own = self.state_dict()
+        shapes = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+        if shapes:
+            raise SegbenchError(f"{hint}: other shapes for {shapes[:3]}")
+        if any(bool(m.merged) for m in lora_modules(self.sam).values()):
+            # The merged qkv weights already hold the old update; new factors would be ignored.
+            raise SegbenchError("load SAM weights before prepare_for_inference(), not after")
+        self.load_state_dict(state, strict=False)
+
+    def prepare_for_inference(self) -> SamSegmenter:
+        """Merge LoRA adapters (if any) into the encoder's weights: no added latency."""
+        merge_lora(self.sam)
+        return self
+
+    def _trainable_names(self) -> set[str]:
+        return {n for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
+
+
+def _upsample(low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(low, size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,71 @@
+"""Zero-shot SAM as a pipeline model: one prompt mode, used as it comes, nothing trained.
+
+:class:`PromptedSam` is what the registry builds for ``model: sam_zero_shot``. The predictor
+hands it each full test image at the working resolution (and, for the oracle modes, its
+reference mask), and it returns SAM's mask. Embeddings go through the on-disk cache, so the
+``sam_point``, ``sam_box``, ... stages, each its own process, embed every test image once
+between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+
+from segbench.sam.zero_shot import PROMPT_MODES, AutoMaskSettings, ZeroShot, to_sam_rgb
+
+
+class PromptedSam:
+    """(H, W) float image in [0, 1] (+ (H, W) reference for oracle modes) -> (H, W) bool mask."""
+
+    def __init__(
+        self,
+        sam: Sam,
+        *,
+        prompt: str,
+        k_points: int = 3,
+        box_jitter: int = 0,
+        seed: int = 0,
+        auto: dict | None = None,
+        embedding_cache: str | Path | None = None,
+    ):
+        self.sam, self.prompt = sam.eval(), prompt
+        self.oracle = PROMPT_MODES[prompt]
+        self._settings = dict(
+            k_points=k_points,
+            box_jitter=box_jitter,
+            seed=seed,
+            auto=AutoMaskSettings(**(auto or {})),
+            embedding_cache=embedding_cache,
+        )
+        self._zero_shot: ZeroShot | None = None
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """SAM's parameters (all frozen: nothing is trained), for the cost figures."""
+        for p in self.sam.parameters():
+            p.requires_grad_(False)
+            yield p
+
+    def to(self, device: torch.device) -> PromptedSam:
+        self.sam.to(device)
+        self._zero_shot = None  # its predictor holds the device it was made on
+        return self
+
+    def predict(
+        self, unit: np.ndarray, reference: np.ndarray | None = None, *, image_id: str = ""
+    ) -> np.ndarray:
+        """SAM's (H, W) bool mask for one (H, W) float image in [0, 1] (see
+        :func:`segbench.data.normalize.to_unit`), shown to SAM as grey RGB.
+
+        ``reference`` is the (H, W) ground-truth mask the oracle modes take their prompts from
+        (ignored by ``auto``); ``image_id`` seeds the box jitter per image.
+        """
+        if self._zero_shot is None:
+            self._zero_shot = ZeroShot(self.sam, **self._settings)
+        self._zero_shot.set_image(to_sam_rgb(unit), image_id=image_id)
+        ref = None if reference is None or not self.oracle else np.asarray(reference) > 0
+        return self._zero_shot.predict(self.prompt, ref)

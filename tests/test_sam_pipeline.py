@@ -1,0 +1,140 @@
+"""Segment Anything inside segbench's pipeline functions: params entries with `model:`, zero-shot
+prompt modes as train@/evaluate@ models, trained-only weights, oracle and random-init notes."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from segbench.config import parse_params
+from segbench.data.dataset import TileDataset
+from segbench.errors import SegbenchError
+from segbench.evaluate import evaluate
+from segbench.io import read_csv, read_json
+from segbench.losses import build_loss
+from segbench.predict import load_predictor
+from segbench.train import train, validate
+from tests.conftest import SHRINK, deep_update, real_params_raw
+
+TINY = {"variant": "tiny", "image_size": 64}
+
+
+def _params(models: dict, **train):
+    raw = deep_update(real_params_raw(), SHRINK)
+    raw["models"], raw["ensembles"] = models, {}
+    raw["train"].update(train)
+    return parse_params(raw)
+
+
+def test_entries_name_their_registered_model():
+    params = _params(
+        {
+            "sam_box": {"model": "sam_zero_shot", "prompt": "box", **TINY},
+            "unet_small": {"model": "unet", "decoder_channels": [16, 16, 16, 16, 16]},
+            "unet": {},
+        }
+    )
+    assert params.model_type("sam_box") == "sam_zero_shot"
+    assert params.model_type("unet_small") == "unet" and params.model_type("unet") == "unet"
+    assert params.model_params("sam_box").prompt == "box"
+    assert params.model_params("unet_small").decoder_channels == (16,) * 5
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ({"sam_box": {"model": "sam_zeroshot"}}, r"models\.sam_box\.model: unknown model"),
+        ({"sam_box": {"model": "sam_zero_shot", "prompt": "lasso"}}, r"models\.sam_box\.prompt"),
+        ({"sam_lora": {"rank": 0}}, r"models\.sam_lora\.rank"),
+        ({"sam_decoder": {"image_size": 500}}, r"models\.sam_decoder\.image_size.*multiple"),
+        ({"sam_auto": {"model": "sam_zero_shot", "auto": {"points_per_side": 0}}}, "points_per"),
+    ],
+)
+def test_bad_sam_entries_name_the_key(models, message):
+    with pytest.raises(SegbenchError, match=message):
+        _params(models)
+
+
+def test_an_oracle_model_cannot_join_an_ensemble():
+    raw = deep_update(real_params_raw(), SHRINK)
+    raw["models"] = {"unet": {}, "sam_decoder": {"prompt": "box", **TINY}}
+    raw["ensembles"] = {"mix": {"members": ["unet", "sam_decoder"]}}
+    with pytest.raises(SegbenchError, match="sam_decoder takes its prompts from the reference"):
+        parse_params(raw)
+
+
+@pytest.mark.slow
+def test_zero_shot_modes_train_and_evaluate_sharing_embeddings(tiny_data, tmp_path):
+    raw_dir, tiles, _ = tiny_data
+    cache = str(tmp_path / "cache")
+    auto = {"points_per_side": 4, "min_mask_region_area": 4}
+    models = {
+        "sam_point": {"model": "sam_zero_shot", "prompt": "point", "embedding_cache": cache},
+        "sam_box": {"model": "sam_zero_shot", "prompt": "box", "embedding_cache": cache},
+        "sam_auto": {
+            "model": "sam_zero_shot",
+            "prompt": "auto",
+            "auto": auto,
+            "embedding_cache": None,
+        },
+    }
+    params = _params({k: {**v, **TINY} for k, v in models.items()})
+    results = {}
+    for name in models:
+        out = tmp_path / "models" / name
+        summary = train(name, params, tiles, out)
+        assert summary["params_trainable"] == 0 < summary["params_total"]
+        assert summary["random_init"] is True
+        assert summary["oracle_prompts"] is (name != "sam_auto")
+        assert not (out / "weights.pt").exists()  # nothing trained, nothing saved
+        config = read_json(out / "config.json")
+        assert (config["model"], config["name"]) == ("sam_zero_shot", name)
+        results[name] = evaluate(out, params, raw_dir, tmp_path / "eval" / name)
+        rows = read_csv(tmp_path / "eval" / name / "per_image.csv")
+        assert len(rows) == results[name]["n_images"] >= 1
+    # Both oracle stages embedded the same test images at the same size: one file each.
+    n_test = results["sam_point"]["n_images"]
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == n_test
+
+
+def test_an_oracle_model_needs_reference_masks(tiny_data, tmp_path):
+    _, tiles, _ = tiny_data
+    box = {"model": "sam_zero_shot", "prompt": "box", "embedding_cache": None, **TINY}
+    params = _params({"sam_box": box})
+    train("sam_box", params, tiles, tmp_path / "m")
+    predictor = load_predictor(tmp_path / "m")
+    image = torch.zeros(40, 60, dtype=torch.uint8).numpy()
+    with pytest.raises(SegbenchError, match="oracle prompts"):
+        predictor.predict_proba(image)
+
+
+@pytest.mark.slow
+def test_fine_tuned_sam_saves_only_what_it_trained_and_reloads_identically(tiny_data, tmp_path):
+    raw_dir, tiles, _ = tiny_data
+    models = {
+        "sam_decoder": {**TINY, "embedding_cache": None},
+        "sam_lora": {**TINY, "rank": 2},
+        "sam_decoder_box": {
+            "model": "sam_decoder",
+            "prompt": "box",
+            "box_jitter": 2,
+            "embedding_cache": str(tmp_path / "cache"),
+            **TINY,
+        },
+    }
+    params = _params(models, epochs=1, optimizer="adamw", lr=1e-3)
+    val = DataLoader(TileDataset.from_dir(tiles, "val"), batch_size=params.train.batch_size)
+    for name in models:
+        out = tmp_path / name
+        summary = train(name, params, tiles, out)
+        state = torch.load(out / "weights.pt", weights_only=True)
+        assert not any(k.startswith("sam.image_encoder.") and ".lora_" not in k for k in state)
+        assert sum(v.numel() for v in state.values()) == summary["params_trainable"]
+        assert summary["oracle_prompts"] is (name == "sam_decoder_box")
+        # Reloaded from the (seeded) random base plus the saved weights (LoRA merged), the
+        # model predicts the way validation saw it: the same pooled Dice on the same tiles.
+        predictor = load_predictor(out, device=torch.device("cpu"))
+        assert predictor.oracle is (name == "sam_decoder_box")
+        _, dice = validate(predictor.model, val, build_loss("dice"), torch.device("cpu"))
+        assert dice == pytest.approx(summary["best_val_dice"], abs=2e-3)
+        metrics = evaluate(out, params, raw_dir, tmp_path / "eval" / name)
+        assert 0 <= metrics["dice"] <= 1
