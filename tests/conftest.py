@@ -14,6 +14,11 @@ from segbench.workspace import commit, copy_repository
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def real_params_raw() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
 # Shrinks the real params.yaml to something a CPU runs end to end in seconds; every other key
 # keeps its real value, so the tests exercise the real configuration.
 SHRINK = {
@@ -21,6 +26,12 @@ SHRINK = {
     "prepare": {"scale": 0.5, "tile_size": 64, "stride": 64, "random_crops": 1},
     "train": {"epochs": 2, "batch_size": 4},
     "report": {"n_examples": 1},
+    # SAM's input at the shrunk tiles' size (64 px): the same tiny SAM, 1/16 of the pixels.
+    "models": {
+        name: {"image_size": 64}
+        for name, block in real_params_raw()["models"].items()
+        if (block or {}).get("model", name).startswith("sam_")
+    },
 }
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -41,10 +52,6 @@ def deep_update(base: dict, overrides: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-def real_params_raw() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 
 from segbench.dag import StageFailed, repro_stage, stage_order
-from tests.conftest import REPO
+from tests.conftest import REPO, real_params_raw
 
 
 def load_flow_module():
@@ -21,7 +21,8 @@ def load_flow_module():
 def test_stage_order_comes_from_dvc_yaml():
     order = stage_order(REPO)
     assert order[0] == "fetch" and order[1] == "prepare" and order[-1] == "report"
-    models = ("otsu", "unet", "attention_unet", "segformer")
+    models = tuple(real_params_raw()["models"])  # every entry, SAM's included
+    assert {"otsu", "unet", "sam_box", "sam_lora"} <= set(models)
     for model in models:
         assert order.index(f"train@{model}") < order.index(f"evaluate@{model}")
         # The ensemble depends on the whole models/ directory: it comes after every train@.

@@ -8,11 +8,13 @@ import mlflow
 import pytest
 
 from segbench.io import read_json
-from tests.conftest import venv_env
+from tests.conftest import real_params_raw, venv_env
 
 pytestmark = pytest.mark.slow
 
-ALL_MODELS = ("otsu", "unet", "attention_unet", "segformer", "ensemble")
+# Every entry of the real params.yaml: the networks, the ensemble, Otsu and the SAM rows.
+ALL_MODELS = tuple(real_params_raw()["models"]) + tuple(real_params_raw()["ensembles"])
+SAM_ORACLE = ("sam_point", "sam_points", "sam_box")
 
 
 def dvc(repo, *args, check=True):
@@ -61,6 +63,16 @@ def test_prefect_flow_then_dvc_end_to_end(repo_copy, mlflow_store, prefect_serve
     assert all(m in html for m in ALL_MODELS) and "data:image/png;base64," in html
     summary = (repo_copy / "reports" / "summary.md").read_text()
     assert all(f"| {m} |" in summary for m in ALL_MODELS)
+    # SAM's rows carry their notes, and the banners explain them.
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in summary.splitlines()}
+    for m in ("sam_point", "sam_points", "sam_box", "sam_auto", "sam_decoder", "sam_lora"):
+        assert "random-init SAM" in rows[m]
+        assert ("oracle prompts" in rows[m]) is (m in SAM_ORACLE)
+    assert "**Oracle prompts.**" in summary and "**Random-initialised SAM.**" in summary
+    assert "Oracle prompts." in html and "Random-initialised SAM." in html
+    assert not summary.split("Best test Dice: ")[1].startswith(SAM_ORACLE)
+    # Fine-tuned SAM saved only what it trained: no frozen encoder weight in its file.
+    assert read_json(repo_copy / "models" / "sam_decoder" / "metrics.json")["params_trainable"] > 0
     assert "ensemble = " in summary and "weights chosen on" in summary
 
     # MLflow holds the U-Net run with params, per-epoch and test metrics, and the checkpoint.

@@ -89,6 +89,9 @@ def test_zero_shot_modes_train_and_evaluate_sharing_embeddings(tiny_data, tmp_pa
         config = read_json(out / "config.json")
         assert (config["model"], config["name"]) == ("sam_zero_shot", name)
         results[name] = evaluate(out, params, raw_dir, tmp_path / "eval" / name)
+        # The DVC metrics file carries the notes too, so the numbers never travel without them.
+        saved = read_json(tmp_path / "eval" / name / "metrics.json")
+        assert (saved["oracle_prompts"], saved["random_init"]) == (name != "sam_auto", True)
         rows = read_csv(tmp_path / "eval" / name / "per_image.csv")
         assert len(rows) == results[name]["n_images"] >= 1
     # Both oracle stages embedded the same test images at the same size: one file each.
@@ -138,3 +141,42 @@ def test_fine_tuned_sam_saves_only_what_it_trained_and_reloads_identically(tiny_
         assert dice == pytest.approx(summary["best_val_dice"], abs=2e-3)
         metrics = evaluate(out, params, raw_dir, tmp_path / "eval" / name)
         assert 0 <= metrics["dice"] <= 1
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle ran code",))
+
+
+@pytest.mark.parametrize("problem", ["missing", "code", "truncated"])
+def test_a_bad_checkpoint_stops_train_with_one_line_and_no_output(
+    problem, tiny_data, tmp_path, capsys
+):
+    import yaml
+
+    from segbench.cli import main
+
+    _, tiles, _ = tiny_data
+    ckpt = tmp_path / "sam_vit_b.pth"
+    if problem == "code":
+        torch.save({"weights": _RunsCode()}, ckpt)
+    elif problem == "truncated":
+        torch.save({"image_encoder.pos_embed": torch.zeros(1, 4, 4, 8)}, ckpt)
+        ckpt.write_bytes(ckpt.read_bytes()[:200])
+    raw = deep_update(real_params_raw(), SHRINK)
+    raw["models"] = {"sam_box": {"model": "sam_zero_shot", "checkpoint": str(ckpt), **TINY}}
+    raw["ensembles"] = {}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "models" / "sam_box"
+    argv = ["train", "sam_box", "--tiles", str(tiles), "--out", str(out)]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--params", str(params_file)])
+    captured = capsys.readouterr()
+    assert info.value.code == 2
+    assert str(ckpt) in captured.err and "Traceback" not in captured.err
+    assert "this pickle ran code" not in captured.out + captured.err
+    assert {"missing": "does not exist", "code": "refused", "truncated": "cannot be read"}[
+        problem
+    ] in captured.err
+    assert not out.exists()

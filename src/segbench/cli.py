@@ -113,10 +113,11 @@ def _cmd_summary(args) -> None:
 
     report_dir = Path(args.report_dir)
     rows = read_csv(report_dir / "comparison.csv")
-    widths = [max(len(t), *(len(_short(r[k])) for r in rows)) for k, t in COLUMNS]
+    cell = lambda row, k: row[k] if k == "notes" else _short(row[k])  # noqa: E731 - notes are words
+    widths = [max(len(t), *(len(cell(r, k)) for r in rows)) for k, t in COLUMNS]
     print("  ".join(t.ljust(w) for (_, t), w in zip(COLUMNS, widths, strict=True)))
     for row in rows:
-        cells = (_short(row[k]).ljust(w) for (k, _), w in zip(COLUMNS, widths, strict=True))
+        cells = (cell(row, k).ljust(w) for (k, _), w in zip(COLUMNS, widths, strict=True))
         print("  ".join(cells))
     print(f"\nHTML report: {(report_dir / 'report.html').resolve()}")
 

@@ -2,8 +2,9 @@
 
 Output layout (``out_dir``)::
 
-    metrics.json     means and stds of the metrics over test images, counts, cost figures
-                     (the DVC metrics file; the same dict goes to MLflow as ``test_*``)
+    metrics.json     means and stds of the metrics over test images, counts, cost figures,
+                     the ``oracle_prompts`` / ``random_init`` notes (the DVC metrics file; the
+                     same dict goes to MLflow as ``test_*``)
     per_image.csv    id, dice, iou, pixel_accuracy, precision, recall, tp, fp, fn, tn
     pred/<id>.png    predicted masks, {0, 255}
 """
@@ -29,6 +30,7 @@ from segbench.io import (
     write_mask,
 )
 from segbench.metrics import binary_metrics, summarize
+from segbench.models.registry import model_notes
 from segbench.predict import load_predictor
 from segbench.tracking import mlflow_run, run_tags
 
@@ -74,6 +76,8 @@ def evaluate(
             images_per_second=len(rows) / seconds if seconds else math.nan,
             peak_memory_mb=peak_memory_mb(predictor.device),
             device=str(predictor.device),
+            # So that no copy of these numbers travels without what qualifies them.
+            **model_notes(predictor.config["model"], predictor.config["params"]),
         )
         write_csv(tmp / "per_image.csv", rows, PER_IMAGE_FIELDS)
         write_json(tmp / "metrics.json", _finite(metrics))

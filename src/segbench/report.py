@@ -34,6 +34,7 @@ COLUMNS = [
     ("recall", "recall"),
     ("n_images", "test images"),
     ("params_total", "params"),
+    ("params_trainable", "trained"),
     ("train_seconds", "train s"),
     ("images_per_second", "img/s"),
     ("device", "device"),
@@ -61,15 +62,15 @@ NOTES = {
 
 
 def _fmt(key: str, row: dict) -> str:
+    if key == "notes":  # computed from the row's flags, not stored
+        return ", ".join(words for flag, (words, _) in NOTES.items() if row.get(flag))
     value = row.get(key)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if key in ("dice", "iou", "pixel_accuracy", "precision", "recall"):
         std = row.get(f"{key}_std")
         return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
-    if key == "notes":
-        return ", ".join(words for flag, (words, _) in NOTES.items() if row.get(flag)) or ""
-    if key == "params_total":
+    if key in ("params_total", "params_trainable"):
         return f"{value / 1e6:.2f} M" if value else "0"
     if isinstance(value, float):
         return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
@@ -179,7 +180,7 @@ def report(
         )
         write_csv(
             tmp / "comparison.csv",
-            [{k: r.get(k) for k, _ in COLUMNS} for r in rows],
+            [{k: _fmt(k, r) if k == "notes" else r.get(k) for k, _ in COLUMNS} for r in rows],
             [k for k, _ in COLUMNS],
         )
     return rows

@@ -66,7 +66,7 @@ from segbench.launch import STORE_ENV
 from segbench.losses import build_loss
 from segbench.metrics import dataset_dice
 from segbench.models import build_model, get_spec
-from segbench.models.registry import model_notes
+from segbench.models.registry import model_notes, train_overrides
 from segbench.optim import EpochSchedule, build_optimizer
 from segbench.tracking import flatten, mlflow_run, run_tags
 
@@ -200,10 +200,11 @@ def _seed_epoch(sampler, seed: int, epoch: int) -> None:
 def _fit_torch(
     name, params: Params, tiles_dir, device, dist: Dist, on_epoch, log_metrics, ckpt: Path, fp
 ) -> tuple:
-    cfg = params.train
+    model_params = params.model_params(name)
+    # A model's own loss, optimizer or weight decay (SAM: AdamW, focal + dice) wins over train's.
+    cfg = params.train.model_copy(update=train_overrides(model_params))
     torch.manual_seed(cfg.seed)
     train_ds, sampler, loader, val_loader = _loaders(params, tiles_dir, dist)
-    model_params = params.model_params(name)
     model = build_model(params.model_type(name), **model_params.model_dump()).to(device)
     counts = count_parameters(model)
     net = model
@@ -215,9 +216,7 @@ def _fit_torch(
         )
     optimizer = build_optimizer(cfg, net.parameters())
     schedule = EpochSchedule(cfg, optimizer)
-    # A model's own loss (SAM: focal + dice 20:1, or dice + CE) wins over train.loss.
-    loss_name = getattr(model_params, "loss", None) or cfg.loss
-    loss_fn = build_loss(loss_name, **cfg.tversky.model_dump())
+    loss_fn = build_loss(cfg.loss, **cfg.tversky.model_dump())
     prog = Progress(history=[])
     best_state = None
     if cfg.resume:

@@ -119,9 +119,13 @@ class SamParams(SamBaseParams):
         "ground-truth component (oracle prompts, at evaluation too)",
     )
     box_jitter: int = Field(0, ge=0, description="training boxes' sides moved by up to N px")
+    # Training keys a SAM entry sets for itself (null: the train section's), as the SAM paper
+    # and the reference LoRA study train it: AdamW with weight decay.
     loss: Literal["focal_dice", "dice_bce"] | None = Field(
         "focal_dice", description="SAM paper's 20:1 focal:dice, or dice + CE; null = train.loss"
     )
+    optimizer: Literal["adam", "adamw", "sgd"] | None = Field("adamw", description="null = train's")
+    weight_decay: float | None = Field(0.01, ge=0, description="null = train.weight_decay")
     iou_loss_weight: float = Field(
         1.0, ge=0, description="weight of the IoU-prediction MSE term (SAM paper: 1; 0 = off)"
     )
@@ -217,6 +221,15 @@ class EnsembleParams(ModelParams):
         return self
 
 
+# Keys of a model's params block that override the train section for that model alone.
+TRAIN_OVERRIDES = ("loss", "optimizer", "weight_decay")
+
+
+def train_overrides(params: ModelParams) -> dict[str, Any]:
+    """The train-section keys ``params`` sets for its model (those not null)."""
+    return {k: getattr(params, k) for k in TRAIN_OVERRIDES if getattr(params, k, None) is not None}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How one registered model is validated and built.
@@ -268,6 +281,8 @@ def _build_sam_decoder(
     prompt,
     box_jitter,
     loss,
+    optimizer,
+    weight_decay,
     iou_loss_weight,
 ):
     from segbench.sam.build import build_sam

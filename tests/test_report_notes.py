@@ -1,0 +1,33 @@
+"""The report's notes on rows a reader must not take at face value: oracle prompts, random SAM."""
+
+from segbench.report import banners, headline, markdown_table
+
+
+def _row(model, dice, **flags):
+    return {"model": model, "dice": dice, "n_images": 3, **flags}
+
+
+ROWS = [
+    _row("sam_box", 0.97, oracle_prompts=True, random_init=False),
+    _row("unet", 0.93),
+    _row("sam_auto", 0.50, random_init=True),
+    _row("otsu", 0.76),
+]
+
+
+def test_the_headline_names_the_best_model_that_sees_the_image_alone():
+    text = headline(ROWS)
+    assert text.startswith("Best test Dice: unet (0.930 over 3 images).")
+    assert "margin of +0.170" in text
+    assert "sam_box reaches 0.970: an upper bound for a perfect user" in text
+
+
+def test_each_flag_gets_its_note_in_the_table_and_one_banner():
+    table = markdown_table(ROWS).splitlines()
+    line = {row.split(" | ")[0].lstrip("| "): row for row in table[2:]}
+    assert line["sam_box"].endswith("| oracle prompts |")
+    assert line["sam_auto"].endswith("| random-init SAM |")
+    assert line["unet"].endswith("|  |")
+    texts = banners(ROWS)
+    assert [t.split(".")[0] for t in texts] == ["Oracle prompts", "Random-initialised SAM"]
+    assert banners([_row("unet", 0.9)]) == []
