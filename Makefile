@@ -45,4 +45,4 @@ format: setup
 	ruff check --fix .
 
 clean:
-	rm -rf data/raw data/tiles models eval reports .prefect
+	rm -rf data/raw data/tiles models eval reports .prefect .cache

@@ -15,13 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from segbench.errors import SegbenchError, describe_validation_error
-from segbench.models.registry import (
-    MODELS,
-    EnsembleParams,
-    ModelParams,
-    get_spec,
-    model_notes,
-)
+from segbench.models.params import ModelParams
+from segbench.models.registry import MODELS, EnsembleParams, get_spec, model_notes
 
 
 class Section(BaseModel):

@@ -66,7 +66,8 @@ from segbench.launch import STORE_ENV
 from segbench.losses import build_loss
 from segbench.metrics import dataset_dice
 from segbench.models import build_model, get_spec
-from segbench.models.registry import model_notes, train_overrides
+from segbench.models.params import train_overrides
+from segbench.models.registry import model_notes
 from segbench.optim import EpochSchedule, build_optimizer
 from segbench.tracking import flatten, mlflow_run, run_tags
 

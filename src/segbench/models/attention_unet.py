@@ -27,7 +27,7 @@ def build_attention_unet(
     """Attention U-Net with any smp encoder; ``encoder_weights`` is a local state-dict path or None.
 
     ``decoder_channels`` (coarsest first) needs one entry per encoder stage, 5; the registry's
-    :class:`~segbench.models.registry.AttentionUnetParams` checks that.
+    :class:`~segbench.models.params.AttentionUnetParams` checks that.
     """
     check_encoder_name(encoder_name, key="models.attention_unet.encoder_name")
     model = AttentionUnet(
