@@ -1,6 +1,18 @@
-"""Sliding-window inference of a torch segmenter over an arbitrarily large image."""
+"""Sliding-window inference of a torch segmenter over an arbitrarily large image.
+
+Windows of ``tile`` pixels are stepped by ``round(tile * (1 - overlap))``, the last one in each
+direction shifted back to end flush with the edge (as MONAI's ``sliding_window_inference`` and
+segbench's own tiling do). Where windows overlap their sigmoid probabilities are blended:
+
+* ``mean``: a plain average;
+* ``gaussian``: a weighted average, each window's pixels weighted by a Gaussian centred on the
+  window (sigma = ``sigma_scale`` x tile, as in nnU-Net and MONAI), so that a pixel is decided
+  mostly by the window that sees it with the most context around it.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -8,10 +20,30 @@ from torch import nn
 
 from segbench.data.tiles import pad_to_tile, windows
 
+BLENDS = ("gaussian", "mean")
+
 
 def autocast(device: torch.device):
     """bf16 autocast on CUDA (where it is fast and safe), a no-op elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@functools.lru_cache(maxsize=8)
+def blend_weights(tile: int, blend: str, sigma_scale: float = 0.125) -> np.ndarray:
+    """(tile, tile) float32 weights of one window's pixels, largest (1.0) at its centre.
+
+    The Gaussian is floored at 1e-6 so that no pixel, not even a window's corner in a very large
+    tile, gets a weight that underflows to zero (a pixel only a corner covers would be 0 / 0).
+    """
+    if blend == "mean":
+        return np.ones((tile, tile), dtype=np.float32)
+    if blend != "gaussian":
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}; got {blend!r}")
+    axis = np.arange(tile, dtype=np.float64) - (tile - 1) / 2.0
+    g = np.exp(-(axis**2) / (2.0 * (sigma_scale * tile) ** 2))
+    weights = np.outer(g, g)
+    weights /= weights.max()
+    return np.maximum(weights, 1e-6).astype(np.float32)
 
 
 @torch.inference_mode()
@@ -23,14 +55,17 @@ def sliding_window_proba(
     overlap: float,
     batch_size: int,
     device: torch.device,
+    blend: str = "mean",
+    sigma_scale: float = 0.125,
     guide: np.ndarray | None = None,
 ) -> np.ndarray:
     """Foreground probability of a (1, H, W) normalised image -> (H, W) float32 in [0, 1].
 
-    Windows of ``tile`` overlap by ``overlap`` (a fraction of the tile); where they overlap, the
-    sigmoid probabilities are averaged. Images smaller than a tile are reflect-padded.
-    ``guide``, an (H, W) {0, 1} reference mask, is cut into the same windows and handed to the
-    model as its second argument (a box-prompted SAM draws its oracle prompts from it).
+    Windows of ``tile`` overlap by ``overlap`` (a fraction of the tile), ``batch_size`` of them
+    per forward pass; overlapping probabilities are blended as ``blend`` says (module doc).
+    Images smaller than a tile are reflect-padded. ``guide``, an (H, W) {0, 1} reference mask,
+    is cut into the same windows and handed to the model as its second argument (a
+    box-prompted SAM draws its oracle prompts from it).
     """
     height, width = image.shape[-2:]
     arr = pad_to_tile(image[0].numpy(), tile)
@@ -39,10 +74,11 @@ def sliding_window_proba(
         # Zero-padded, not reflected: a mirrored object would be a prompt for nothing real.
         ref = np.zeros(arr.shape, dtype=np.float32)
         ref[:height, :width] = guide > 0
+    weight = blend_weights(tile, blend, sigma_scale)
     stride = max(1, round(tile * (1.0 - overlap)))
     boxes = windows(arr.shape[0], arr.shape[1], tile, stride)
     total = np.zeros(arr.shape, dtype=np.float32)
-    count = np.zeros(arr.shape, dtype=np.float32)
+    norm = np.zeros(arr.shape, dtype=np.float32)
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
         batch = torch.from_numpy(np.stack([arr[y : y + tile, x : x + tile] for y, x in chunk]))
@@ -54,6 +90,6 @@ def sliding_window_proba(
             logits = model(*inputs)
         probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
         for (y, x), p in zip(chunk, probs, strict=True):
-            total[y : y + tile, x : x + tile] += p
-            count[y : y + tile, x : x + tile] += 1
-    return (total / count)[:height, :width]
+            total[y : y + tile, x : x + tile] += p * weight
+            norm[y : y + tile, x : x + tile] += weight
+    return (total / norm)[:height, :width]

@@ -34,14 +34,23 @@ class Predictor:
     """
 
     def __init__(
-        self, model, config: dict, *, overlap: float, batch_size: int, device: torch.device
+        self,
+        model,
+        config: dict,
+        *,
+        overlap: float,
+        batch_size: int,
+        device: torch.device,
+        blend: str = "gaussian",
     ):
         self.model, self.config = model, config
+        self.name = config.get("name", config["model"])  # ensembles have their own
         self.kind = config["kind"]
         self.scale = float(config["prepare"]["scale"])
         self.tile = int(config["prepare"]["tile_size"])
         self.normalize = NormalizeConfig(**config["prepare"].get("normalize", {}))
         self.overlap, self.batch_size, self.device = overlap, batch_size, device
+        self.blend = blend
         self.oracle = model_notes(config["model"], config["params"])["oracle_prompts"]
 
     def warmup(self) -> None:
@@ -67,7 +76,7 @@ class Predictor:
         small = resize_image(image, shape)
         if self.oracle and reference is None:
             raise SegbenchError(
-                f"{self.config.get('name', self.config['model'])} takes its prompts from "
+                f"{self.name} takes its prompts from "
                 "reference masks (oracle prompts), and none was given; it can only be "
                 "evaluated on images with masks"
             )
@@ -86,6 +95,7 @@ class Predictor:
                 overlap=self.overlap,
                 batch_size=self.batch_size,
                 device=self.device,
+                blend=self.blend,
                 guide=ref,
             )
         if proba.shape != (height, width):
@@ -98,13 +108,24 @@ def load_predictor(
     *,
     overlap: float = 0.5,
     batch_size: int = 4,
+    blend: str = "gaussian",
     device: torch.device | None = None,
 ) -> Predictor:
-    """Rebuild the model saved by :func:`segbench.train.train` in ``model_dir``.
+    """Rebuild the model saved by :func:`segbench.train.train` (or an ensemble fitted by
+    :func:`segbench.ensemble.fit_ensemble`) in ``model_dir``.
 
-    Torch weights are read with ``torch.load(..., weights_only=True)``.
+    Torch weights are read with ``torch.load(..., weights_only=True)``. A directory that is not a
+    complete trained model (no ``config.json``, missing or unreadable weights) raises a
+    :class:`SegbenchError` naming the file.
     """
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise SegbenchError(f"{model_dir}: no such model directory (e.g. models/unet)")
+    if not (model_dir / "config.json").is_file():
+        raise SegbenchError(
+            f"{model_dir}: not a trained segbench model (no config.json); point at a directory "
+            "the train stage wrote, such as models/unet, or re-run `dvc repro`"
+        )
     config = read_json(model_dir / "config.json")
     spec = get_spec(config["model"])
     model = build_model(config["model"], **config["params"])
@@ -114,13 +135,32 @@ def load_predictor(
     elif spec.kind != "classical":  # torch models and ensembles: one state dict
         weights = model_dir / "weights.pt"
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise SegbenchError(f"{weights}: missing; re-run the train stage") from None
-        load_model_state(model, state)
+            load_model_state(model, _load_weights(weights))
+        except RuntimeError as exc:  # keys or shapes differ from what config.json builds
+            raise SegbenchError(
+                f"{weights} does not fit the model {model_dir / 'config.json'} describes "
+                f"({str(exc).splitlines()[0]}); re-run its train stage"
+            ) from None
         if hasattr(model, "prepare_for_inference"):
             model.prepare_for_inference()  # SAM LoRA: adapters merged, no extra latency
         model = model.to(device).eval()
     else:
         model.load_state_dict(read_json(model_dir / "state.json"))
-    return Predictor(model, config, overlap=overlap, batch_size=batch_size, device=device)
+    return Predictor(
+        model, config, overlap=overlap, batch_size=batch_size, device=device, blend=blend
+    )
+
+
+def _load_weights(path: Path) -> dict:
+    """A state dict, read without running any code; a user error if missing or damaged."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SegbenchError(
+            f"{path}: missing, so the model directory is incomplete; re-run its train stage"
+        ) from None
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise SegbenchError(
+            f"{path}: unreadable as a weights-only state dict ({type(exc).__name__}); the file "
+            "is damaged or not a segbench checkpoint: re-run its train stage"
+        ) from None
