@@ -25,7 +25,7 @@ SHRINK = {
     "data": {"synthetic": {"n_images": 10, "height": 192, "width": 256, "radius": [3.0, 20.0]}},
     "prepare": {"scale": 0.5, "tile_size": 64, "stride": 64, "random_crops": 1},
     "train": {"epochs": 2, "batch_size": 4},
-    "report": {"n_examples": 1},
+    "report": {"gallery_size": 2},
     # SAM's input at the shrunk tiles' size (64 px): the same tiny SAM, 1/16 of the pixels.
     "models": {
         name: {"image_size": 64}
@@ -114,3 +114,37 @@ def prefect_server(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def real_report(tiny_data, tmp_path_factory):
+    """A report built by the real functions from two really trained models (Otsu and a
+    one-epoch U-Net) on the shrunk data: ``(reports dir, [model names])``."""
+    from segbench.evaluate import evaluate
+    from segbench.report import report
+    from segbench.train import train
+
+    raw, tiles, params = tiny_data
+    root = tmp_path_factory.mktemp("real_report")
+    models = ["otsu", "unet"]
+    params = params.model_copy(
+        update={
+            "models": {m: params.models[m] for m in models},
+            "ensembles": {},
+            "train": params.train.model_copy(update={"epochs": 1}),
+        }
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("DVC_ROOT", str(root))
+        for m in models:
+            train(m, params, tiles, root / "models" / m)
+            evaluate(root / "models" / m, params, raw, root / "eval" / m)
+    report(
+        params,
+        raw_dir=raw,
+        models_dir=root / "models",
+        eval_dir=root / "eval",
+        out_dir=root / "reports",
+    )
+    return root / "reports", models

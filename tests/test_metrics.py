@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from segbench.metrics import binary_metrics, confusion, dataset_dice, summarize
+from segbench.metrics import (
+    METRICS,
+    MetricInputError,
+    binary_metrics,
+    confusion,
+    dataset_dice,
+    summarize,
+)
 
 
 def _masks():
@@ -61,3 +68,135 @@ def test_dataset_dice_pools_pixels():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="differ in shape"):
         confusion(np.zeros((2, 2)), np.zeros((3, 3)))
+    with pytest.raises(MetricInputError, match=r"\(2, 2\) and reference \(3, 3\)"):
+        binary_metrics(np.zeros((2, 2)), np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype"), [([0, 255], np.uint8), ([0.0, 0.7], np.float32), ([0, 2], np.int64)]
+)
+def test_non_binary_values_are_refused_with_what_was_found(values, dtype):
+    mask = np.array([values, values], dtype=dtype)
+    with pytest.raises(MetricInputError, match="prediction mask is not binary") as err:
+        binary_metrics(mask, np.zeros((2, 2), dtype=np.uint8))
+    assert str(values[1]) in str(err.value)
+    with pytest.raises(ValueError, match="reference mask is not binary"):
+        binary_metrics(np.zeros((2, 2), dtype=bool), mask)
+
+
+def test_bool_and_zero_one_of_any_dtype_agree():
+    pred, ref = _masks()
+    expected = binary_metrics(pred, ref)
+    for p, r in ((pred.astype(bool), ref.astype(bool)), (pred.astype(np.float32), ref * 1.0)):
+        assert binary_metrics(p, r) == expected
+
+
+# Hand-computed edge cases on 4x4 masks (16 pixels). nan marks "undefined".
+NAN = math.nan
+EMPTY = np.zeros((4, 4), dtype=np.uint8)
+FULL = np.ones((4, 4), dtype=np.uint8)
+QUARTER = np.zeros((4, 4), dtype=np.uint8)
+QUARTER[:2, :2] = 1  # 4 foreground pixels, 12 background
+EDGE_CASES = {
+    # Nothing predicted on an object: TP 0, FP 0, FN 4, TN 12.
+    "empty prediction": (
+        EMPTY,
+        QUARTER,
+        dict(
+            dice=0.0,
+            iou=0.0,
+            pixel_accuracy=12 / 16,
+            precision=NAN,
+            recall=0.0,
+            fpr=0.0,
+            mpa=(12 / 12 + 0 / 4) / 2,
+            miou=(12 / 16 + 0 / 4) / 2,
+        ),
+    ),
+    # Something predicted on an empty image: TP 0, FP 4, FN 0, TN 12.
+    "empty reference": (
+        QUARTER,
+        EMPTY,
+        dict(
+            dice=NAN,
+            iou=NAN,
+            pixel_accuracy=12 / 16,
+            precision=0.0,
+            recall=NAN,
+            fpr=4 / 16,
+            mpa=12 / 16,
+            miou=(12 / 16 + 0 / 4) / 2,
+        ),
+    ),
+    # Both empty: only the background exists, and it is right.
+    "both empty": (
+        EMPTY,
+        EMPTY,
+        dict(
+            dice=NAN,
+            iou=NAN,
+            pixel_accuracy=1.0,
+            precision=NAN,
+            recall=NAN,
+            fpr=0.0,
+            mpa=1.0,
+            miou=1.0,
+        ),
+    ),
+    # Everything foreground, everywhere: only the foreground exists, and it is right.
+    "both full": (
+        FULL,
+        FULL,
+        dict(
+            dice=1.0,
+            iou=1.0,
+            pixel_accuracy=1.0,
+            precision=1.0,
+            recall=1.0,
+            fpr=NAN,
+            mpa=1.0,
+            miou=1.0,
+        ),
+    ),
+    # Everything predicted on a quarter object: TP 4, FP 12, FN 0, TN 0.
+    "full prediction": (
+        FULL,
+        QUARTER,
+        dict(
+            dice=8 / 20,
+            iou=4 / 16,
+            pixel_accuracy=4 / 16,
+            precision=4 / 16,
+            recall=1.0,
+            fpr=1.0,
+            mpa=(0 / 12 + 4 / 4) / 2,
+            miou=(0 / 12 + 4 / 16) / 2,
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+def test_edge_cases_match_hand_computed_values(case):
+    pred, ref, expected = EDGE_CASES[case]
+    got = binary_metrics(pred, ref)
+    assert set(METRICS) <= set(got)
+    for key, value in expected.items():
+        if math.isnan(value):
+            assert math.isnan(got[key]), f"{case}: {key} should be undefined, got {got[key]}"
+        else:
+            assert got[key] == pytest.approx(value), f"{case}: {key}"
+
+
+def test_false_positives_on_empty_images_are_reported_on_their_own():
+    rows = [
+        binary_metrics(QUARTER, QUARTER),  # perfect on an object
+        binary_metrics(QUARTER, EMPTY),  # 4 of 16 pixels wrong on an empty image
+        binary_metrics(EMPTY, EMPTY),  # clean on an empty image
+    ]
+    s = summarize(rows)
+    assert s["n_empty_reference"] == 2 and s["empty_with_fp"] == 1
+    assert s["empty_fpr"] == pytest.approx((4 / 16 + 0) / 2)
+    assert s["dice"] == 1.0 and s["dice_n"] == 1  # the empty images are not in the Dice mean
+    assert s["n_empty_prediction"] == 1
+    assert s["miou"] == pytest.approx((1.0 + (12 / 16 + 0) / 2 + 1.0) / 3)

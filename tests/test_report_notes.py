@@ -1,10 +1,10 @@
 """The report's notes on rows a reader must not take at face value: oracle prompts, random SAM."""
 
-from segbench.report import banners, headline, markdown_table
+from segbench.comparison import banners, headline, markdown_table
 
 
 def _row(model, dice, **flags):
-    return {"model": model, "dice": dice, "n_images": 3, **flags}
+    return {"model": model, "dice": dice, "n_images": 12, **flags}
 
 
 ROWS = [
@@ -17,7 +17,7 @@ ROWS = [
 
 def test_the_headline_names_the_best_model_that_sees_the_image_alone():
     text = headline(ROWS)
-    assert text.startswith("Best test Dice: unet (0.930 over 3 images).")
+    assert text.startswith("Best test Dice: unet (0.930 over 12 images).")
     assert "margin of +0.170" in text
     assert "sam_box reaches 0.970: an upper bound for a perfect user" in text
 
@@ -28,6 +28,14 @@ def test_each_flag_gets_its_note_in_the_table_and_one_banner():
     assert line["sam_box"].endswith("| oracle prompts |")
     assert line["sam_auto"].endswith("| random-init SAM |")
     assert line["unet"].endswith("|  |")
+    assert line["sam_box"].startswith("| sam_box | 0.970 |")
     texts = banners(ROWS)
     assert [t.split(".")[0] for t in texts] == ["Oracle prompts", "Random-initialised SAM"]
     assert banners([_row("unet", 0.9)]) == []
+
+
+def test_a_small_test_set_gets_its_banner():
+    small = [{**r, "n_images": 9} for r in ROWS]
+    texts = banners(small)
+    assert texts[-1].startswith("Small test set. Only 9 test images")
+    assert not any(t.startswith("Small test set") for t in banners(ROWS))

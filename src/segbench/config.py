@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from segbench.errors import SegbenchError, describe_validation_error
 from segbench.models.params import ModelParams
@@ -308,12 +315,38 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap fraction")
-    threshold: float = Field(0.5, gt=0, lt=1, description="probability -> binary mask")
-    batch_size: int = Field(4, ge=1)
+    blend: Literal["gaussian", "mean"] = Field(
+        "gaussian", description="how overlapping windows' probabilities are combined"
+    )
+    batch_size: int = Field(4, ge=1, description="windows per forward pass")
+    threshold: float | str = Field(
+        0.5, description="probability -> mask, or `tune`: the best pooled Dice on validation"
+    )
+    min_area: int = Field(0, ge=0, description="drop predicted components below this (px)")
+    bootstrap_resamples: int = Field(10_000, ge=100, description="for the 95% intervals")
+    seed: int = Field(0, description="seeds the bootstrap")
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value):
+        if value == "tune":
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+        if isinstance(value, bool) or number is None or not 0 < number < 1:
+            raise ValueError(
+                f"must be a number between 0 and 1 (exclusive) or 'tune', got {value!r}"
+            )
+        return number
 
 
 class ReportConfig(Section):
-    n_examples: int = Field(3, ge=0, description="test images shown per model")
+    gallery_size: int = Field(
+        5, ge=0, description="best and worst test images shown per model (each)"
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level, after Holm")
 
 
 class Params(Section):

@@ -60,6 +60,7 @@ def _load_members(names: list[str], models_dir: Path, params: Params, device) ->
             model_dir,
             overlap=params.evaluate.overlap,
             batch_size=params.evaluate.batch_size,
+            blend=params.evaluate.blend,
             device=device,
         )
     first, *rest = names
@@ -116,7 +117,10 @@ def fit_ensemble(
     if cfg.weights is not None:  # fixed by the user: scored, not searched
         fixed = np.asarray(cfg.weights, dtype=np.float64) / sum(cfg.weights)
         grid = np.vstack([np.eye(len(members)), fixed])
-    best, scores = choose_weights(probs, masks, grid, params.evaluate.threshold)
+    # With `threshold: tune` the weights are chosen at 0.5, and evaluate then tunes the
+    # threshold of the mixed probability on the same validation images.
+    threshold = params.evaluate.threshold if params.evaluate.threshold != "tune" else 0.5
+    best, scores = choose_weights(probs, masks, grid, threshold)
     if cfg.weights is not None:
         best = grid[-1]
     # Each member alone is a vertex of the grid: scored by the very same computation.

@@ -15,7 +15,7 @@ def remove_small_components(mask: np.ndarray, min_area: int) -> np.ndarray:
     ``min_area`` pixels (0 keeps everything)."""
     if min_area <= 0 or not mask.any():
         return mask
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False  # label 0 is the background
     return keep[labels]

@@ -1,12 +1,15 @@
-"""``report(...) -> rows``: the comparison table, training curves and example overlays.
+"""``report(...) -> rows``: the comparison a reviewer can trust, as HTML, Markdown and DVC plots.
 
 Output layout (``out_dir``)::
 
-    report.html       self-contained page (figures embedded as base64 PNG)
-    summary.md        the comparison table and links to the figures
-    comparison.csv    one row per model
-    plots/<model>.csv per-epoch history of each trained model (DVC plots data)
-    figures/*.png     training curves and per-model example overlays
+    report.html            self-contained page (every figure embedded: plots PNG, galleries JPEG)
+    summary.md             the same content in Markdown, figures linked from figures/
+    comparison.csv         one row per model: every figure of the table, unformatted
+    figures/               Pareto plot, training and threshold curves, sweep plots (PNG);
+                           gallery panels (JPEG)
+    plots/history/<m>.csv  per-epoch history of each trained model  (DVC plots data)
+    plots/threshold/<m>.csv  validation Dice per threshold, for tuned models
+    plots/pareto.csv       model, Dice, training seconds, parameters
 """
 
 from __future__ import annotations
@@ -21,82 +24,24 @@ import numpy as np
 from tqdm import tqdm
 
 from segbench import figures
+from segbench.comparison import (
+    COLUMNS,
+    NOTES,
+    banners,
+    comparison_rows,
+    fmt,
+    headline,
+    markdown_table,
+    pareto_front,
+)
 from segbench.config import Params
 from segbench.data.normalize import intensity_range, to_unit
 from segbench.io import atomic_dir, read_csv, read_image, read_json, read_mask, write_csv
+from segbench.metrics import METRICS
 
-COLUMNS = [
-    ("model", "model"),
-    ("dice", "Dice"),
-    ("iou", "IoU"),
-    ("pixel_accuracy", "pixel acc."),
-    ("precision", "precision"),
-    ("recall", "recall"),
-    ("n_images", "test images"),
-    ("params_total", "params"),
-    ("params_trainable", "trained"),
-    ("train_seconds", "train s"),
-    ("images_per_second", "img/s"),
-    ("device", "device"),
-    ("notes", "notes"),
-]
+__all__ = ["COLUMNS", "NOTES", "banners", "headline", "markdown_table", "report"]
 
-# Flags a trained model's metrics.json carries (segbench.models.registry.model_notes), with the
-# words the table uses and the banner that explains them.
-NOTES = {
-    "oracle_prompts": (
-        "oracle prompts",
-        "Oracle prompts. Rows noted 'oracle prompts' take SAM's prompts (points or boxes) from "
-        "the ground-truth masks, as a perfect user would place them. They measure SAM given "
-        "perfect guidance, not a model that segments the image on its own, and are not a fair "
-        "comparison with the other rows.",
-    ),
-    "random_init": (
-        "random-init SAM",
-        "Random-initialised SAM. Rows noted 'random-init SAM' were built without a SAM "
-        "checkpoint: their weights are random, so their numbers say nothing about Segment "
-        "Anything. Point models.<name>.checkpoint at an official sam_vit_b/l/h file (README, "
-        "'Segment Anything') for numbers that do.",
-    ),
-}
-
-
-def _fmt(key: str, row: dict) -> str:
-    if key == "notes":  # computed from the row's flags, not stored
-        return ", ".join(words for flag, (words, _) in NOTES.items() if row.get(flag))
-    value = row.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if key in ("dice", "iou", "pixel_accuracy", "precision", "recall"):
-        std = row.get(f"{key}_std")
-        return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
-    if key in ("params_total", "params_trainable"):
-        return f"{value / 1e6:.2f} M" if value else "0"
-    if isinstance(value, float):
-        return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
-    return str(value)
-
-
-def comparison_rows(model_dirs: dict[str, Path], eval_dir: Path) -> list[dict]:
-    """One dict per model (``{name: its model directory}``): test metrics + training cost, best
-    test Dice first."""
-    rows = []
-    for name, model_dir in model_dirs.items():
-        row = {"model": name, **read_json(model_dir / "metrics.json")}
-        row.update(read_json(eval_dir / name / "metrics.json"))
-        rows.append(row)
-    return sorted(rows, key=lambda r: -(r["dice"] if r.get("dice") is not None else -1))
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The comparison as a GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(k, r) for k, _ in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode("ascii")
+SWEEP_KNOBS = ("rank", "lr", "batch_size")  # plotted when a sweep's trials.csv has them
 
 
 def _display(image: np.ndarray, params: Params) -> np.ndarray:
@@ -105,48 +50,140 @@ def _display(image: np.ndarray, params: Params) -> np.ndarray:
     return np.rint(to_unit(image, lo, hi) * 255).astype(np.uint8)
 
 
-def _examples(params: Params, raw_dir: Path, eval_dir: Path, models: list[str], fig_dir: Path):
-    """Render overlays of the same few test images for every model; ``{model: [png paths]}``."""
-    tests = [r for r in read_csv(raw_dir / "manifest.csv") if r["split"] == "test"]
-    tests = sorted(tests, key=lambda r: r["id"])[: params.report.n_examples]
-    out: dict[str, list[Path]] = {m: [] for m in models}
-    for rec in tqdm(tests, desc="report figures", unit="img"):
-        image, mask = read_image(raw_dir / rec["image"]), read_mask(raw_dir / rec["mask"])
-        image = _display(image, params)
-        for name in models:
-            pred = read_mask(eval_dir / name / "pred" / f"{rec['id']}.png")
-            path = fig_dir / f"{name}_{rec['id']}.png"
-            figures.overlay(image, mask, pred, path, title=f"{name} · {rec['id']}")
-            out[name].append(path)
+def pick_examples(per_image: list[dict], k: int) -> dict[str, list[dict]]:
+    """The ``k`` best and ``k`` worst test images by Dice (never the same image twice), and the
+    ``k`` empty-reference images with the most false-positive pixels (their Dice is undefined).
+    """
+    scored = [r for r in per_image if r["dice"] not in ("", "nan")]
+    scored.sort(key=lambda r: (-float(r["dice"]), r["id"]))
+    best = scored[:k]
+    worst = [r for r in scored[::-1] if r not in best][:k]
+    empty = [r for r in per_image if r["dice"] in ("", "nan")]
+    empty.sort(key=lambda r: (-int(r["fp"]), r["id"]))
+    return {"best": best, "worst": worst, "empty reference": empty[:k]}
+
+
+def _galleries(params, raw_dir: Path, eval_dir: Path, models: list[str], fig_dir: Path):
+    """``{model: {group: [(png path, caption), ...]}}`` for the best/worst/empty images."""
+    manifest = {r["id"]: r for r in read_csv(raw_dir / "manifest.csv")}
+    picks = {
+        m: pick_examples(read_csv(eval_dir / m / "per_image.csv"), params.report.gallery_size)
+        for m in models
+    }
+    needed = sorted({r["id"] for p in picks.values() for g in p.values() for r in g})
+    out: dict[str, dict[str, list]] = {m: {g: [] for g in picks[m]} for m in models}
+    for image_id in tqdm(needed, desc="report galleries", unit="img"):
+        rec = manifest[image_id]
+        image = _display(read_image(raw_dir / rec["image"]), params)
+        ref = read_mask(raw_dir / rec["mask"])
+        for m in models:
+            for group, chosen in picks[m].items():
+                row = next((r for r in chosen if r["id"] == image_id), None)
+                if row is None:
+                    continue
+                pred = read_mask(eval_dir / m / "pred" / f"{image_id}.png")
+                path = fig_dir / f"gallery_{m}_{image_id}.jpg"
+                path.write_bytes(figures.jpeg_bytes(figures.gallery_panel(image, ref, pred)))
+                caption = (
+                    f"{image_id}: Dice {float(row['dice']):.3f}"
+                    if group != "empty reference"
+                    else f"{image_id}: empty reference, {int(row['fp'])} false-positive px"
+                )
+                out[m][group].append((path, caption))
+    return out
+
+
+def _sweep(sweeps_dir: Path | None, fig_dir: Path) -> Path | None:
+    """Dice against each swept knob, if a sweep wrote ``trials.csv``."""
+    trials_csv = sweeps_dir / "trials.csv" if sweeps_dir else None
+    if trials_csv is None or not trials_csv.is_file():
+        return None
+    trials = read_csv(trials_csv)
+    metric = next((m for m in ("val_dice", "dice") if trials and m in trials[0]), None)
+    knobs = [k for k in SWEEP_KNOBS if trials and k in trials[0]]
+    if metric is None or not knobs:
+        return None
+    return figures.sweep_scatter(trials, knobs, fig_dir / "sweep.png", metric=metric)
+
+
+def _figures(rows, model_dirs, eval_dir, sweeps_dir, tmp: Path) -> dict[str, Path]:
+    """The report's plots, and their DVC plots data under ``tmp/plots``."""
+    fig_dir = tmp / "figures"
+    for sub in ("history", "threshold"):
+        (tmp / "plots" / sub).mkdir(parents=True)
+    front = {key: pareto_front(rows, key) for key, _, _ in figures.PARETO_COSTS}
+    out = {"pareto": figures.pareto(rows, front, fig_dir / "pareto.png")}
+    write_csv(
+        tmp / "plots" / "pareto.csv",
+        [{k: r.get(k) for k in ("model", "dice", "train_seconds", "params_total")} for r in rows],
+        ["model", "dice", "train_seconds", "params_total"],
+    )
+    curves, thresholds = {}, {}
+    for name, model_dir in model_dirs.items():
+        history = read_csv(model_dir / "history.csv")
+        if history:
+            write_csv(tmp / "plots" / "history" / f"{name}.csv", history, list(history[0]))
+            curves[name] = [(float(h["epoch"]), float(h["val_dice"])) for h in history]
+            out[f"curve_{name}"] = figures.training_curve(
+                history, fig_dir / f"{name}_curve.png", name
+            )
+        tuned = eval_dir / name / "threshold.csv"
+        curve = read_csv(tuned) if tuned.is_file() else []
+        if curve:
+            write_csv(tmp / "plots" / "threshold" / f"{name}.csv", curve, list(curve[0]))
+            thresholds[name] = [
+                (float(c["threshold"]), float(c["val_dice"]))
+                for c in curve
+                if c["val_dice"] not in ("", "nan")
+            ]
+    if curves:
+        out["val_curves"] = figures.lines(
+            curves,
+            fig_dir / "val_curves.png",
+            xlabel="epoch",
+            ylabel="validation Dice",
+            title="Validation Dice per epoch (tiles)",
+        )
+    if thresholds:
+        out["thresholds"] = figures.lines(
+            thresholds,
+            fig_dir / "thresholds.png",
+            xlabel="threshold",
+            ylabel="pooled validation Dice",
+            title="Threshold tuning on the validation images",
+        )
+    sweep = _sweep(sweeps_dir, fig_dir)
+    if sweep is not None:
+        out["sweep"] = sweep
     return out
 
 
 def report(
-    params: Params, *, raw_dir, models_dir, eval_dir, out_dir, ensembles_dir="ensembles"
+    params: Params,
+    *,
+    raw_dir,
+    models_dir,
+    eval_dir,
+    out_dir,
+    ensembles_dir="ensembles",
+    sweeps_dir=None,
 ) -> list[dict]:
     """Write the report for every model in ``params.models`` and every ensemble in
-    ``params.ensembles``; return the comparison rows."""
+    ``params.ensembles`` (and the sweep in ``sweeps_dir``, if it holds a ``trials.csv``);
+    return the comparison rows, best test Dice first."""
     raw_dir, eval_dir = Path(raw_dir), Path(eval_dir)
     model_dirs = {m: Path(models_dir) / m for m in params.models}
     model_dirs |= {e: Path(ensembles_dir) / e for e in params.ensembles}
-    models = list(model_dirs)
-    rows = comparison_rows(model_dirs, eval_dir)
+    rows = comparison_rows(model_dirs, eval_dir, alpha=params.report.alpha)
+    order = [r["model"] for r in rows]
     with atomic_dir(out_dir) as tmp:
-        fig_dir = tmp / "figures"
-        fig_dir.mkdir()
-        examples = _examples(params, raw_dir, eval_dir, models, fig_dir)
-        curves = {}
-        (tmp / "plots").mkdir()
-        for name in models:
-            history = read_csv(model_dirs[name] / "history.csv")
-            if history:
-                curves[name] = figures.training_curve(history, fig_dir / f"{name}_curve.png", name)
-                # DVC plots data: one file per model, so `dvc plots show` draws one line each.
-                write_csv(tmp / "plots" / f"{name}.csv", history, list(history[0]))
+        (tmp / "figures").mkdir()
+        plots = _figures(rows, model_dirs, eval_dir, Path(sweeps_dir) if sweeps_dir else None, tmp)
+        galleries = _galleries(params, raw_dir, eval_dir, order, tmp / "figures")
         context = {
             "rows": rows,
             "columns": COLUMNS,
-            "fmt": _fmt,
+            "fmt": fmt,
             "table_md": markdown_table(rows),
             "dataset": read_json(raw_dir / "summary.json"),
             "source": params.data.source,
@@ -154,6 +191,8 @@ def report(
             "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "headline": headline(rows),
             "banners": banners(rows),
+            "alpha": params.report.alpha,
+            "metrics": METRICS,
             "ensemble_notes": [
                 ensemble_note(e, read_json(model_dirs[e] / "metrics.json"))
                 for e in params.ensembles
@@ -163,27 +202,65 @@ def report(
             loader=jinja2.PackageLoader("segbench", "templates"),
             autoescape=jinja2.select_autoescape(["html"]),
         )
-        rel = {m: [p.relative_to(tmp).as_posix() for p in ps] for m, ps in examples.items()}
-        (tmp / "summary.md").write_text(
-            env.get_template("summary.md.j2").render(
-                **context,
-                examples=rel,
-                curves={m: p.relative_to(tmp).as_posix() for m, p in curves.items()},
+
+        def rel(p: Path) -> str:
+            return p.relative_to(tmp).as_posix()
+
+        def b64(p: Path) -> str:
+            mime = "image/jpeg" if p.suffix == ".jpg" else "image/png"
+            return f"data:{mime};base64," + base64.b64encode(p.read_bytes()).decode("ascii")
+
+        for name, src, template in (
+            ("summary.md", rel, "summary.md.j2"),
+            ("report.html", b64, "report.html.j2"),
+        ):
+            (tmp / name).write_text(
+                env.get_template(template).render(
+                    **context,
+                    plots={k: src(p) for k, p in plots.items()},
+                    galleries={
+                        m: {g: [(src(p), c) for p, c in items] for g, items in groups.items()}
+                        for m, groups in galleries.items()
+                    },
+                )
             )
-        )
-        (tmp / "report.html").write_text(
-            env.get_template("report.html.j2").render(
-                **context,
-                examples={m: [_b64(p) for p in ps] for m, ps in examples.items()},
-                curves={m: _b64(p) for m, p in curves.items()},
-            )
-        )
-        write_csv(
-            tmp / "comparison.csv",
-            [{k: _fmt(k, r) if k == "notes" else r.get(k) for k, _ in COLUMNS} for r in rows],
-            [k for k, _ in COLUMNS],
-        )
+        write_csv(tmp / "comparison.csv", [_csv_row(r) for r in rows], CSV_FIELDS)
     return rows
+
+
+# comparison.csv: the table's figures unformatted (notes and verdict as words).
+CSV_FIELDS = [
+    "model",
+    "dice",
+    "dice_ci_low",
+    "dice_ci_high",
+    "dice_std",
+    "verdict",
+    "p",
+    "p_holm",
+    *[m for m in METRICS if m != "dice"],
+    "n_images",
+    "n_empty_reference",
+    "empty_fpr",
+    "threshold",
+    "threshold_tuned",
+    "params_total",
+    "params_trainable",
+    "train_seconds",
+    "train_device",
+    "device_count",
+    "train_peak_memory_mb",
+    "images_per_second",
+    "device",
+    "notes",
+]
+
+
+def _csv_row(row: dict) -> dict:
+    out = {k: row.get(k) for k in CSV_FIELDS}
+    out["notes"] = fmt("notes", row)
+    out["verdict"] = "reference" if row.get("reference") else row.get("verdict", "")
+    return {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
 def ensemble_note(name: str, metrics: dict) -> str:
@@ -196,32 +273,3 @@ def ensemble_note(name: str, metrics: dict) -> str:
         f"(pooled validation Dice {metrics['val_dice']:.3f}; members alone: {alone}). "
         "Its training time is its members' plus the weight search."
     )
-
-
-def banners(rows: list[dict]) -> list[str]:
-    """The warnings the table's notes need, each once, for the flags some row carries."""
-    return [text for flag, (_, text) in NOTES.items() if any(r.get(flag) for r in rows)]
-
-
-def headline(rows: list[dict]) -> str:
-    """One sentence: the best model that sees the image alone (no oracle prompts), its margin
-    over the classical baseline if present, and any oracle row that scores higher."""
-    scored = [r for r in rows if r.get("dice") is not None]
-    fair = [r for r in scored if not r.get("oracle_prompts")]
-    if not fair:
-        return "No model without oracle prompts produced a defined test Dice."
-    best = fair[0]
-    text = f"Best test Dice: {best['model']} ({best['dice']:.3f} over {best['n_images']} images)."
-    above = [r for r in scored if r.get("oracle_prompts") and r["dice"] > best["dice"]]
-    if above:
-        text += (
-            f" With oracle prompts from the ground truth, {above[0]['model']} reaches "
-            f"{above[0]['dice']:.3f}: an upper bound for a perfect user, not a fair comparison."
-        )
-    base = next((r for r in scored if r["model"] == "otsu"), None)
-    if base is not None and base is not best:
-        text += (
-            f" The classical baseline (Otsu) scores {base['dice']:.3f}:"
-            f" a margin of {best['dice'] - base['dice']:+.3f}."
-        )
-    return text
