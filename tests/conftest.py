@@ -22,7 +22,10 @@ def real_params_raw() -> dict:
 # Shrinks the real params.yaml to something a CPU runs end to end in seconds; every other key
 # keeps its real value, so the tests exercise the real configuration.
 SHRINK = {
-    "data": {"synthetic": {"n_images": 10, "height": 192, "width": 256, "radius": [3.0, 20.0]}},
+    "data": {
+        "synthetic": {"n_images": 10, "height": 192, "width": 256, "radius": [3.0, 20.0]},
+        "split": {"train": 0.7, "val": 0.2, "test": 0.1},
+    },
     "prepare": {"scale": 0.5, "tile_size": 64, "stride": 64, "random_crops": 1},
     "train": {"epochs": 2, "batch_size": 4},
     "report": {"gallery_size": 2},

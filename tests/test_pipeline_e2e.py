@@ -58,9 +58,21 @@ def test_prefect_flow_then_dvc_end_to_end(repo_copy, mlflow_store, prefect_serve
     ens = read_json(repo_copy / "ensembles" / "ensemble" / "metrics.json")
     assert ens["val_dice"] >= max(ens["val_dice_unet"], ens["val_dice_segformer"])
 
-    # The report exists and compares all five.
+    # The report exists, compares every model, and has every section.
     html = (repo_copy / "reports" / "report.html").read_text()
-    assert all(m in html for m in ALL_MODELS) and "data:image/png;base64," in html
+    assert all(f'<tr data-model="{m}"' in html for m in ALL_MODELS)
+    assert all(f'<section class="gallery" data-model="{m}">' in html for m in ALL_MODELS)
+    for section in ("comparison", "definitions", "pareto-plot", "training", "thresholds"):
+        assert f'id="{section}"' in html, section
+    assert "Small test set." in html  # one test image in the shrunk data
+    # The threshold tuned on validation is recorded with the test metrics.
+    unet_eval = read_json(repo_copy / "eval" / "unet" / "metrics.json")
+    assert unet_eval["threshold_tuned"] and 0 < unet_eval["threshold"] < 1
+    # DVC knows the plots: validation curves, threshold tuning, Dice against cost.
+    plots = json.loads(dvc(repo_copy, "plots", "show", "--json").stdout)
+    assert not plots.get("errors")
+    assert "Test Dice against training time" in plots["data"]
+    assert "reports/plots/history/unet.csv" in plots["data"]
     summary = (repo_copy / "reports" / "summary.md").read_text()
     assert all(f"| {m} |" in summary for m in ALL_MODELS)
     # SAM's rows carry their notes, and the banners explain them.
