@@ -132,3 +132,17 @@ def test_sweep_results_add_their_plot(real_report, tiny_data, tmp_path):
     assert 'id="sweep"' in (tmp_path / "rep" / "report.html").read_text()
     assert (tmp_path / "rep" / "figures" / "sweep.png").is_file()
     assert 'id="sweep"' not in (out / "report.html").read_text()  # no sweep, no section
+
+
+@pytest.mark.slow
+def test_the_terminal_summary_reads_back_the_csv(real_report):
+    from segbench.comparison import rows_from_csv, terminal_table
+    from segbench.io import read_csv
+
+    out, models = real_report
+    rows = rows_from_csv(read_csv(out / "comparison.csv"))
+    assert [type(r["dice"]) for r in rows] == [float] * len(models)
+    text = terminal_table(rows).splitlines()
+    assert text[0].split()[:3] == ["model", "Dice", "[95%"]
+    assert {line.split()[0] for line in text[1:]} == set(models)
+    assert sum("reference" in line for line in text) == 1

@@ -37,6 +37,24 @@ COLUMNS = [
     ("notes", "notes"),
 ]
 MEANS = ("iou", "miou", "mpa", "pixel_accuracy", "precision", "recall")
+# What `segbench summary` (and `make run`) prints in a terminal: the table's essentials.
+TERMINAL_COLUMNS = [
+    c
+    for c in COLUMNS
+    if c[0]
+    in (
+        "model",
+        "dice",
+        "verdict",
+        "iou",
+        "n_images",
+        "threshold",
+        "params_total",
+        "train_seconds",
+        "images_per_second",
+        "notes",
+    )
+]
 
 # Flags a trained model's metrics.json carries (segbench.models.registry.model_notes), with the
 # words the table uses and the banner that explains them.
@@ -207,3 +225,32 @@ def pareto_front(rows: list[dict], cost: str) -> list[str]:
             front.append(r["model"])
             best = r["dice"]
     return front
+
+
+def rows_from_csv(rows: list[dict[str, str]]) -> list[dict]:
+    """``comparison.csv`` rows (all text) back to the numbers and flags :func:`fmt` expects."""
+    out = []
+    for row in rows:
+        parsed: dict = {}
+        for key, text in row.items():
+            if text in ("True", "False"):
+                parsed[key] = text == "True"
+            elif text == "":
+                parsed[key] = None
+            else:
+                try:
+                    parsed[key] = int(text) if text.lstrip("-").isdigit() else float(text)
+                except ValueError:
+                    parsed[key] = text
+        out.append(parsed)
+    return out
+
+
+def terminal_table(rows: list[dict]) -> str:
+    """The essentials of the comparison as aligned plain text."""
+    cells = [[title for _, title in TERMINAL_COLUMNS]]
+    cells += [[fmt(key, r) for key, _ in TERMINAL_COLUMNS] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(TERMINAL_COLUMNS))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    )

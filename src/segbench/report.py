@@ -253,6 +253,9 @@ CSV_FIELDS = [
     "images_per_second",
     "device",
     "notes",
+    "reference",
+    "oracle_prompts",
+    "random_init",
 ]
 
 
