@@ -1,0 +1,161 @@
+"""The HTML report as a reader sees it: a real report (Otsu and a 1-epoch U-Net, trained and
+evaluated on the tiny data) opened in headless Chromium. Its full-page screenshot is kept in
+``test-artifacts/report.png`` (``SEGBENCH_TEST_ARTIFACTS`` moves it) for a human to look at."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.browser import check_report_in_browser, require_browser
+from tests.conftest import REPO, SHRINK, deep_update, real_params_raw
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+MODELS = ("otsu", "unet")
+
+
+def artifacts_dir() -> Path:
+    return Path(os.environ.get("SEGBENCH_TEST_ARTIFACTS") or REPO / "test-artifacts")
+
+
+def build_report(tiny_data, root: Path) -> Path:
+    """A real report.html for Otsu and a 1-epoch U-Net, no ensembles, under ``root``."""
+    from segbench.config import parse_params
+    from segbench.evaluate import evaluate
+    from segbench.report import report
+    from segbench.train import train
+
+    raw, tiles, _ = tiny_data
+    raw_params = deep_update(deep_update(real_params_raw(), SHRINK), {"train": {"epochs": 1}})
+    raw_params["models"] = {m: raw_params["models"][m] for m in MODELS}
+    raw_params["ensembles"] = {}
+    params = parse_params(raw_params)
+    # The autouse MLflow store is per test; this module-wide build gets its own.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("DVC_ROOT", str(root))
+        for name in MODELS:
+            train(name, params, tiles, root / "models" / name)
+            evaluate(root / "models" / name, params, raw, root / "eval" / name)
+        report(
+            params,
+            raw_dir=raw,
+            models_dir=root / "models",
+            eval_dir=root / "eval",
+            out_dir=root / "reports",
+            ensembles_dir=root / "ensembles",
+        )
+    return root / "reports" / "report.html"
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path):
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def seen(request, tmp_path_factory) -> dict:
+    """What the browser saw in the real report; its screenshot is copied to the artifacts
+    directory. Built once per session: pytest-xdist workers share it through a lock (training
+    twice would cost a core ~20 s)."""
+    require_browser()  # before the training: no browser, nothing to build
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this session's directory, shared by its workers
+    root, found = base / "browser_report", base / "browser_report.json"
+    with exclusive(base / "browser_report.lock"):
+        if not found.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed half-way
+            root.mkdir()
+            html = build_report(request.getfixturevalue("tiny_data"), root)
+            shot = root / "report.png"
+            result = check_report_in_browser(html, shot)
+            dest = artifacts_dir() / "report.png"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            part = dest.with_name(f".{dest.name}.{os.getpid()}")  # another session may read it
+            shutil.copyfile(shot, part)
+            part.replace(dest)
+            found.write_text(json.dumps(result | {"screenshot": str(dest)}))
+    return json.loads(found.read_text())
+
+
+def test_report_loads_without_errors_or_requests(seen):
+    assert seen["console_errors"] == []
+    assert seen["page_errors"] == []
+    assert seen["failed_requests"] == []
+    assert seen["requests"] == [], "the report must be self-contained"
+    assert seen["title"]
+
+
+def test_comparison_table_lists_both_models(seen):
+    assert sorted(seen["models"]) == sorted(MODELS)
+
+
+def test_every_gallery_image_is_embedded_decoded_and_visible(seen):
+    assert sorted(g["model"] for g in seen["galleries"]) == sorted(MODELS)
+    for gallery in seen["galleries"]:
+        assert gallery["n_images"] >= 1, gallery["model"]
+        assert gallery["n_decoded"] == gallery["n_images"], gallery
+        for img in gallery["images"]:
+            assert img["embedded"] and img["visible"] and img["width"] > 0, (gallery["model"], img)
+    # ... and so is every other image (the plots).
+    undecoded = [i for i in seen["images"] if not (i["decoded"] and i["embedded"])]
+    assert undecoded == []
+
+
+def test_full_page_screenshot_is_kept(seen):
+    shot = Path(seen["screenshot"])
+    assert shot.stat().st_size > 10_000
+    with Image.open(shot) as img:
+        assert img.format == "PNG"
+        width, height = img.size
+    assert width >= 800
+    assert height >= 900  # full page: longer than the viewport with two galleries
+
+
+def test_the_checker_sees_errors_and_broken_images(tmp_path):
+    """Not blind: a throwing script, a console error, a missing image, a non-embedded image and a
+    hidden one are all reported."""
+    require_browser()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "local.png")
+    page = tmp_path / "broken.html"
+    page.write_text(
+        "<!doctype html><html><head><title>broken</title></head><body>"
+        '<table id="comparison"><tbody><tr data-model="m1"><td>1</td></tr></tbody></table>'
+        '<section class="gallery" data-model="m1">'
+        '<figure><img alt="missing" src="missing.png"></figure>'
+        '<figure><img alt="local" src="local.png"></figure>'
+        "</section>"
+        '<section class="gallery" data-model="m2"><figure style="display:none">'
+        '<img alt="hidden" src="data:image/png;base64,'
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+        '"></figure></section>'
+        "<script>console.error('logged'); throw new Error('thrown by the page');</script>"
+        "</body></html>"
+    )
+    seen = check_report_in_browser(page, tmp_path / "broken.png")
+    assert any("thrown by the page" in e for e in seen["page_errors"])
+    assert "logged" in seen["console_errors"]
+    assert any("missing.png" in f for f in seen["failed_requests"])
+    assert {Path(u).name for u in seen["requests"]} == {"missing.png", "local.png"}
+    assert seen["models"] == ["m1"]
+    m1, m2 = seen["galleries"]
+    assert (m1["model"], m1["n_images"], m1["n_decoded"]) == ("m1", 2, 1)
+    missing, local = m1["images"]
+    assert not missing["decoded"] and local["decoded"] and not local["embedded"]
+    assert m2["n_decoded"] == 1 and not m2["images"][0]["visible"]
+    assert m2["images"][0]["embedded"] and m2["images"][0]["mime"] == "image/png"
+    assert (tmp_path / "broken.png").stat().st_size > 0
