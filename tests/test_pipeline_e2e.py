@@ -8,6 +8,7 @@ import mlflow
 import pytest
 
 from segbench.io import read_json
+from tests.browser import browser_available, check_report_in_browser
 from tests.conftest import real_params_raw, venv_env
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,19 @@ def test_prefect_flow_then_dvc_end_to_end(repo_copy, mlflow_store, prefect_serve
     for section in ("comparison", "definitions", "pareto-plot", "training", "thresholds"):
         assert f'id="{section}"' in html, section
     assert "Small test set." in html  # one test image in the shrunk data
+    # The report renders in a real browser: no errors, no requests, every row and picture shown.
+    if browser_available():  # False without Chromium; a failure under SEGBENCH_REQUIRE_BROWSER=1
+        seen = check_report_in_browser(
+            repo_copy / "reports" / "report.html", repo_copy.parent / "report_e2e.png"
+        )
+        assert seen["console_errors"] == seen["page_errors"] == seen["failed_requests"] == []
+        assert seen["requests"] == []  # self-contained
+        assert sorted(seen["models"]) == sorted(ALL_MODELS)
+        assert sorted(g["model"] for g in seen["galleries"]) == sorted(ALL_MODELS)
+        for gallery in seen["galleries"]:
+            assert 0 < gallery["n_decoded"] == gallery["n_images"], gallery["model"]
+            assert all(img["visible"] for img in gallery["images"]), gallery["model"]
+        assert all(img["decoded"] and img["embedded"] for img in seen["images"])
     # The threshold tuned on validation is recorded with the test metrics.
     unet_eval = read_json(repo_copy / "eval" / "unet" / "metrics.json")
     assert unet_eval["threshold_tuned"] and 0 < unet_eval["threshold"] < 1

@@ -14,27 +14,34 @@ from pathlib import Path
 from segbench.io import read_csv, read_json
 from segbench.stats import SMALL_TEST_SET, compare_to_best
 
-# (key, title) of the table's columns, in order; _fmt knows how to show each.
+# (key, title) of the main table's columns, in order (accuracy, its certainty, and cost);
+# _fmt knows how to show each. DETAIL_COLUMNS: every other metric, in a second table.
 COLUMNS = [
     ("model", "model"),
     ("dice", "Dice [95% CI]"),
     ("verdict", "vs best (Holm p)"),
+    ("iou", "IoU"),
+    ("n_images", "test images"),
+    ("threshold", "threshold"),
+    ("params_total", "params"),
+    ("params_trainable", "trained"),
+    ("train_seconds", "train s"),
+    ("devices", "train device"),
+    ("images_per_second", "img/s"),
+    ("notes", "notes"),
+]
+DETAIL_COLUMNS = [
+    ("model", "model"),
+    ("dice", "Dice [95% CI]"),
     ("iou", "IoU"),
     ("miou", "mIoU"),
     ("mpa", "mPA"),
     ("pixel_accuracy", "pixel acc."),
     ("precision", "precision"),
     ("recall", "recall"),
-    ("n_images", "test images"),
     ("empty_fpr", "FP rate on empty refs"),
-    ("threshold", "threshold"),
-    ("params_total", "params"),
-    ("params_trainable", "trained"),
-    ("train_seconds", "train s"),
-    ("devices", "train device"),
     ("train_peak_memory_mb", "train peak MiB"),
-    ("images_per_second", "img/s"),
-    ("notes", "notes"),
+    ("peak_memory_mb", "inference peak MiB"),
 ]
 MEANS = ("iou", "miou", "mpa", "pixel_accuracy", "precision", "recall")
 # What `segbench summary` (and `make run`) prints in a terminal: the table's essentials.
@@ -160,10 +167,10 @@ def reference_row(rows: list[dict]) -> dict | None:
     )
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """The comparison as a GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(fmt(k, r) for k, _ in COLUMNS) + " |" for r in rows]
+def markdown_table(rows: list[dict], columns: list[tuple[str, str]] = COLUMNS) -> str:
+    """The comparison (or another set of ``columns``) as a GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(k, r) for k, _ in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -173,9 +180,9 @@ def banners(rows: list[dict]) -> list[str]:
     n = max((r.get("n_images", 0) for r in rows), default=0)
     if rows and n < SMALL_TEST_SET:
         out.append(
-            f"Small test set. Only {n} test images: confidence intervals are wide and the "
-            f"paired tests can rarely tell models apart (with 3 images no difference can ever "
-            f"reach p < 0.05). Rank differences here are not evidence; use {SMALL_TEST_SET} or "
+            f"Small test set. Only {n} test image{'s' * (n != 1)}: confidence intervals are wide "
+            "and the paired tests can rarely tell models apart (with 3 images no difference can "
+            f"ever reach p < 0.05). Rank differences here are not evidence; use {SMALL_TEST_SET} or "
             "more test images (data.split.test) before drawing conclusions."
         )
     return out
@@ -187,7 +194,8 @@ def headline(rows: list[dict]) -> str:
     ref = reference_row(rows)
     if ref is None:
         return "No model without oracle prompts produced a defined test Dice."
-    text = f"Best test Dice: {ref['model']} ({fmt('dice', ref)} over {ref['n_images']} images)."
+    n = ref["n_images"]
+    text = f"Best test Dice: {ref['model']} ({fmt('dice', ref)} over {n} image{'s' * (n != 1)})."
     same = [
         r["model"]
         for r in rows

@@ -135,6 +135,7 @@ def pareto(rows: list[dict], front: dict[str, list[str]], path: Path) -> Path:
             )
             ax.legend(fontsize=8, loc="lower right")
         ax.set_xscale("log")
+        ax.margins(x=0.08, y=0.12)  # room for the labels of the top and right-most points
         ax.set_xlabel(label)
         ax.set_ylabel("test Dice")
         ax.grid(alpha=0.3)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from segbench import figures
 from segbench.comparison import (
     COLUMNS,
+    DETAIL_COLUMNS,
     NOTES,
     banners,
     comparison_rows,
@@ -185,6 +186,8 @@ def report(
             "columns": COLUMNS,
             "fmt": fmt,
             "table_md": markdown_table(rows),
+            "detail_columns": DETAIL_COLUMNS,
+            "detail_md": markdown_table(rows, DETAIL_COLUMNS),
             "dataset": read_json(raw_dir / "summary.json"),
             "source": params.data.source,
             "params": params.model_dump(mode="json"),
