@@ -182,8 +182,8 @@ def banners(rows: list[dict]) -> list[str]:
         out.append(
             f"Small test set. Only {n} test image{'s' * (n != 1)}: confidence intervals are wide "
             "and the paired tests can rarely tell models apart (with 3 images no difference can "
-            f"ever reach p < 0.05). Rank differences here are not evidence; use {SMALL_TEST_SET} or "
-            "more test images (data.split.test) before drawing conclusions."
+            f"ever reach p < 0.05). Rank differences here are not evidence; use {SMALL_TEST_SET} "
+            "or more test images (data.split.test) before drawing conclusions."
         )
     return out
 
