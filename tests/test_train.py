@@ -1,6 +1,7 @@
 """Training: the loss goes down, the best checkpoint is kept, and MLflow records the run."""
 
 import csv
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -86,8 +87,10 @@ def test_cli_predict_writes_full_size_masks(trained_unet, tmp_path):
 
     raw, out, _, _ = trained_unet
     rec = read_csv(raw / "manifest.csv")[0]
-    main(["predict", str(out), str(raw / rec["image"]), "--out", str(tmp_path / "pred")])
-    mask = read_mask(tmp_path / "pred" / f"{rec['id']}.png")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / Path(rec["image"]).name).symlink_to(raw / rec["image"])
+    main(["predict", str(out), str(tmp_path / "images"), str(tmp_path / "pred")])
+    mask = read_mask(tmp_path / "pred" / f"{Path(rec['image']).stem}.png")
     assert mask.shape == read_image(raw / rec["image"]).shape
     assert 0 < mask.mean() < 1
 

@@ -133,23 +133,29 @@ def _short(value: str) -> str:
 
 
 def _cmd_predict(args) -> None:
-    from tqdm import tqdm
+    from segbench.predict_folder import predict_folder
 
-    from segbench.io import read_image, write_mask
-    from segbench.predict import load_predictor
-
-    predictor = load_predictor(args.model_dir, overlap=args.overlap)
-    if predictor.oracle:
+    summary = predict_folder(
+        args.model_dir,
+        args.input_dir,
+        args.output_dir,
+        threshold=args.threshold,
+        min_area=args.min_area,
+        overlap=args.overlap,
+        blend=args.blend,
+        batch_size=args.batch_size,
+        overlays=args.overlays,
+    )
+    if summary["ignored"]:
+        print(f"predict: ignored {len(summary['ignored'])} files that are not images")
+    overlays = f" (overlays in {summary['overlays_dir']})" if summary["overlays_dir"] else ""
+    print(f"predict: wrote {summary['written']} masks to {summary['output_dir']}{overlays}")
+    if summary["skipped"]:
+        # Raised only now, so that one bad file does not cost the masks of all the others.
         raise SegbenchError(
-            f"{args.model_dir} takes its prompts from reference masks (oracle prompts), and "
-            "unlabelled images have none; use a model without them (SAM: prompt auto or none)"
+            f"{len(summary['skipped'])} image(s) skipped, see the warnings above: "
+            + ", ".join(summary["skipped"])
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(args.images, desc="predict", unit="img"):
-        mask = predictor.predict_proba(read_image(path)) >= args.threshold
-        write_mask(out / f"{Path(path).stem}.png", mask)
-    print(f"predict: wrote {len(args.images)} masks to {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,12 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensembles", default="ensembles", help="directory of the fitted ensembles")
     p = add("summary", _cmd_summary, "print the comparison table of a written report")
     p.add_argument("report_dir")
-    p = add("predict", _cmd_predict, "segment images with a trained model")
-    p.add_argument("model_dir")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--out", required=True)
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--overlap", type=float, default=0.5)
+    p = add("predict", _cmd_predict, "segment a folder of images with a trained model")
+    p.add_argument("model_dir", help="a trained model or ensemble, e.g. models/unet")
+    p.add_argument("input_dir", help="folder of png/jpg/jpeg/tif/tiff images (not recursive)")
+    p.add_argument("output_dir", help="where <image stem>.png masks ({0, 255}) are written")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability -> mask")
+    p.add_argument("--min-area", type=int, default=0, help="drop smaller components (pixels)")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap fraction")
+    p.add_argument("--blend", choices=("gaussian", "mean"), default="gaussian")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--overlays", action="store_true", help="also write overlays/<stem>.png")
     return parser
 
 
