@@ -92,8 +92,9 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_report(args) -> None:
+    from segbench.comparison import terminal_table
     from segbench.config import load_params
-    from segbench.report import markdown_table, report
+    from segbench.report import report
 
     rows = report(
         load_params(args.params),
@@ -102,34 +103,19 @@ def _cmd_report(args) -> None:
         ensembles_dir=args.ensembles,
         eval_dir=args.eval,
         out_dir=args.out,
+        sweeps_dir=args.sweeps,
     )
-    print(markdown_table(rows))
+    print(terminal_table(rows))
     print(f"\nreport: {Path(args.out, 'report.html').resolve()}")
 
 
 def _cmd_summary(args) -> None:
+    from segbench.comparison import rows_from_csv, terminal_table
     from segbench.io import read_csv
-    from segbench.report import COLUMNS
 
     report_dir = Path(args.report_dir)
-    rows = read_csv(report_dir / "comparison.csv")
-    cell = lambda row, k: row[k] if k == "notes" else _short(row[k])  # noqa: E731 - notes are words
-    widths = [max(len(t), *(len(cell(r, k)) for r in rows)) for k, t in COLUMNS]
-    print("  ".join(t.ljust(w) for (_, t), w in zip(COLUMNS, widths, strict=True)))
-    for row in rows:
-        cells = (cell(row, k).ljust(w) for (k, _), w in zip(COLUMNS, widths, strict=True))
-        print("  ".join(cells))
+    print(terminal_table(rows_from_csv(read_csv(report_dir / "comparison.csv"))))
     print(f"\nHTML report: {(report_dir / 'report.html').resolve()}")
-
-
-def _short(value: str) -> str:
-    try:
-        number = float(value)
-    except ValueError:
-        return value or "n/a"
-    if number.is_integer():
-        return f"{number:,.0f}"
-    return f"{number:.3f}" if abs(number) < 10 else f"{number:.1f}"
 
 
 def _cmd_predict(args) -> None:
@@ -191,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--raw", "--models", "--eval", "--out"):
         p.add_argument(flag, required=True)
     p.add_argument("--ensembles", default="ensembles", help="directory of the fitted ensembles")
+    p.add_argument("--sweeps", default=None, help="a sweep's output (plotted if trials.csv exists)")
     p = add("summary", _cmd_summary, "print the comparison table of a written report")
     p.add_argument("report_dir")
     p = add("predict", _cmd_predict, "segment a folder of images with a trained model")
