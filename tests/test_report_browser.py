@@ -4,9 +4,6 @@ evaluated on the tiny data) opened in headless Chromium. Its full-page screensho
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.browser import check_report_in_browser, require_browser
-from tests.conftest import REPO, SHRINK, deep_update, real_params_raw
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,70 +23,20 @@ def artifacts_dir() -> Path:
     return Path(os.environ.get("SEGBENCH_TEST_ARTIFACTS") or REPO / "test-artifacts")
 
 
-def build_report(tiny_data, root: Path) -> Path:
-    """A real report.html for Otsu and a 1-epoch U-Net, no ensembles, under ``root``."""
-    from segbench.config import parse_params
-    from segbench.evaluate import evaluate
-    from segbench.report import report
-    from segbench.train import train
-
-    raw, tiles, _ = tiny_data
-    raw_params = deep_update(deep_update(real_params_raw(), SHRINK), {"train": {"epochs": 1}})
-    raw_params["models"] = {m: raw_params["models"][m] for m in MODELS}
-    raw_params["ensembles"] = {}
-    params = parse_params(raw_params)
-    # The autouse MLflow store is per test; this module-wide build gets its own.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.setenv("DVC_ROOT", str(root))
-        for name in MODELS:
-            train(name, params, tiles, root / "models" / name)
-            evaluate(root / "models" / name, params, raw, root / "eval" / name)
-        report(
-            params,
-            raw_dir=raw,
-            models_dir=root / "models",
-            eval_dir=root / "eval",
-            out_dir=root / "reports",
-            ensembles_dir=root / "ensembles",
-        )
-    return root / "reports" / "report.html"
-
-
-@contextlib.contextmanager
-def exclusive(lock: Path):
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="module")
 def seen(request, tmp_path_factory) -> dict:
-    """What the browser saw in the real report; its screenshot is copied to the artifacts
-    directory. Built once per session: pytest-xdist workers share it through a lock (training
-    twice would cost a core ~20 s)."""
+    """What the browser saw in the real report (conftest's ``real_report``: Otsu and a 1-epoch
+    U-Net, really trained and evaluated); its screenshot is copied to the artifacts directory."""
     require_browser()  # before the training: no browser, nothing to build
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # this session's directory, shared by its workers
-    root, found = base / "browser_report", base / "browser_report.json"
-    with exclusive(base / "browser_report.lock"):
-        if not found.exists():
-            shutil.rmtree(root, ignore_errors=True)  # a build that failed half-way
-            root.mkdir()
-            html = build_report(request.getfixturevalue("tiny_data"), root)
-            shot = root / "report.png"
-            result = check_report_in_browser(html, shot)
-            dest = artifacts_dir() / "report.png"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            part = dest.with_name(f".{dest.name}.{os.getpid()}")  # another session may read it
-            shutil.copyfile(shot, part)
-            part.replace(dest)
-            found.write_text(json.dumps(result | {"screenshot": str(dest)}))
-    return json.loads(found.read_text())
+    reports, _ = request.getfixturevalue("real_report")
+    shot = tmp_path_factory.mktemp("browser") / "report.png"
+    result = check_report_in_browser(reports / "report.html", shot)
+    dest = artifacts_dir() / "report.png"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.{os.getpid()}")  # another session may be reading it
+    shutil.copyfile(shot, part)
+    part.replace(dest)
+    return result | {"screenshot": str(dest)}
 
 
 def test_report_loads_without_errors_or_requests(seen):
