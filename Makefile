@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(abspath .prefect)
 
-.PHONY: setup run test bench lint format clean
+.PHONY: setup run test bench bench-sliding lint format clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,16 @@ test: setup
 bench: setup
 	python benchmarks/stage_times.py --repeats 3
 	python benchmarks/fresh_clone.py
+
+# Sliding-window inference, segbench's against MONAI's (~6 min on 2 cores). MONAI is installed
+# for this benchmark only, beside the virtualenv (--no-deps: it must never change torch).
+MONAI_VERSION ?= 1.6.1
+SLIDING_ARGS ?=
+
+bench-sliding: setup
+	@test -d .bench-deps/monai-$(MONAI_VERSION).dist-info || \
+		python -m pip install --no-deps --upgrade --target .bench-deps monai==$(MONAI_VERSION)
+	python benchmarks/sliding_window.py $(SLIDING_ARGS)
 
 lint: setup
 	ruff check .
