@@ -20,7 +20,6 @@ COLUMNS = [
     ("model", "model"),
     ("dice", "Dice [95% CI]"),
     ("verdict", "vs best (Holm p)"),
-    ("iou", "IoU"),
     ("n_images", "test images"),
     ("threshold", "threshold"),
     ("params_total", "params"),
