@@ -26,8 +26,8 @@ def test_folder_of_16_bit_tiffs_with_instance_labels(tmp_path):
     summary = fetch(params_for(source="folder", path=str(root)), tmp_path / "raw")
     rows = read_csv(tmp_path / "raw" / "manifest.csv")
     assert len(rows) == 12 and summary["bit_depths"] == {16: 12}
-    targets = {"train": 8.4, "val": 2.4, "test": 1.2}  # 12 images x 7:2:1
-    assert all(abs(summary["splits"][s] - t) < 1 for s, t in targets.items())
+    fractions = real_params_raw()["data"]["split"]  # the real params.yaml's split
+    assert all(abs(summary["splits"][s] - 12 * fractions[s]) < 1 for s in ("train", "val", "test"))
     row = next(r for r in rows if r["name"] == "sample_003")
     image = read_image(tmp_path / "raw" / row["image"])
     expected, mask = particle_pair(103)

@@ -90,7 +90,8 @@ def test_prefect_flow_then_dvc_end_to_end(repo_copy, mlflow_store, prefect_serve
     summary = (repo_copy / "reports" / "summary.md").read_text()
     assert all(f"| {m} |" in summary for m in ALL_MODELS)
     # SAM's rows carry their notes, and the banners explain them.
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in summary.splitlines()}
+    main_table = summary.split("## Comparison on the test split")[1].split("### Every metric")[0]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in main_table.splitlines()}
     for m in ("sam_point", "sam_points", "sam_box", "sam_auto", "sam_decoder", "sam_lora"):
         assert "random-init SAM" in rows[m]
         assert ("oracle prompts" in rows[m]) is (m in SAM_ORACLE)

@@ -21,7 +21,17 @@ def raw16(tmp_path_factory):
     root = tmp_path_factory.mktemp("p16")
     write_tiff_dataset(root / "in", 10, height=100, width=150)
     params = parse_params(
-        deep_update(real_params_raw(), {"data": {"source": "folder", "path": str(root / "in")}})
+        deep_update(
+            real_params_raw(),
+            # 7 of the 10 images in train: enough crops for the foreground statistics below.
+            {
+                "data": {
+                    "source": "folder",
+                    "path": str(root / "in"),
+                    "split": {"train": 0.7, "val": 0.2, "test": 0.1},
+                }
+            },
+        )
     )
     fetch(params, root / "raw")
     return root / "raw"
