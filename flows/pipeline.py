@@ -1,17 +1,22 @@
 """Prefect flow: run the DVC pipeline's stages as Prefect tasks, in DVC's own graph order.
 
-    python flows/pipeline.py            # offline, on Prefect's ephemeral server
-    python flows/pipeline.py --force    # re-run every stage even if DVC thinks it is up to date
+    python flows/pipeline.py                     # offline, on Prefect's ephemeral server
+    python flows/pipeline.py --targets prepare   # only `prepare` and what it depends on
+    python flows/pipeline.py --force             # re-run stages even if they are up to date
 
 The stage graph is read from ``dvc.yaml`` through DVC; this file declares no DAG of its own.
-Each task is ``dvc repro --single-item <stage>``, with retries for transient failures (but not
-for user errors such as bad params, which would fail the same way again).
+DVC's status is computed once, in this process: a stage runs (as a task, ``dvc repro
+--single-item <stage>``) only if DVC says it changed or a stage upstream of it ran in this flow
+run, so a run that finds nothing changed takes seconds. Tasks retry transient failures, but not
+user errors such as bad params, which would fail the same way again.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Collection
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -20,7 +25,16 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow, get_run_logger, task
 
-from segbench.dag import StageFailed, metrics_show, repro_stage, stage_order
+from segbench.dag import (
+    StageFailed,
+    StageGraph,
+    changed_stages,
+    metrics_show,
+    read_graph,
+    repro_stage,
+    repro_stages,
+)
+from segbench.errors import USER_ERROR_EXIT, SegbenchError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,22 +50,55 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
     retry_condition_fn=_retry_unless_user_error,
     task_run_name="{stage}",
 )
-def run_stage(stage: str, root: str, force: bool = False) -> str:
-    """One DVC stage; returns DVC's output (also in the task's logs)."""
-    result = repro_stage(stage, root, force=force)
+def run_stage(stage: str, root: str, force: bool = False, env: dict[str, str] | None = None) -> str:
+    """One DVC stage; returns DVC's output (also in the task's logs). ``env`` is added to the
+    stage command's environment."""
+    result = repro_stage(stage, root, force=force, env=env)
     get_run_logger().info(result.output.strip() or f"{stage}: up to date")
     return result.output
 
 
+def run_stages(
+    root: str,
+    graph: StageGraph,
+    stages: list[str],
+    *,
+    force: Collection[str] = (),
+    env: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Run ``stages`` (already in graph order) where DVC's status says they changed, or a stage
+    upstream of them ran, or they are in ``force``; ``{stage: "ran" | "unchanged" | "up to
+    date"}`` (see :func:`segbench.dag.repro_stages`). Call inside a flow."""
+    logger = get_run_logger()
+    changed = changed_stages(root, [s for s in stages if s not in force])
+    logger.info(f"DVC status: {len(changed)} of {len(stages)} stages changed")
+    outcome = repro_stages(
+        graph,
+        stages,
+        changed=changed,
+        force=force,
+        run=lambda stage, forced: run_stage(stage, root, forced, env),
+        log=logger.info,
+    )
+    ran = [s for s, what in outcome.items() if what == "ran"]
+    logger.info(f"ran {len(ran)} of {len(stages)} stages: {', '.join(ran) or 'none'}")
+    return outcome
+
+
 @flow(name="segbench-pipeline", log_prints=True)
-def pipeline(root: str = str(REPO), force: bool = False) -> dict[str, dict]:
-    """Run every stage in graph order; return (and print) the DVC metrics of the workspace."""
-    stages = stage_order(root)
+def pipeline(
+    root: str = str(REPO), force: bool = False, targets: list[str] | None = None
+) -> dict[str, dict]:
+    """Run the stages of ``root``'s ``dvc.yaml`` (only ``targets`` and what they depend on, if
+    given) in graph order; return (and print) the DVC metrics of the workspace,
+    ``{metrics file: {name: value}}``."""
+    graph = read_graph(root)
+    stages = graph.select(targets)
     print(f"stages, in DVC graph order: {', '.join(stages)}")
-    for stage in stages:
-        run_stage(stage, root, force)
+    run_stages(root, graph, stages, force=stages if force else ())
     metrics = metrics_show(root)
-    print("test metrics (dvc metrics show):\n" + format_metrics(metrics))
+    if metrics:
+        print("test metrics (dvc metrics show):\n" + format_metrics(metrics))
     return metrics
 
 
@@ -71,8 +118,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(REPO), help="the DVC repository")
     parser.add_argument("--force", action="store_true", help="re-run up-to-date stages too")
+    parser.add_argument(
+        "--targets", nargs="+", metavar="STAGE", help="run only these stages and their upstream"
+    )
     args = parser.parse_args()
     try:
-        pipeline(root=args.root, force=args.force)
+        # Checked before the flow starts, so a typo is one line rather than a failed flow run.
+        read_graph(args.root).select(args.targets)
+        pipeline(root=args.root, force=args.force, targets=args.targets)
+    except SegbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
     except StageFailed as exc:  # the stage's own message is in the log above; no traceback
         raise SystemExit(f"error: {exc}") from None
