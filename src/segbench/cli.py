@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from segbench.errors import SegbenchError, exit_on_user_error
+from segbench.io import read_json
 
 
 def _cmd_fetch(args) -> None:
@@ -36,11 +37,13 @@ def _cmd_prepare(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from segbench.config import load_params
+    from segbench.config import load_raw, parse_params
     from segbench.models import get_spec
+    from segbench.sweep.promote import promoted_params
     from segbench.train import train
 
-    params = load_params(args.params)
+    raw = load_raw(args.params)
+    params = parse_params(raw, source=args.params)
     if args.model in params.ensembles or (
         args.model not in params.models and get_spec(args.model).kind == "ensemble"
     ):  # get_spec: an unknown name lists the valid ones
@@ -50,6 +53,11 @@ def _cmd_train(args) -> None:
         )
     if args.model not in params.models:
         raise SegbenchError(f"models.{args.model}: not configured in {args.params}; add it there")
+    tuned = promoted_params(params, raw, args.model, args.promoted)
+    if tuned is not params:
+        values = ", ".join(f"{k}={v}" for k, v in read_json(args.promoted)["config"].items())
+        print(f"train@{args.model}: the sweep's best configuration ({values})")
+        params = tuned
     if params.train.devices > 1 and "LOCAL_RANK" not in os.environ:
         sys.exit(_launch_local(params.train.devices, args))
     metrics = train(args.model, params, args.tiles, args.out)
@@ -63,11 +71,48 @@ def _launch_local(devices: int, args) -> int:
 
     argv = ["train", args.model, "--tiles", args.tiles, "--out", args.out]
     argv += ["--params", args.params]
+    if args.promoted:
+        argv += ["--promoted", args.promoted]
     print(
         f"train@{args.model}: launching {devices} processes (DDP; they meet through a file, "
         "sockets on the loopback interface only)"
     )
     return launch_local(devices, argv)
+
+
+def _cmd_sweep(args) -> None:
+    from segbench.config import load_raw, parse_params
+    from segbench.sweep.run import run_sweep
+
+    raw = load_raw(args.params)
+    summary = run_sweep(
+        parse_params(raw, source=args.params), raw, args.tiles, args.out, state_dir=args.state
+    )
+    if summary["best"] is not None:
+        best = summary["best"]
+        values = ", ".join(f"{k}={v}" for k, v in best["config"].items())
+        counts = {}
+        for row in summary["rows"]:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        print(
+            f"sweep@{best['model']}: {summary['trials']} trials ("
+            + ", ".join(f"{n} {s}" for s, n in counts.items())
+            + f"); best validation Dice {best['value']:.3f} with {values}"
+        )
+        print(f"sweep: wrote {args.out} (trials.csv, best.json)")
+
+
+def _cmd_promote(args) -> None:
+    from segbench.config import load_params
+    from segbench.sweep.promote import promote
+
+    files = promote(load_params(args.params), args.best, args.out)
+    taken = [name for name, f in files.items() if f["from_sweep"]]
+    print(
+        f"promote: {', '.join(taken)} train with the sweep's best configuration"
+        if taken
+        else "promote: no models entry has from_sweep: true"
+    )
 
 
 def _cmd_ensemble(args) -> None:
@@ -164,6 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--tiles", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--promoted", default=None, help="the promote stage's file for this entry (from_sweep)"
+    )
+    p = add("sweep", _cmd_sweep, "Ray Tune over training keys (sweep section of params)")
+    p.add_argument("--tiles", required=True)
+    p.add_argument("--out", required=True, help="trials.csv and best.json go here")
+    p.add_argument("--state", required=True, help="Ray Tune's state until the sweep finishes")
+    p = add("promote", _cmd_promote, "hand the sweep's best configuration to train@<entry>")
+    p.add_argument("--best", required=True, help="the sweep's best.json")
+    p.add_argument("--out", required=True, help="one <entry>.json per models entry")
     p = add("ensemble", _cmd_ensemble, "choose an ensemble's weights on the validation split")
     p.add_argument("name", help="a key of the ensembles section")
     p.add_argument("--raw", required=True)

@@ -24,6 +24,7 @@ from pydantic import (
 from segbench.errors import SegbenchError, describe_validation_error
 from segbench.models.params import ModelParams
 from segbench.models.registry import MODELS, EnsembleParams, get_spec, model_notes
+from segbench.sweep.config import DeployConfig, SweepConfig
 
 
 class Section(BaseModel):
@@ -359,6 +360,8 @@ class Params(Section):
     ensembles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+    sweep: SweepConfig = SweepConfig()
+    deploy: DeployConfig = DeployConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -404,9 +407,19 @@ def model_type(name: str, block: Any) -> str:
     return name
 
 
+# Keys of a models entry about the entry rather than the model: which registered model it builds,
+# and whether training takes the sweep's best configuration (segbench.sweep.promote).
+ENTRY_KEYS = ("model", "from_sweep")
+
+
 def entry_params(block: Any) -> dict[str, Any]:
-    """An entry's params without the ``model`` key that names its registered model."""
-    return {k: v for k, v in (block or {}).items() if k != "model"}
+    """An entry's params without the keys that describe the entry (``model``, ``from_sweep``)."""
+    return {k: v for k, v in (block or {}).items() if k not in ENTRY_KEYS}
+
+
+def from_sweep(block: Any) -> bool:
+    """Whether a models entry trains with the sweep's best configuration."""
+    return bool((block or {}).get("from_sweep", False))
 
 
 def _validated(params_cls: type[ModelParams], block: Any, key: str) -> ModelParams:
@@ -441,6 +454,11 @@ def _check_models(models: dict[str, Any]) -> None:
                 "`ensembles:` (e.g. `ensembles: {uformer: {members: [unet, segformer]}}`)"
             )
         _validated(MODELS[kind].params, entry_params(block), f"models.{name}")
+        if not isinstance((block or {}).get("from_sweep", False), bool):
+            raise SegbenchError(
+                f"params.yaml: models.{name}.from_sweep: expected true or false, got "
+                f"{block['from_sweep']!r}"
+            )
 
 
 def _check_ensembles(params: Params) -> None:
@@ -478,8 +496,14 @@ def _kind(params: Params, name: str) -> str:
     return MODELS[params.model_type(name)].kind
 
 
-def parse_params(raw: dict[str, Any], *, source: str = "params.yaml") -> Params:
-    """Validate a params mapping (as read from YAML); raise :class:`SegbenchError` if it is bad."""
+def parse_params(
+    raw: dict[str, Any], *, source: str = "params.yaml", check_sweep: bool = True
+) -> Params:
+    """Validate a params mapping (as read from YAML); raise :class:`SegbenchError` if it is bad.
+
+    ``check_sweep=False`` skips checking the sweep's space against training, which is how each
+    of its values is itself checked (a trial's params).
+    """
     if not isinstance(raw, dict):
         raise SegbenchError(f"{source}: expected a mapping at the top level")
     try:
@@ -489,16 +513,35 @@ def parse_params(raw: dict[str, Any], *, source: str = "params.yaml") -> Params:
         raise SegbenchError(f"{source}: {describe_validation_error(exc)}") from None
     _check_models(params.models)
     _check_ensembles(params)
+    if check_sweep:
+        _check_sweep(params, raw)
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate ``params.yaml``."""
+def _check_sweep(params: Params, raw: dict[str, Any]) -> None:
+    from segbench.sweep.space import check_space
+
+    check_space(params, raw)
+    for name, block in params.models.items():
+        if from_sweep(block) and (name != params.sweep.model or not params.sweep.enabled):
+            tuned = f"tunes {params.sweep.model}" if params.sweep.enabled else "is off (enabled)"
+            raise SegbenchError(
+                f"params.yaml: models.{name}.from_sweep: the sweep {tuned} (sweep.model); "
+                f"set sweep.model: {name} to tune this entry, or remove from_sweep"
+            )
+
+
+def load_raw(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """``params.yaml`` as a plain mapping, not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise SegbenchError(f"{path}: no such params file (run from the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise SegbenchError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
-    return parse_params(raw, source=str(path))
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    return parse_params(load_raw(path), source=str(path))

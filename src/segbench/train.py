@@ -318,10 +318,14 @@ def train(
     out_dir: str | Path,
     *,
     on_epoch: Callable[[dict], None] | None = None,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dict:
     """Train (or fit) ``model_name`` on the tiles and write ``out_dir``; return its metrics.
 
-    ``on_epoch`` is called with each epoch's history row (for Ray Tune reporting).
+    ``on_epoch`` is called with each epoch's history row (for Ray Tune reporting). ``run_name``
+    and ``tags`` name the MLflow run and add to its tags (a sweep's trials set
+    ``mlflow.parentRunId``, which makes them child runs of the sweep's run).
     """
     import mlflow
 
@@ -346,14 +350,19 @@ def train(
         require_checkpoint(ckpt)  # fail before any run or directory is created
     if dist.main and not params.train.resume:
         shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run never mixes in an old one
-    tags = run_tags(stage=f"train@{model_name}", data_version=data_version, device=str(device))
+    tags = {
+        **run_tags(stage=f"train@{model_name}", data_version=data_version, device=str(device)),
+        **(tags or {}),
+    }
     with ExitStack() as stack:
         tmp = run = None
         log_metrics = lambda *a, **k: None  # noqa: E731 - ranks > 0 log nothing
         if dist.main:
             tmp = stack.enter_context(atomic_dir(out_dir))
             run_id = resumed_run_id(ckpt) if params.train.resume else None
-            run = stack.enter_context(mlflow_run(run_name=model_name, run_id=run_id, tags=tags))
+            run = stack.enter_context(
+                mlflow_run(run_name=run_name or model_name, run_id=run_id, tags=tags)
+            )
             if run_id is None:
                 mlflow.log_params(flatten(config))
             ckpt.mkdir(parents=True, exist_ok=True)

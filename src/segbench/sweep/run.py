@@ -1,0 +1,320 @@
+"""``run_sweep(params, raw, tiles_dir, out_dir, state_dir) -> summary``: Ray Tune over training.
+
+Every trial calls :func:`segbench.train.train` (through :mod:`segbench.sweep.trainable`) on the
+same tiles as ``train@``; ASHA stops trials whose validation Dice trails at a rung; crashed
+trials are retried from their last epoch; an interrupted sweep (killed, machine lost) resumes
+from Ray Tune's experiment state in ``state_dir`` when run again with the same settings.
+
+Outputs (``out_dir``, written only when the sweep has finished)::
+
+    trials.csv   one row per trial: its values (one column per swept key: ``lr``, ``rank``, ...),
+                 status (completed | stopped early | failed), epochs run, final and best
+                 validation Dice, best epoch, final losses, attempts, seconds, MLflow run id
+    best.json    the best trial (by best validation Dice): its values as training keys
+                 (``{"train.lr": ..., "model.rank": ...}``), its metrics, the sweep's settings
+
+MLflow: one parent run ``sweep@<model>`` (the sweep's settings, the best values and metrics,
+both files as artifacts) with one child run per trial (the trial's training run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from segbench.config import Params
+from segbench.errors import SegbenchError
+from segbench.io import atomic_dir, read_json, write_csv, write_json
+from segbench.sweep.cluster import check_fits, ray_session
+from segbench.sweep.space import column_names, tune_space
+from segbench.sweep.trainable import run_trial
+from segbench.tracking import flatten, git_commit, mlflow_run, run_tags, tracking_uri
+
+METRIC = "best_val_dice"  # what "best" means: the trial's best epoch, as train@ keeps it
+STOPPED_TAG = "segbench.stopped_early"
+
+
+def experiment_name(params: Params, data_version: str) -> str:
+    """``sweep-<model>-<hash>``: the hash of everything the trials depend on, so an interrupted
+    sweep resumes only under the same settings and data."""
+    sweep = params.sweep
+    key = {
+        "sweep": sweep.model_dump(mode="json", exclude={"storage", "max_concurrent"}),
+        "train": params.train.model_dump(mode="json"),
+        "model": params.model_params(sweep.model).model_dump(mode="json"),
+        "augment": params.prepare.augment.model_dump(mode="json"),
+        "data_version": data_version,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return f"sweep-{sweep.model}-{digest}"
+
+
+def run_sweep(
+    params: Params,
+    raw: dict,
+    tiles_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    state_dir: str | Path,
+    train_fn: Callable | None = None,
+    num_cpus: int | None = None,
+) -> dict[str, Any]:
+    """Run the sweep ``params.sweep`` describes; write ``out_dir``; return a summary.
+
+    ``raw`` is the ``params.yaml`` mapping ``params`` was validated from (trials re-validate it
+    with their values). ``state_dir`` holds Ray Tune's experiment (results, checkpoints) until
+    the sweep finishes, unless ``sweep.storage`` names shared storage. ``num_cpus`` caps a local
+    Ray (default: this process's CPUs); it is ignored when ``RAY_ADDRESS`` joins a cluster.
+    ``train_fn`` stands in for :func:`segbench.train.train` (tests inject crashes with it).
+    """
+    sweep = params.sweep
+    if not sweep.enabled:
+        return _write_off(out_dir)
+    tiles_dir, out_dir = Path(tiles_dir).resolve(), Path(out_dir)
+    data_version = read_json(tiles_dir / "summary.json")["data_version"]
+    epochs = sweep.epochs or params.train.epochs
+    name = experiment_name(params, data_version)
+    storage = sweep.storage or str(Path(state_dir).resolve())
+    columns = column_names(sweep)
+    with ray_session(num_cpus=num_cpus) as where:
+        totals = check_fits(sweep.resources.cpu, sweep.resources.gpu)
+        print(
+            f"sweep@{sweep.model}: {_describe(sweep)} on {where} ({totals['cpu']:g} CPU, "
+            f"{totals['gpu']:g} GPU); each trial {sweep.resources.cpu:g} CPU, "
+            f"{sweep.resources.gpu:g} GPU, {epochs} epochs"
+        )
+        parent_file = Path(storage) / f"{name}.parent.json"
+        run_id = read_json(parent_file)["run_id"] if parent_file.is_file() else None
+        tags = run_tags(stage="sweep", data_version=data_version, device=_devices(sweep))
+        with mlflow_run(run_name=f"sweep@{sweep.model}", run_id=run_id, tags=tags) as parent:
+            import mlflow
+
+            if run_id is None:
+                mlflow.log_params(flatten({"sweep": sweep.model_dump(mode="json")}))
+                Path(storage).mkdir(parents=True, exist_ok=True)
+                write_json(parent_file, {"run_id": parent.info.run_id})
+            child_tags = {
+                "mlflow.parentRunId": parent.info.run_id,
+                "git_commit": git_commit(Path.cwd()),
+                "dvc_stage": "sweep",
+            }
+            trainable = _trainable(params, raw, tiles_dir, epochs, child_tags, train_fn)
+            results = _fit(params, trainable, storage, name, epochs)
+            rows = [_row(r, columns, epochs) for r in results]
+            _close_stopped_runs(parent.info.run_id, rows)
+            if not any(r["status"] != "failed" for r in rows):
+                errors = "; ".join(sorted({r["error"] for r in rows if r["error"]}))[:2000]
+                raise SegbenchError(
+                    f"sweep@{sweep.model}: every trial failed ({len(rows)}); first errors: "
+                    f"{errors}. Nothing was written to {out_dir}; fix the cause and run again "
+                    "(finished trials are not lost: the sweep resumes)"
+                )
+            best = _best(rows, columns, sweep, epochs, name)
+            with atomic_dir(out_dir) as tmp:
+                fields = ["trial", "status", *columns.values(), *_RESULT_FIELDS]
+                plain = [{k: v for k, v in r.items() if k != "_config"} for r in rows]
+                write_csv(tmp / "trials.csv", plain, fields)
+                write_json(tmp / "best.json", best)
+                mlflow.log_artifacts(str(tmp), artifact_path="sweep")
+            mlflow.log_params(flatten({"best": best["config"]}))
+            mlflow.log_metrics(_summary_metrics(rows, best))
+    _forget(storage, name, parent_file, sweep.storage is None)
+    return {"trials": len(rows), "best": best, "rows": rows}
+
+
+_RESULT_FIELDS = [
+    "epochs_run",
+    "val_dice",
+    "best_val_dice",
+    "best_epoch",
+    "val_loss",
+    "train_loss",
+    "attempts",
+    "train_seconds",
+    "mlflow_run_id",
+    "error",
+]
+
+
+def _describe(sweep) -> str:
+    if sweep.search == "grid":
+        return f"grid of {sweep.grid_size()} trials"
+    return f"{sweep.num_samples} random trials"
+
+
+def _devices(sweep) -> str:
+    return "cuda" if sweep.resources.gpu > 0 else "cpu"
+
+
+def _trainable(params: Params, raw, tiles_dir: Path, epochs: int, tags, train_fn):
+    from ray import tune
+
+    sweep = params.sweep
+    env = {"MLFLOW_TRACKING_URI": tracking_uri()}
+    if os.environ.get("DVC_ROOT"):
+        env["DVC_ROOT"] = os.environ["DVC_ROOT"]
+    fn = tune.with_parameters(
+        run_trial,
+        raw=raw,
+        model=sweep.model,
+        epochs=epochs,
+        tiles_dir=str(tiles_dir),
+        cwd=str(Path.cwd()),
+        env=env,
+        tags=tags,
+        threads=max(1, int(sweep.resources.cpu)),
+        train_fn=train_fn,
+    )
+    return tune.with_resources(fn, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
+
+
+def _fit(params: Params, trainable, storage: str, name: str, epochs: int):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    sweep = params.sweep
+    path = f"{storage.rstrip('/')}/{name}"
+    if tune.Tuner.can_restore(path):
+        print(f"sweep@{sweep.model}: resuming the interrupted sweep in {path}")
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        return tuner.fit()
+    if sweep.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            max_t=epochs,
+            grace_period=min(sweep.asha.grace_period, epochs),
+            reduction_factor=sweep.asha.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    tuner = tune.Tuner(
+        trainable,
+        param_space=tune_space(sweep),
+        tune_config=tune.TuneConfig(
+            metric="val_dice",
+            mode="max",
+            scheduler=scheduler,
+            num_samples=sweep.num_samples,
+            max_concurrent_trials=sweep.max_concurrent or None,
+            search_alg=BasicVariantGenerator(random_state=sweep.seed),
+            reuse_actors=False,  # a fresh process per trial: no torch or MLflow state carried over
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1,
+        ),
+    )
+    return tuner.fit()
+
+
+def _row(result, columns: dict[str, str], epochs: int) -> dict[str, Any]:
+    metrics = result.metrics or {}
+    run = metrics.get("epoch", 0)
+    if result.error is not None:
+        status = "failed"
+    elif run >= epochs or metrics.get("stop_reason", "").startswith("early stopping"):
+        status = "completed"
+    else:
+        status = "stopped early"
+    config = result.config or {}
+    row = {
+        "trial": metrics.get("trial_id") or (Path(result.path).name if result.path else ""),
+        "status": status,
+        **{col: config.get(key) for key, col in columns.items()},
+        "epochs_run": run,
+        "error": _one_line(result.error) if result.error is not None else "",
+    }
+    for key in _RESULT_FIELDS:
+        if key not in row:
+            row[key] = metrics.get(key, "")
+    row["attempts"] = metrics.get("attempt", "")
+    if row["train_seconds"] == "":  # stopped mid-training: Ray's own clock
+        row["train_seconds"] = metrics.get("time_total_s", "")
+    row["_config"] = config
+    return row
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[-1] if text else type(error).__name__)[:300]
+
+
+def _best(rows, columns, sweep, epochs: int, name: str) -> dict[str, Any]:
+    ok = [r for r in rows if r["status"] != "failed" and _num(r["best_val_dice"]) is not None]
+    if not ok:
+        raise SegbenchError(f"sweep@{sweep.model}: no trial reported a validation Dice")
+    top = max(ok, key=lambda r: _num(r["best_val_dice"]))
+    return {
+        "model": sweep.model,
+        "metric": METRIC,
+        "value": _num(top["best_val_dice"]),
+        "trial": top["trial"],
+        "status": top["status"],
+        "config": {k: top["_config"].get(k) for k in columns},
+        "columns": columns,
+        "epochs": epochs,
+        "trials": len(rows),
+        "experiment": name,
+        "mlflow_run_id": top["mlflow_run_id"],
+    }
+
+
+def _num(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _summary_metrics(rows, best) -> dict[str, float]:
+    return {
+        "best_val_dice": best["value"],
+        "trials": len(rows),
+        "trials_completed": sum(r["status"] == "completed" for r in rows),
+        "trials_stopped_early": sum(r["status"] == "stopped early" for r in rows),
+        "trials_failed": sum(r["status"] == "failed" for r in rows),
+    }
+
+
+def _close_stopped_runs(parent_id: str, rows) -> None:
+    """Trials ASHA stopped end mid-training: their MLflow runs stay RUNNING (the process was
+    killed) or FAILED (the stop interrupted ``train``). Mark them KILLED and say why, so that a
+    FAILED run in the sweep means a crash."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for row in rows:
+        run_id = row.get("mlflow_run_id")
+        if not run_id or row["status"] != "stopped early":
+            continue
+        if client.get_run(run_id).info.status in ("RUNNING", "FAILED"):
+            client.set_tag(run_id, STOPPED_TAG, f"asha after epoch {row['epochs_run']}")
+            client.set_terminated(run_id, status="KILLED")
+
+
+def _forget(storage: str, name: str, parent_file: Path, local: bool) -> None:
+    """A finished sweep's Ray state is not needed again (results are in the outputs and
+    MLflow); a later run with other settings must start afresh, not resume this one."""
+    parent_file.unlink(missing_ok=True)
+    if local:
+        shutil.rmtree(Path(storage) / name, ignore_errors=True)
+
+
+def _write_off(out_dir) -> dict[str, Any]:
+    """``sweep.enabled: false``: empty outputs that say so (the report shows no sweep)."""
+    with atomic_dir(out_dir) as tmp:
+        write_csv(tmp / "trials.csv", [], ["trial", "status"])
+        write_json(tmp / "best.json", {"model": None, "config": {}})
+    print("sweep: off (sweep.enabled is false); wrote empty results")
+    return {"trials": 0, "best": None, "rows": []}
