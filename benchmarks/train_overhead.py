@@ -63,6 +63,7 @@ def make_params(tile: int, batch: int, model: str):
     raw["prepare"].update(scale=1.0, tile_size=tile, stride=tile, random_crops=2)
     raw["train"].update(batch_size=batch, scheduler="none", device="auto")
     raw["models"] = {model: {}}
+    raw["sweep"]["enabled"] = False  # it sweeps sam_lora, which may not be here
     return parse_params(raw)
 
 

@@ -29,6 +29,11 @@ SHRINK = {
     "prepare": {"scale": 0.5, "tile_size": 64, "stride": 64, "random_crops": 1},
     "train": {"epochs": 2, "batch_size": 4},
     "report": {"gallery_size": 2},
+    # Two one-epoch trials of the tiny LoRA SAM: the sweep stage runs in seconds.
+    "sweep": {
+        "space": {"model": {"rank": [2, 4]}, "train": {"lr": [0.003], "batch_size": [4]}},
+        "epochs": 1,
+    },
     # SAM's input at the shrunk tiles' size (64 px): the same tiny SAM, 1/16 of the pixels.
     "models": {
         name: {"image_size": 64}

@@ -166,6 +166,7 @@ def test_a_bad_checkpoint_stops_train_with_one_line_and_no_output(
     raw = deep_update(real_params_raw(), SHRINK)
     raw["models"] = {"sam_box": {"model": "sam_zero_shot", "checkpoint": str(ckpt), **TINY}}
     raw["ensembles"] = {}
+    raw["sweep"]["enabled"] = False  # it sweeps sam_lora, which is not here
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     out = tmp_path / "models" / "sam_box"

@@ -28,6 +28,7 @@ def raw_params(**train_overrides) -> dict:
     raw = deep_update(real_params_raw(), SHRINK)
     raw["models"] = {"unet": UNET_SMALL}
     raw["ensembles"] = {}
+    raw["sweep"]["enabled"] = False  # it sweeps sam_lora, which is not here
     raw["train"].update(train_overrides)
     return raw
 

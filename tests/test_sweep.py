@@ -1,0 +1,233 @@
+"""Sweeps on a real Ray: a local one with 2 CPUs, and a head started by the test and joined
+through RAY_ADDRESS. Trials really train (U-Net, tiny LoRA SAM) on the shrunk tiles."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import ray
+
+from segbench.config import parse_params
+from segbench.errors import SegbenchError
+from segbench.io import read_csv, read_json
+from segbench.sweep.run import STOPPED_TAG, run_sweep
+from segbench.train import train
+from tests.conftest import venv_env
+
+pytestmark = pytest.mark.slow
+
+
+def sweep_params(small_params_raw: dict, **sweep):
+    raw = small_params_raw
+    raw["sweep"] = {**raw["sweep"], **sweep}
+    return parse_params(raw), raw
+
+
+def child_runs(parent_id: str) -> list:
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("segbench")
+    return client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+
+
+def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
+    tiny_data, small_params_raw, tmp_path, mlflow_store
+):
+    _, tiles, _ = tiny_data
+    # Two learning rates that learn and, queued behind them, two that cannot (1e-6, 1e-7):
+    # both slots of the 2-CPU Ray start on the first two, so the last two reach the first
+    # rung after a good trial has and ASHA stops them there.
+    params, raw = sweep_params(
+        small_params_raw,
+        model="unet",
+        space={"train": {"lr": [0.003, 0.002, 1e-6, 1e-7]}},
+        epochs=2,
+    )
+    summary = run_sweep(params, raw, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
+    assert not ray.is_initialized()  # shut down, so the process can exit
+
+    rows = read_csv(tmp_path / "sweeps" / "trials.csv")
+    assert len(rows) == summary["trials"] == 4
+    assert {"trial", "status", "lr", "epochs_run", "val_dice", "best_val_dice", "attempts"} <= set(
+        rows[0]
+    )
+    by_lr = {float(r["lr"]): r for r in rows}
+    for lr in (1e-6, 1e-7):
+        assert by_lr[lr]["status"] == "stopped early" and by_lr[lr]["epochs_run"] == "1", by_lr
+    finished = [r for r in rows if r["status"] == "completed"]
+    assert finished and all(r["epochs_run"] == "2" for r in finished)
+
+    best = read_json(tmp_path / "sweeps" / "best.json")
+    top = max(rows, key=lambda r: float(r["best_val_dice"]))
+    assert best["config"] == {"train.lr": float(top["lr"])} and best["model"] == "unet"
+    assert best["value"] == pytest.approx(float(top["best_val_dice"]))
+    assert best["config"]["train.lr"] in (0.003, 0.002)
+    assert not (tmp_path / "state" / best["experiment"]).exists()  # finished: nothing to resume
+
+    mlflow.set_tracking_uri(mlflow_store)
+    parents = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string="tags.dvc_stage = 'sweep' and attributes.run_name = 'sweep@unet'",
+        output_format="list",
+    )
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.metrics["trials"] == 4
+    assert parent.data.metrics["trials_stopped_early"] >= 2
+    assert parent.data.params["best.train.lr"] == str(best["config"]["train.lr"])
+    children = {r.info.run_id: r for r in child_runs(parent.info.run_id)}
+    assert set(children) == {r["mlflow_run_id"] for r in rows}
+    for row in rows:
+        child = children[row["mlflow_run_id"]]
+        assert child.data.params["train.lr"] == row["lr"]
+        if row["status"] == "stopped early":
+            assert child.info.status == "KILLED" and STOPPED_TAG in child.data.tags
+        else:
+            assert child.info.status == "FINISHED"
+            assert child.data.metrics["val_dice"] == pytest.approx(float(row["val_dice"]))
+
+
+def crash_once(marker: str, *args, on_epoch, **kwargs):
+    """:func:`segbench.train.train`, except that the first trial to finish an epoch dies right
+    after reporting it (once per ``marker`` file), as a node lost mid-trial would."""
+
+    def crashing(row):
+        on_epoch(row)
+        if not os.path.exists(marker):
+            Path(marker).touch()
+            raise RuntimeError("injected crash after epoch 1")
+
+    return train(*args, on_epoch=crashing, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A Ray head (`ray start --head --block`) on 127.0.0.1, 2 CPUs; yields its address."""
+    port = free_port()
+    env = venv_env() | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # workers import tests/
+    ray_cli = Path(sys.executable).parent / "ray"
+    cmd = [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1"]
+    cmd += [f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false"]
+    cmd += ["--disable-usage-stats"]
+    log = open(tmp_path / "ray_head.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "ray_head.log").read_text()
+                assert time.monotonic() < deadline, "the Ray head did not start in 120 s"
+                time.sleep(0.5)
+        time.sleep(2)  # the raylet registers after the GCS listens
+        yield f"127.0.0.1:{port}"
+    finally:
+        # --block: on Ctrl-C the head stops its processes; the group kill catches stragglers.
+        os.killpg(proc.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_sweep_joins_a_ray_head_and_retries_a_crashed_trial_from_its_checkpoint(
+    tiny_data, small_params_raw, tmp_path, mlflow_store, ray_head, monkeypatch, capsys
+):
+    import functools
+
+    import ray.cloudpickle
+
+    _, tiles, _ = tiny_data
+    monkeypatch.setenv("RAY_ADDRESS", ray_head)
+    # The wrapper travels to the head's workers by value: they need not import this module.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    params, raw = sweep_params(
+        small_params_raw,
+        model="sam_lora",
+        space={"model": {"rank": [2, 4]}, "train": {"lr": [0.003]}},
+        epochs=3,
+        scheduler="fifo",
+        max_failures=1,
+    )
+    marker = str(tmp_path / "crashed")
+    summary = run_sweep(
+        params,
+        raw,
+        tiles,
+        tmp_path / "sweeps",
+        state_dir=tmp_path / "state",
+        train_fn=functools.partial(crash_once, marker),
+    )
+    assert f"the Ray cluster at {ray_head}" in capsys.readouterr().out
+    assert not ray.is_initialized()
+    assert os.path.exists(marker)  # one trial did crash
+    rows = read_csv(tmp_path / "sweeps" / "trials.csv")
+    assert summary["trials"] == len(rows) == 2
+    assert sorted(r["rank"] for r in rows) == ["2", "4"]
+    assert all(r["status"] == "completed" and r["epochs_run"] == "3" for r in rows), rows
+    assert sorted(r["attempts"] for r in rows) == ["1", "2"]  # the crashed one ran twice
+    retried = next(r for r in rows if r["attempts"] == "2")
+
+    # It continued from its epoch-1 checkpoint in the same MLflow run: each epoch logged once.
+    mlflow.set_tracking_uri(mlflow_store)
+    client = mlflow.MlflowClient()
+    run = client.get_run(retried["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")]
+    assert sorted(steps) == [1, 2, 3]
+
+
+def test_unreachable_ray_address_fails_fast(tiny_data, small_params_raw, tmp_path, monkeypatch):
+    _, tiles, _ = tiny_data
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens there
+    params, raw = sweep_params(small_params_raw)
+    start = time.monotonic()
+    with pytest.raises(
+        SegbenchError, match=r"RAY_ADDRESS: cannot reach a Ray cluster at 127\.0\.0\.1"
+    ):
+        run_sweep(params, raw, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
+    assert time.monotonic() - start < 15
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_resources_no_node_has_fail_fast_with_the_numbers(tiny_data, small_params_raw, tmp_path):
+    _, tiles, _ = tiny_data
+    params, raw = sweep_params(small_params_raw, resources={"cpu": 64, "gpu": 0.5})
+    start = time.monotonic()
+    with pytest.raises(SegbenchError) as info:
+        run_sweep(params, raw, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state", num_cpus=2)
+    message = str(info.value)
+    assert "each trial asks for 64 CPU and 0.5 GPU" in message
+    assert "has 2 CPU and 0 GPU" in message
+    assert time.monotonic() - start < 60 and not ray.is_initialized()
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_disabled_sweep_writes_empty_results(tiny_data, small_params_raw, tmp_path):
+    _, tiles, _ = tiny_data
+    params, raw = sweep_params(small_params_raw, enabled=False)
+    summary = run_sweep(params, raw, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
+    assert summary["trials"] == 0 and read_csv(tmp_path / "sweeps" / "trials.csv") == []
+    assert read_json(tmp_path / "sweeps" / "best.json")["model"] is None

@@ -1,0 +1,163 @@
+"""The sweep and deploy sections: bad spaces, keys, values and schedules stop at load, naming
+the dotted key; the best configuration reaches train@ only for an entry that asks for it."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from segbench.config import parse_params
+from segbench.errors import SegbenchError
+from segbench.io import read_json, write_json
+from segbench.sweep.promote import promote, promoted_params
+from segbench.sweep.space import apply_overrides, column_names, tune_space
+from tests.conftest import venv_env
+
+
+def with_sweep(raw: dict, **sweep) -> dict:
+    raw["sweep"] = {**raw["sweep"], **sweep}
+    return raw
+
+
+def test_real_sweep_is_a_grid_over_rank_lr_and_batch_size(small_params_raw):
+    params = parse_params(small_params_raw)
+    assert params.sweep.enabled and params.sweep.model == "sam_lora"
+    names = column_names(params.sweep)
+    assert set(names.values()) == {"rank", "lr", "batch_size"}
+    assert params.sweep.grid_size() == 2  # the shrunk grid of conftest.SHRINK
+
+
+@pytest.mark.parametrize(
+    ("space", "search", "message"),
+    [
+        ({"train": {"lrr": [0.1]}}, "grid", "sweep.space.train.lrr: training has no key 'lrr'"),
+        ({"model": {"rnk": [4]}}, "grid", "sweep.space.model.rnk: training has no key 'rnk' in"),
+        ({"train": {"lr": []}}, "grid", "sweep.space.train.lr: an empty list leaves nothing"),
+        ({}, "grid", "sweep.space: the search space is empty"),
+        ({"train": {}}, "grid", "sweep.space: the search space is empty"),
+        ({"trian": {"lr": [0.1]}}, "grid", "sweep.space.trian: the space has two sections"),
+        ({"train": {"lr": {"loguniform": [1e-5, 1e-2]}}}, "grid", "needs search: random"),
+        ({"train": {"lr": {"loguniform": [0, 1e-2]}}}, "random", "0 < low < high"),
+        ({"train": {"lr": {"normal": [0, 1]}}}, "random", "expected a list of values or one of"),
+        ({"train": {"lr": [0.001, 5.0]}}, "grid", "sweep.space.train.lr: the value 5.0 is not"),
+        ({"train": {"epochs": [1, 2]}}, "grid", "use sweep.epochs"),
+        ({"train": {"devices": [2]}}, "grid", "not sweepable"),
+        ({"model": {"rank": [0]}}, "grid", "sweep.space.model.rank: the value 0 is not valid"),
+    ],
+)
+def test_bad_spaces_name_the_key(small_params_raw, space, search, message):
+    raw = with_sweep(small_params_raw, space=space, search=search)
+    with pytest.raises(SegbenchError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_params(raw)
+
+
+def test_sweep_model_must_be_a_trained_entry(small_params_raw):
+    with pytest.raises(SegbenchError, match=r"sweep\.model: 'nope' is not an entry of models"):
+        parse_params(with_sweep(small_params_raw, model="nope"))
+    with pytest.raises(SegbenchError, match=r"sweep\.model: otsu is a classical model"):
+        parse_params(with_sweep(small_params_raw, model="otsu", space={"train": {"lr": [0.1]}}))
+    # A disabled sweep checks nothing: configurations without a sweepable model still load.
+    parse_params(with_sweep(small_params_raw, enabled=False, model="otsu", space={}))
+
+
+def test_from_sweep_only_on_the_swept_entry(small_params_raw):
+    small_params_raw["models"]["unet"]["from_sweep"] = True
+    with pytest.raises(SegbenchError, match=r"models\.unet\.from_sweep: the sweep tunes sam_lora"):
+        parse_params(small_params_raw)
+    small_params_raw["models"]["unet"]["from_sweep"] = "yes"
+    with pytest.raises(SegbenchError, match=r"models\.unet\.from_sweep: expected true or false"):
+        parse_params(small_params_raw)
+
+
+@pytest.mark.parametrize(
+    ("deploy", "message"),
+    [
+        ({"cron": "61 * * * *"}, "deploy.cron: not a valid cron expression"),
+        ({"timezone": "Mars/Olympus"}, "deploy.timezone: unknown time zone"),
+    ],
+)
+def test_bad_schedules_name_the_key(small_params_raw, deploy, message):
+    small_params_raw["deploy"] = deploy
+    with pytest.raises(SegbenchError, match=message):
+        parse_params(small_params_raw)
+
+
+def test_random_space_becomes_ray_distributions(small_params_raw):
+    raw = with_sweep(
+        small_params_raw,
+        search="random",
+        num_samples=5,
+        space={"train": {"lr": {"loguniform": [1e-5, 1e-2]}}, "model": {"rank": [2, 4, 8]}},
+    )
+    space = tune_space(parse_params(raw).sweep)
+    from ray.tune.search.sample import Categorical, Float
+
+    assert isinstance(space["train.lr"], Float) and space["train.lr"].lower == 1e-5
+    assert isinstance(space["model.rank"], Categorical) and space["model.rank"].categories == [
+        2,
+        4,
+        8,
+    ]
+
+
+def test_overrides_write_into_train_and_the_entry(small_params_raw):
+    out = apply_overrides(small_params_raw, "sam_lora", {"train.lr": 0.01, "model.rank": 8}, 3)
+    assert out["train"]["lr"] == 0.01 and out["train"]["epochs"] == 3
+    assert out["models"]["sam_lora"]["rank"] == 8
+    assert small_params_raw["models"]["sam_lora"]["rank"] == 4  # the original is untouched
+
+
+def test_promote_hands_the_best_values_to_the_entry_that_asks(small_params_raw, tmp_path):
+    best = {
+        "model": "sam_lora",
+        "value": 0.7,
+        "trial": "abc_00001",
+        "experiment": "sweep-sam_lora-x",
+        "config": {"model.rank": 16, "train.lr": 0.0003, "train.batch_size": 8},
+    }
+    write_json(tmp_path / "best.json", best)
+    params = parse_params(small_params_raw)
+    files = promote(params, tmp_path / "best.json", tmp_path / "promoted")
+    assert not any(f["from_sweep"] for f in files.values())  # nobody asked
+    before = (tmp_path / "promoted" / "unet.json").read_bytes()
+
+    small_params_raw["models"]["sam_lora"]["from_sweep"] = True
+    params = parse_params(small_params_raw)
+    promote(params, tmp_path / "best.json", tmp_path / "promoted")
+    assert (tmp_path / "promoted" / "unet.json").read_bytes() == before  # unet does not retrain
+    promoted = read_json(tmp_path / "promoted" / "sam_lora.json")
+    assert promoted["config"] == best["config"]
+    tuned = promoted_params(
+        params, small_params_raw, "sam_lora", tmp_path / "promoted" / "sam_lora.json"
+    )
+    assert tuned.model_params("sam_lora").rank == 16
+    assert tuned.train.lr == 0.0003 and tuned.train.batch_size == 8
+    assert tuned.train.epochs == params.train.epochs  # the sweep's short horizon is not promoted
+    assert promoted_params(params, small_params_raw, "unet", None) is params
+
+
+def test_promote_without_a_sweep_of_that_entry_says_what_to_run(small_params_raw, tmp_path):
+    small_params_raw["models"]["sam_lora"]["from_sweep"] = True
+    write_json(tmp_path / "best.json", {"model": None, "config": {}})
+    with pytest.raises(SegbenchError, match="run `dvc repro sweep`"):
+        promote(parse_params(small_params_raw), tmp_path / "best.json", tmp_path / "promoted")
+    assert not (tmp_path / "promoted").exists()  # nothing half-written
+
+
+def test_cli_reports_a_bad_space_without_traceback(small_params_raw, tmp_path):
+    raw = with_sweep(small_params_raw, space={"train": {"learning_rate": [0.1]}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "segbench.cli", "sweep"),
+            *("--params", str(tmp_path / "params.yaml"), "--tiles", "t"),
+            *("--out", str(tmp_path / "sweeps"), "--state", str(tmp_path / "s")),
+        ],
+        capture_output=True,
+        text=True,
+        env=venv_env(),
+    )
+    assert proc.returncode == 2
+    assert "sweep.space.train.learning_rate: training has no key" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "sweeps").exists()
