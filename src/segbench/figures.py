@@ -181,22 +181,33 @@ def lines(
     return path
 
 
+# Trials ASHA stopped ran fewer epochs: their Dice is not comparable, so they look different.
+_SWEEP_STYLES = {
+    "completed": {"color": "tab:purple", "marker": "o"},
+    "stopped early": {"color": "tab:gray", "marker": "x"},
+}
+
+
 def sweep_scatter(trials: list[dict], knobs: list[str], path: Path, *, metric: str) -> Path:
     """``metric`` against each sweep knob (one panel each; learning rate on a log axis)."""
     fig, axes = plt.subplots(1, len(knobs), figsize=(4 * len(knobs), 3.4), dpi=80, squeeze=False)
     for ax, knob in zip(axes[0], knobs, strict=True):
-        pts = [
-            (float(t[knob]), float(t[metric]))
-            for t in trials
-            if t.get(knob) not in (None, "") and t.get(metric) not in (None, "", "nan")
-        ]
-        if pts:
-            ax.scatter(*zip(*pts, strict=True), color="tab:purple")
+        for status, style in _SWEEP_STYLES.items():
+            pts = [
+                (float(t[knob]), float(t[metric]))
+                for t in trials
+                if t.get("status", "completed") == status
+                and t.get(knob) not in (None, "")
+                and t.get(metric) not in (None, "", "nan")
+            ]
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), label=status, **style)
         if knob in ("lr", "learning_rate"):
             ax.set_xscale("log")
         ax.set_xlabel(knob)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
     fig.suptitle(f"Sweep: {metric} by trial", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -94,17 +94,49 @@ def _galleries(params, raw_dir: Path, eval_dir: Path, models: list[str], fig_dir
     return out
 
 
-def _sweep(sweeps_dir: Path | None, fig_dir: Path) -> Path | None:
-    """Dice against each swept knob, if a sweep wrote ``trials.csv``."""
+def sweep_summary(sweeps_dir: Path | None) -> dict | None:
+    """The sweep in ``sweeps_dir`` for the report: its trials (best first), the swept columns
+    (from ``best.json``, else the usual knobs), the metric and the best trial; None if no
+    sweep ran (or it was disabled)."""
     trials_csv = sweeps_dir / "trials.csv" if sweeps_dir else None
     if trials_csv is None or not trials_csv.is_file():
         return None
     trials = read_csv(trials_csv)
-    metric = next((m for m in ("val_dice", "dice") if trials and m in trials[0]), None)
-    knobs = [k for k in SWEEP_KNOBS if trials and k in trials[0]]
+    if not trials:
+        return None
+    best_json = sweeps_dir / "best.json"
+    best = read_json(best_json) if best_json.is_file() else {}
+    metric = next((m for m in ("best_val_dice", "val_dice", "dice") if m in trials[0]), None)
+    knobs = list(best.get("columns", {}).values()) or [k for k in SWEEP_KNOBS if k in trials[0]]
     if metric is None or not knobs:
         return None
-    return figures.sweep_scatter(trials, knobs, fig_dir / "sweep.png", metric=metric)
+
+    def score(t):
+        try:
+            return float(t[metric])
+        except (TypeError, ValueError):
+            return -math.inf
+
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.get("status", "")] = counts.get(t.get("status", ""), 0) + 1
+    return {
+        "trials": sorted(trials, key=score, reverse=True),
+        "knobs": knobs,
+        "metric": metric,
+        "best": best,
+        "counts": counts,
+    }
+
+
+def _sweep(sweeps_dir: Path | None, fig_dir: Path) -> Path | None:
+    """Dice against each swept knob, if a sweep wrote ``trials.csv``."""
+    summary = sweep_summary(sweeps_dir)
+    if summary is None:
+        return None
+    return figures.sweep_scatter(
+        summary["trials"], summary["knobs"], fig_dir / "sweep.png", metric=summary["metric"]
+    )
 
 
 def _figures(rows, model_dirs, eval_dir, sweeps_dir, tmp: Path) -> dict[str, Path]:
@@ -196,6 +228,7 @@ def report(
             "banners": banners(rows),
             "alpha": params.report.alpha,
             "metrics": METRICS,
+            "sweep": sweep_summary(Path(sweeps_dir) if sweeps_dir else None),
             "ensemble_notes": [
                 ensemble_note(e, read_json(model_dirs[e] / "metrics.json"))
                 for e in params.ensembles
