@@ -6,8 +6,9 @@ import sys
 
 import mlflow
 import pytest
+import yaml
 
-from segbench.io import read_json
+from segbench.io import read_csv, read_json
 from tests.browser import browser_available, check_report_in_browser
 from tests.conftest import real_params_raw, venv_env
 
@@ -37,6 +38,12 @@ def test_prefect_flow_then_dvc_end_to_end(repo_copy, mlflow_store, prefect_serve
 
     from segbench.dag import stage_order
     from tests.test_flow import load_flow_module
+
+    # train@sam_lora takes the sweep's best configuration (promote stage).
+    params_file = repo_copy / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text())
+    raw["models"]["sam_lora"]["from_sweep"] = True
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
 
     metrics = load_flow_module().pipeline(root=str(repo_copy))
     assert set(metrics) == {f"eval/{m}/metrics.json" for m in ALL_MODELS}
@@ -79,6 +86,18 @@ def test_prefect_flow_then_dvc_end_to_end(repo_copy, mlflow_store, prefect_serve
             assert 0 < gallery["n_decoded"] == gallery["n_images"], gallery["model"]
             assert all(img["visible"] for img in gallery["images"]), gallery["model"]
         assert all(img["decoded"] and img["embedded"] for img in seen["images"])
+    # The sweep ran its grid (conftest.SHRINK: two one-epoch trials) on a local Ray, and
+    # train@sam_lora trained with the best trial's values; nothing else took them.
+    trials = read_csv(repo_copy / "sweeps" / "trials.csv")
+    assert sorted(t["rank"] for t in trials) == ["2", "4"]
+    best = read_json(repo_copy / "sweeps" / "best.json")
+    lora = read_json(repo_copy / "models" / "sam_lora" / "config.json")
+    assert best["model"] == "sam_lora" and best["config"]["train.lr"] == 0.003
+    assert lora["params"]["rank"] == best["config"]["model.rank"]
+    assert lora["train"]["lr"] == 0.003 != raw["train"]["lr"]
+    assert read_json(repo_copy / "promoted" / "unet.json") == {"from_sweep": False}
+    assert read_json(repo_copy / "models" / "unet" / "config.json")["train"]["lr"] == 0.001
+    assert 'id="sweep"' in html and 'class="sweep-trials"' in html
     # The threshold tuned on validation is recorded with the test metrics.
     unet_eval = read_json(repo_copy / "eval" / "unet" / "metrics.json")
     assert unet_eval["threshold_tuned"] and 0 < unet_eval["threshold"] < 1
@@ -121,7 +140,7 @@ def test_prefect_flow_then_dvc_end_to_end(repo_copy, mlflow_store, prefect_serve
     exp = dvc(repo_copy, "exp", "run", "-S", "models.otsu.smooth_sigma=2.0")
     assert "Running stage 'train@otsu'" in exp.stdout
     # (ensemble@ensemble re-runs: it depends on the whole models/ directory, see dvc.yaml.)
-    for stage in ("fetch", "prepare", "train@unet", "train@segformer"):
+    for stage in ("fetch", "prepare", "sweep", "train@unet", "train@segformer"):
         assert f"Running stage '{stage}'" not in exp.stdout
 
 

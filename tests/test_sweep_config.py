@@ -161,3 +161,16 @@ def test_cli_reports_a_bad_space_without_traceback(small_params_raw, tmp_path):
     assert proc.returncode == 2
     assert "sweep.space.train.learning_rate: training has no key" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "sweeps").exists()
+
+
+def test_reference_gpu_sweep_is_a_valid_configuration(tmp_path):
+    """configs/sweep-reference-gpu.yaml, merged into params.yaml, loads (checkpoint aside:
+    it is fetched by the user) and is the study's 4 x 4 x 5 grid."""
+    from tests.conftest import REPO, deep_update, real_params_raw
+
+    reference = yaml.safe_load((REPO / "configs" / "sweep-reference-gpu.yaml").read_text())
+    raw = deep_update(real_params_raw(), reference)
+    params = parse_params(raw)
+    assert params.sweep.grid_size() == 80
+    assert params.sweep.resources.gpu == 1 and params.model_params("sam_lora").variant == "vit_b"
+    assert set(column_names(params.sweep).values()) == {"rank", "lr", "batch_size"}
