@@ -106,6 +106,14 @@ def run_sweep(
             }
             trainable = _trainable(params, raw, tiles_dir, epochs, child_tags, train_fn)
             results = _fit(params, trainable, storage, name, epochs)
+            unfinished = len(results) - results.num_terminated - results.num_errors
+            if unfinished:  # Ctrl-C: Tune saved its state and returned early
+                print(
+                    f"sweep@{sweep.model}: interrupted with {unfinished} of {len(results)} "
+                    f"trials unfinished; nothing written to {out_dir}. Run it again with the "
+                    f"same settings to resume (state in {storage}/{name})"
+                )
+                raise KeyboardInterrupt
             rows = [_row(r, columns, epochs) for r in results]
             _close_stopped_runs(parent.info.run_id, rows)
             if not any(r["status"] != "failed" for r in rows):
@@ -180,6 +188,10 @@ def _fit(params: Params, trainable, storage: str, name: str, epochs: int):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     sweep = params.sweep
+    # Ctrl-C must stop the stage, not end the sweep early as if it had finished (Tune's own
+    # handler returns partial results, which would be written as the sweep's): it raises
+    # KeyboardInterrupt here, and the state Tune saves as trials report is resumed next time.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     path = f"{storage.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(path):
         print(f"sweep@{sweep.model}: resuming the interrupted sweep in {path}")
