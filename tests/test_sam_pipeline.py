@@ -21,6 +21,7 @@ TINY = {"variant": "tiny", "image_size": 64}
 def _params(models: dict, **train):
     raw = deep_update(real_params_raw(), SHRINK)
     raw["models"], raw["ensembles"] = models, {}
+    raw["sweep"]["enabled"] = False  # it sweeps sam_lora, which may not be here
     raw["train"].update(train)
     return parse_params(raw)
 

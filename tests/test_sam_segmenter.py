@@ -136,6 +136,7 @@ def test_trains_evaluates_and_predicts_through_the_pipeline_functions(tiny_data,
     raw = deep_update(real_params_raw(), SHRINK)
     block = {"image_size": 128, "embedding_cache": str(tmp_path / "cache")}
     raw["models"], raw["ensembles"] = {"sam_decoder": block}, {}
+    raw["sweep"]["enabled"] = False  # it sweeps sam_lora, which is not here
     raw["train"].update(epochs=2, lr=1e-3, optimizer="adamw")
     params = parse_params(raw)
     out = tmp_path / "models" / "sam_decoder"

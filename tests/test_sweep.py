@@ -231,3 +231,60 @@ def test_disabled_sweep_writes_empty_results(tiny_data, small_params_raw, tmp_pa
     summary = run_sweep(params, raw, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
     assert summary["trials"] == 0 and read_csv(tmp_path / "sweeps" / "trials.csv") == []
     assert read_json(tmp_path / "sweeps" / "best.json")["model"] is None
+
+
+def interrupt_once(pid: int, marker: str, *args, on_epoch, **kwargs):
+    """:func:`segbench.train.train`, except that after the second epoch of the sweep it sends
+    the driver a Ctrl-C (SIGINT), once per ``marker`` file."""
+
+    def interrupting(row):
+        on_epoch(row)
+        if row["epoch"] == 2 and not os.path.exists(marker):
+            time.sleep(3)  # the driver has the epoch: let it save the sweep's state
+            Path(marker).touch()
+            os.kill(pid, signal.SIGINT)
+            time.sleep(60)  # the driver stops the sweep, and this process with it
+
+    return train(*args, on_epoch=interrupting, **kwargs)
+
+
+def test_an_interrupted_sweep_writes_nothing_and_resumes(
+    tiny_data, small_params_raw, tmp_path, mlflow_store, capsys
+):
+    import functools
+
+    import ray.cloudpickle
+
+    _, tiles, _ = tiny_data
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    params, raw = sweep_params(
+        small_params_raw,
+        model="unet",
+        space={"train": {"lr": [0.003, 0.002]}},
+        epochs=3,
+        scheduler="fifo",
+        max_concurrent=1,
+    )
+    fn = functools.partial(interrupt_once, os.getpid(), str(tmp_path / "interrupted"))
+    out, state = tmp_path / "sweeps", tmp_path / "state"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(params, raw, tiles, out, state_dir=state, train_fn=fn)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not out.exists() and not ray.is_initialized()
+    assert any(p.is_dir() for p in state.iterdir())  # Tune's state, kept to resume from
+
+    summary = run_sweep(params, raw, tiles, out, state_dir=state, train_fn=fn)
+    assert "resuming the interrupted sweep" in capsys.readouterr().out
+    rows = read_csv(out / "trials.csv")
+    assert summary["trials"] == len(rows) == 2
+    assert all(r["status"] == "completed" and r["epochs_run"] == "3" for r in rows), rows
+    # The interrupted trial went on from its checkpoint, in the same MLflow run.
+    resumed = next(r for r in rows if r["attempts"] == "2")
+    mlflow.set_tracking_uri(mlflow_store)
+    client = mlflow.MlflowClient()
+    steps = [m.step for m in client.get_metric_history(resumed["mlflow_run_id"], "val_dice")]
+    assert sorted(set(steps)) == [1, 2, 3]
+    assert not [p for p in state.iterdir() if p.is_dir()]  # finished: the state is gone

@@ -23,6 +23,8 @@ from segbench.checkpoint import resume_dir_for
 from segbench.io import read_json
 from segbench.sweep.space import trial_params
 
+# Starts of a trial from its checkpoints: 1, then 2 after a retry or a resumed sweep (a start
+# before the first checkpoint is a fresh start and counts as 1 again).
 ATTEMPTS_FILE = "attempts.txt"
 
 
@@ -61,13 +63,14 @@ def run_trial(
     trial_dir = Path(ctx.get_trial_dir())
     out_dir = trial_dir / "model"
     resume_dir = resume_dir_for(out_dir)
-    attempt = _count_attempt(trial_dir)
     params = trial_params(raw, model, config, epochs)
+    attempt = 1
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry (or a resumed sweep): continue from the last epoch
         shutil.rmtree(resume_dir, ignore_errors=True)
         with checkpoint.as_directory() as path:
             shutil.copytree(path, resume_dir)
+        attempt = int((resume_dir / ATTEMPTS_FILE).read_text()) + 1
         params = params.model_copy(
             update={"train": params.train.model_copy(update={"resume": True})}
         )
@@ -78,6 +81,8 @@ def run_trial(
         best = max(best, _finite(row["val_dice"]))
         if row["epoch"] >= params.train.epochs:
             return  # reported below, once train() has finished writing
+        # The count travels in the checkpoint: a restored trial may get a new directory.
+        (resume_dir / ATTEMPTS_FILE).write_text(str(attempt))
         tune.report(
             _metrics(row, best, attempt, resume_dir),
             checkpoint=tune.Checkpoint.from_directory(str(resume_dir)),
@@ -128,11 +133,3 @@ def _history(out_dir: Path) -> list[dict[str, float]]:
         return []
     return [{k: float(v) for k, v in row.items()} for row in read_csv(path)]
 
-
-def _count_attempt(trial_dir: Path) -> int:
-    """1 on a trial's first start, 2 on its first retry, ...: kept in the trial's directory."""
-    path = trial_dir / ATTEMPTS_FILE
-    attempt = int(path.read_text()) + 1 if path.is_file() else 1
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(str(attempt))
-    return attempt
