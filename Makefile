@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(abspath .prefect)
 
-.PHONY: setup run test bench bench-sliding lint format clean
+.PHONY: setup run test bench bench-sliding bench-sweep lint format clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,14 @@ bench-sliding: setup
 	@test -d .bench-deps/monai-$(MONAI_VERSION).dist-info || \
 		python -m pip install --no-deps --upgrade --target .bench-deps monai==$(MONAI_VERSION)
 	python benchmarks/sliding_window.py $(SLIDING_ARGS)
+
+# Ray Tune sweep scaling: 1 against 2 trials at once on a 2-CPU local Ray, and Ray's overhead per
+# trial against a direct train() (~8 min on 2 cores). Until sweep.max_concurrent is honoured, run
+# it with SWEEP_ARGS="--sequential-by cpus" (a 1-CPU Ray stands in for max_concurrent 1).
+SWEEP_ARGS ?=
+
+bench-sweep: setup
+	python benchmarks/sweep_scaling.py $(SWEEP_ARGS)
 
 lint: setup
 	ruff check .
