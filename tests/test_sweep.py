@@ -170,6 +170,7 @@ def test_sweep_joins_a_ray_head_and_retries_a_crashed_trial_from_its_checkpoint(
         epochs=3,
         scheduler="fifo",
         max_failures=1,
+        max_concurrent=1,  # the head has 2 CPUs: without the limit both would run at once
     )
     marker = str(tmp_path / "crashed")
     summary = run_sweep(
@@ -197,6 +198,10 @@ def test_sweep_joins_a_ray_head_and_retries_a_crashed_trial_from_its_checkpoint(
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")]
     assert sorted(steps) == [1, 2, 3]
+    # max_concurrent: 1 held: no epoch of the retried trial ended while the other one ran.
+    other = client.get_run(next(r for r in rows if r is not retried)["mlflow_run_id"]).info
+    stamps = [m.timestamp for m in client.get_metric_history(run.info.run_id, "val_dice")]
+    assert not [t for t in stamps if other.start_time < t < other.end_time]
 
 
 def test_unreachable_ray_address_fails_fast(tiny_data, small_params_raw, tmp_path, monkeypatch):
