@@ -1,6 +1,6 @@
 """Ray Tune sweep scaling: parallel efficiency of 2 trials at once, and Ray's overhead per trial.
 
-    python benchmarks/sweep_scaling.py [--trials 4] [--repeats 3] [--model unet] [--epochs 3]
+    python benchmarks/sweep_scaling.py [--trials 8] [--repeats 3] [--model unet] [--epochs 3]
 
 Every run trains the same model on the same shrunk synthetic tiles (generated once into a
 temporary directory: ``--images`` 192x256 particle images at scale 0.5, 64-pixel tiles, batch 4)
@@ -11,7 +11,7 @@ arms, all in each of ``--repeats`` repeats, their order reversed every other rep
   (``num_cpus=2``), a one-value grid (``train.lr``) with ``num_samples = --trials``, scheduler
   ``fifo`` (every trial runs all its epochs), ``resources: {cpu: 1}`` (one torch thread per
   trial), ``max_concurrent`` 1 or 2. ``--sequential-by cpus`` runs the 1-worker arm on a 1-CPU
-  Ray instead, a stand-in for as long as ``max_concurrent`` is not honoured;
+  Ray instead (the stand-in used while ``max_concurrent`` was not honoured, before d886f2c);
 * **direct**: :func:`segbench.train.train` called in this process with the params a trial gets
   (:func:`segbench.sweep.space.trial_params`), ``torch.set_num_threads(1)``, after an untimed
   warm-up call (imports, first MLflow connection): the work itself;
@@ -298,7 +298,12 @@ def spread(values, scale: float = 1.0) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=4, help="equal trials per sweep (>= 2)")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=8,
+        help="equal trials per sweep (>= 2; 8 by default, so that each worker's one-off start-up is a small share)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="unet", help="a trained models entry of params.yaml")
     parser.add_argument("--epochs", type=int, default=3)
