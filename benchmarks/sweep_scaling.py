@@ -302,7 +302,7 @@ def main() -> None:
         "--trials",
         type=int,
         default=8,
-        help="equal trials per sweep (>= 2; 8 by default, so that each worker's one-off start-up is a small share)",
+        help="equal trials per sweep (>= 2); 8 keeps each worker's one-off start-up a small share",
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="unet", help="a trained models entry of params.yaml")
