@@ -132,4 +132,3 @@ def _history(out_dir: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     return [{k: float(v) for k, v in row.items()} for row in read_csv(path)]
-
