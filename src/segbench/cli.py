@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 from segbench.errors import SegbenchError, exit_on_user_error
@@ -91,9 +92,7 @@ def _cmd_sweep(args) -> None:
     if summary["best"] is not None:
         best = summary["best"]
         values = ", ".join(f"{k}={v}" for k, v in best["config"].items())
-        counts = {}
-        for row in summary["rows"]:
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        counts = Counter(row["status"] for row in summary["rows"])
         print(
             f"sweep@{best['model']}: {summary['trials']} trials ("
             + ", ".join(f"{n} {s}" for s, n in counts.items())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+from collections import Counter
 from pathlib import Path
 
 import jinja2
@@ -117,9 +118,7 @@ def sweep_summary(sweeps_dir: Path | None) -> dict | None:
         except (TypeError, ValueError):
             return -math.inf
 
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.get("status", "")] = counts.get(t.get("status", ""), 0) + 1
+    counts = Counter(t.get("status", "") for t in trials)
     return {
         "trials": sorted(trials, key=score, reverse=True),
         "knobs": knobs,

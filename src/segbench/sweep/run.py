@@ -250,14 +250,13 @@ def _row(result, columns: dict[str, str], epochs: int) -> dict[str, Any]:
         "status": status,
         **{col: config.get(key) for key, col in columns.items()},
         "epochs_run": run,
+        "attempts": metrics.get("attempt", ""),
+        # Stopped mid-training, a trial never reported train()'s clock: Ray's own, then.
+        "train_seconds": metrics.get("train_seconds", metrics.get("time_total_s", "")),
         "error": _one_line(result.error) if result.error is not None else "",
     }
     for key in _RESULT_FIELDS:
-        if key not in row:
-            row[key] = metrics.get(key, "")
-    row["attempts"] = metrics.get("attempt", "")
-    if row["train_seconds"] == "":  # stopped mid-training: Ray's own clock
-        row["train_seconds"] = metrics.get("time_total_s", "")
+        row.setdefault(key, metrics.get(key, ""))
     row["_config"] = config
     return row
 
