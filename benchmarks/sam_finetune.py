@@ -26,13 +26,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+from segbench.config import load_params
 from segbench.models import build_model
 from segbench.sam.build import build_sam
 from segbench.sam.lora import apply_lora
 
+REPO = Path(__file__).resolve().parents[1]
 REFERENCE = {128: 2.8e6, 256: 5.73e6, 512: 11.44e6, 1024: 22.9e6}  # the reference LoRA study
 
 
@@ -41,6 +44,13 @@ def _batches(n_tiles: int, batch: int, size: int = 256):
     tiles = torch.randn(n_tiles, 1, size, size, generator=g)
     masks = (torch.rand(n_tiles, 1, size, size, generator=g) > 0.7).float()
     return [(tiles[i : i + batch], masks[i : i + batch]) for i in range(0, n_tiles, batch)]
+
+
+def sam_entry(name: str, args, **changes):
+    """params.yaml's ``models.<name>`` at the benchmark's variant and input size."""
+    entry = load_params(REPO / "params.yaml").models[name]
+    changes |= {"variant": args.variant, "image_size": args.image_size}
+    return type(entry).model_validate({**entry.model_dump(), **changes})
 
 
 def _step(model, opt, x, y) -> None:
@@ -52,9 +62,7 @@ def _step(model, opt, x, y) -> None:
 def decoder_epochs(args, cached: bool) -> list[float]:
     """Seconds per epoch of decoder-only training, with or without the embedding cache."""
     torch.manual_seed(0)
-    model = build_model(
-        "sam_decoder", variant=args.variant, image_size=args.image_size, embedding_cache=None
-    ).train()
+    model = build_model(sam_entry("sam_decoder", args, embedding_cache=None)).train()
     with tempfile.TemporaryDirectory() as cache_dir:
         if cached:
             model.use_cache(cache_dir)
@@ -74,11 +82,9 @@ def one(args) -> dict:
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.one == "lora":
-        model = build_model("sam_lora", variant=args.variant, image_size=args.image_size, rank=4)
+        model = build_model(sam_entry("sam_lora", args, rank=4))
     else:  # full: the whole encoder trains with the decoder
-        model = build_model(
-            "sam_decoder", variant=args.variant, image_size=args.image_size, embedding_cache=None
-        )
+        model = build_model(sam_entry("sam_decoder", args, embedding_cache=None))
         for p in model.sam.image_encoder.parameters():
             p.requires_grad_(True)
     model = model.to(device).train()

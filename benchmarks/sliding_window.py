@@ -97,7 +97,7 @@ def parse_size(text: str) -> tuple[int, int, int]:
 def make_model(name: str, seed: int) -> torch.nn.Module:
     params = parse_params(yaml.safe_load((REPO / "params.yaml").read_text()))
     torch.manual_seed(seed)
-    model = build_model(params.model_type(name), **params.model_params(name).model_dump())
+    model = build_model(params.entry(name), name=name)
     return model.eval()
 
 

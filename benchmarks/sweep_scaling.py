@@ -12,7 +12,7 @@ arms, all in each of ``--repeats`` repeats, their order reversed every other rep
   ``fifo`` (every trial runs all its epochs), ``resources: {cpu: 1}`` (one torch thread per
   trial), ``max_concurrent`` 1 or 2. ``--sequential-by cpus`` runs the 1-worker arm on a 1-CPU
   Ray instead (the stand-in used while ``max_concurrent`` was not honoured, before d886f2c);
-* **direct**: :func:`segbench.train.train` called in this process with the params a trial gets
+* **direct**: :func:`segbench.training.train` called in this process with the params a trial gets
   (:func:`segbench.sweep.space.trial_params`), ``torch.set_num_threads(1)``, after an untimed
   warm-up call (imports, first MLflow connection): the work itself;
 * **fresh process** (a reference, no target): the same call as the first one in a new Python
@@ -25,7 +25,7 @@ already), its own Ray state directory, and all runs a private ``RAY_TMPDIR`` (se
 Clocks. The script swaps ``ray_session`` in :mod:`segbench.sweep.run` for a wrapper that notes
 when Ray is up and when its shutdown begins, so each ``run_sweep`` splits into Ray start-up,
 *inside Ray* (Tuner, parent MLflow run, trials, outputs) and shutdown. Trials run the real
-:func:`segbench.train.train` through ``run_sweep``'s ``train_fn`` hook, wrapped to note (on the
+:func:`segbench.training.train` through ``run_sweep``'s ``train_fn`` hook, wrapped to note (on the
 wall clock, which all processes of this machine share) when ``train`` was entered and returned.
 
 Figures (median over repeats; spread = min to max of the per-repeat figures):
@@ -71,12 +71,13 @@ FRESH_CHILD = """
 import json, sys, time
 import torch
 from ray import tune  # noqa: F401 - run_trial imports it
+from segbench.config import parse_params
 from segbench.sweep.space import trial_params
-from segbench.train import train
+from segbench.training import train
 ready = time.time()
 a = json.loads(sys.argv[1])
 torch.set_num_threads(1)
-params = trial_params(a["raw"], a["model"], a["config"], a["epochs"])
+params = trial_params(parse_params(a["raw"]), a["config"], a["epochs"])
 start = time.time()
 train(a["model"], params, a["tiles"], a["out"], run_name=a["model"] + " fresh process")
 print(json.dumps({"ready": ready, "train": time.time() - start}))
@@ -111,13 +112,13 @@ def make_raw(model: str, images: int, epochs: int, trials: int, workers: int) ->
 
 
 def timed_train(log_file: str, *args, **kwargs):
-    """``segbench.train.train``, noting when it was entered and when it returned. Defined in
+    """``segbench.training.train``, noting when it was entered and when it returned. Defined in
     ``__main__``, so cloudpickle ships it to the trials by value (no import path needed there)."""
     import json as _json
     import os as _os
     import time as _time
 
-    from segbench.train import train
+    from segbench.training import train
 
     enter = _time.time()
     summary = train(*args, **kwargs)
@@ -180,7 +181,6 @@ def sweep_arm(args, workers: int, cpus: int, tiles: Path, root: Path) -> dict:
         start = time.time()
         summary = sweep_run.run_sweep(
             params,
-            raw,
             tiles,
             root / "out",
             state_dir=root / "state",
@@ -223,13 +223,13 @@ def trial_raw_params(args):
 
     raw = make_raw(args.model, args.images, args.epochs, 1, 1)
     config = {"train.lr": raw["train"]["lr"]}
-    return raw, config, trial_params(raw, args.model, config, args.epochs)
+    return raw, config, trial_params(parse_params(raw), config, args.epochs)
 
 
 def direct_arm(args, tiles: Path, root: Path) -> float:
     import torch
 
-    from segbench.train import train
+    from segbench.training import train
 
     _, _, params = trial_raw_params(args)
     fresh_store(root)

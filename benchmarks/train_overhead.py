@@ -5,7 +5,7 @@
 Both arms train the same model (same seed, so the same initial weights), on the same tiles,
 with the same optimiser (Adam), loss (Dice) and batch size, on this machine's CPU or GPU:
 
-* **segbench**: :func:`segbench.train.train_one_epoch` over segbench's DataLoader of
+* **segbench**: :func:`segbench.training.loop.train_one_epoch` over segbench's DataLoader of
   :class:`~segbench.data.dataset.TileDataset` (per-item normalisation, seeded sampler), with the
   loss finiteness check, accumulation bookkeeping and progress bar;
 * **bare**: the textbook loop over batches already normalised and stacked in memory.
@@ -30,11 +30,13 @@ import yaml
 
 from segbench.config import parse_params
 from segbench.data.dataset import TileDataset
+from segbench.devices import resolve_device
 from segbench.fetch import fetch
 from segbench.losses import build_loss
 from segbench.models import build_model
 from segbench.prepare import prepare
-from segbench.train import _loaders, _seed_epoch, resolve_device, train_one_epoch
+from segbench.training.distributed import Dist
+from segbench.training.loop import loaders, seed_epoch, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,22 +64,24 @@ def make_params(tile: int, batch: int, model: str):
     raw["data"]["synthetic"].update(n_images=12, height=384, width=512)
     raw["prepare"].update(scale=1.0, tile_size=tile, stride=tile, random_crops=2)
     raw["train"].update(batch_size=batch, scheduler="none", device="auto")
-    raw["models"] = {model: {}}
+    raw["models"] = {model: raw["models"][model]}
+    raw["ensembles"] = {}
     raw["sweep"]["enabled"] = False  # it sweeps sam_lora, which may not be here
     return parse_params(raw)
 
 
 def fresh(model_name: str, params, device):
     torch.manual_seed(0)
-    model = build_model(model_name, **params.model_params(model_name).model_dump()).to(device)
+    model = build_model(params.entry(model_name), name=model_name).to(device)
     return model, torch.optim.Adam(model.parameters(), lr=params.train.lr), build_loss("dice")
 
 
 def segbench_arm(model_name, params, tiles, device, steps: int) -> tuple[float, float]:
     """(seconds per step, seconds waiting for data per step)."""
     model, opt, loss_fn = fresh(model_name, params, device)
-    _, sampler, loader, _ = _loaders(params, tiles, _single())
-    _seed_epoch(sampler, params.train.seed, 1)
+    prep = params.prepare
+    _, sampler, loader, _ = loaders(params.train, prep.augment, prep.tile_size, tiles, Dist())
+    seed_epoch(sampler, params.train.seed, 1)
     timed = TimedLoader(loader, steps)
     start = time.perf_counter()
     train_one_epoch(model, timed, loss_fn, opt, device, 1)
@@ -102,12 +106,6 @@ def bare_arm(model_name, params, tiles, device, steps: int) -> float:
         opt.step()
     _sync(device)
     return (time.perf_counter() - start) / steps
-
-
-def _single():
-    from segbench.train import Dist
-
-    return Dist()
 
 
 def _sync(device) -> None:

@@ -22,13 +22,12 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 import httpx
 from pipeline import REPO, pipeline
 from prefect import serve
-from prefect.client.schemas.schedules import CronSchedule
 from prefect.schedules import Cron, Schedule
 from prefect.settings import get_current_settings
 from pydantic import ValidationError
 from sweep import sweep
 
-from segbench.config import load_params
+from segbench.config import DeployConfig, load_params
 from segbench.dag import read_graph
 from segbench.errors import SegbenchError, exit_on_user_error
 
@@ -66,15 +65,16 @@ def cron_schedule(cron: str, timezone: str) -> Schedule:
     """A Prefect schedule from a cron expression (``"0 3 * * *"``: minute hour day month
     weekday) and an IANA time zone (``UTC``, ``Europe/Berlin``); a :class:`SegbenchError` if
     either is invalid."""
-    # The server's own validation, so a bad value fails here rather than when registering.
-    for field, value, hint in (
-        ("cron", cron, 'five fields, minute hour day month weekday, e.g. "0 3 * * *"'),
-        ("timezone", timezone, "an IANA time zone name, e.g. UTC or Europe/Berlin"),
-    ):
-        try:
-            CronSchedule(**{"cron": "0 3 * * *", "timezone": "UTC", field: value})
-        except ValidationError:
-            raise SegbenchError(f"--{field} {value!r} is not valid: expected {hint}") from None
+    # The deploy section's own validation (cronsim, Prefect's parser), so a bad value fails
+    # here rather than when registering, with the same words as in params.yaml.
+    try:
+        DeployConfig(cron=cron, timezone=timezone)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = err["loc"][0]
+        value = cron if field == "cron" else timezone
+        why = err["msg"].removeprefix("Value error, ")
+        raise SegbenchError(f"--{field} {value!r} is not valid: {why}") from None
     return Cron(cron, timezone=timezone)
 
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from segbench.cli import main
+from segbench.commands.prepare import main
 
 if __name__ == "__main__":
-    main(["prepare", *sys.argv[1:]])
+    main(sys.argv[1:])

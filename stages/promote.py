@@ -2,7 +2,7 @@
 
 import sys
 
-from segbench.cli import main
+from segbench.commands.promote import main
 
 if __name__ == "__main__":
-    main(["promote", *sys.argv[1:]])
+    main(sys.argv[1:])

@@ -2,7 +2,7 @@
 
 import sys
 
-from segbench.cli import main
+from segbench.commands.report import main
 
 if __name__ == "__main__":
-    main(["report", *sys.argv[1:]])
+    main(sys.argv[1:])

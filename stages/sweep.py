@@ -2,7 +2,7 @@
 
 import sys
 
-from segbench.cli import main
+from segbench.commands.sweep import main
 
 if __name__ == "__main__":
-    main(["sweep", *sys.argv[1:]])
+    main(sys.argv[1:])

@@ -3,6 +3,8 @@ the repository for end-to-end runs, and one session-wide Prefect test server."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import sys
 from pathlib import Path
@@ -52,6 +54,51 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
+@functools.cache
+def shipped_params():
+    """The real params.yaml, validated (cached: tests must not modify it)."""
+    from segbench.config import load_params
+
+    return load_params(REPO / "params.yaml")
+
+
+def shipped_section(dotted: str, **changes):
+    """A section of the real params.yaml (``train``, ``prepare.augment``) with ``changes``
+    (mappings merged key by key), validated again."""
+    section = shipped_params()
+    for part in dotted.split("."):
+        section = getattr(section, part)
+    return type(section).model_validate(deep_update(section.model_dump(), changes))
+
+
+def shipped_entry(name: str, **changes):
+    """``models.<name>`` of the real params.yaml with ``changes``, validated again."""
+    entry = shipped_params().models[name]
+    return type(entry).model_validate({**entry.model_dump(), **changes})
+
+
+DROP = object()  # raw_entry(..., key=DROP) removes the key
+
+
+def raw_entry(base: str, **changes) -> dict:
+    """A complete ``models`` entry as written in params.yaml: the shipped entry ``base`` with
+    ``changes`` (``DROP`` as a value removes the key)."""
+    block = copy.deepcopy(real_params_raw()["models"][base])
+    block.update(changes)
+    return {k: v for k, v in block.items() if v is not DROP}
+
+
+def only_models(raw: dict, models, ensembles=()) -> dict:
+    """A copy of a raw params mapping with only ``models`` and ``ensembles``; the sweep is
+    switched off when its entry is not among them."""
+    out = copy.deepcopy(raw)
+    out["models"] = {m: out["models"][m] for m in models}
+    out["ensembles"] = {e: out["ensembles"][e] for e in ensembles}
+    if out["sweep"]["model"] not in out["models"]:
+        out["sweep"]["enabled"] = False
+    return out
+
+
 def deep_update(base: dict, overrides: dict) -> dict:
     out = dict(base)
     for key, value in overrides.items():
@@ -65,6 +112,12 @@ def deep_update(base: dict, overrides: dict) -> dict:
 @pytest.fixture
 def small_params_raw() -> dict:
     """The real params.yaml, shrunk (a plain dict, to be modified by the test)."""
+    return deep_update(real_params_raw(), SHRINK)
+
+
+@pytest.fixture(scope="module")
+def small_params_raw_module() -> dict:
+    """The real params.yaml, shrunk, for module fixtures (the module's own copy)."""
     return deep_update(real_params_raw(), SHRINK)
 
 
@@ -128,31 +181,23 @@ def prefect_server(tmp_path_factory):
 def real_report(tiny_data, tmp_path_factory):
     """A report built by the real functions from two really trained models (Otsu and a
     one-epoch U-Net) on the shrunk data: ``(reports dir, [model names])``."""
+    from segbench.config import parse_params
     from segbench.evaluate import evaluate
     from segbench.report import report
-    from segbench.train import train
+    from segbench.training import train
 
     raw, tiles, params = tiny_data
     root = tmp_path_factory.mktemp("real_report")
     models = ["otsu", "unet"]
-    params = params.model_copy(
-        update={
-            "models": {m: params.models[m] for m in models},
-            "ensembles": {},
-            "train": params.train.model_copy(update={"epochs": 1}),
-        }
+    small = deep_update(
+        only_models(params.model_dump(mode="json"), models), {"train": {"epochs": 1}}
     )
+    params = parse_params(small)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.setenv("DVC_ROOT", str(root))
         for m in models:
             train(m, params, tiles, root / "models" / m)
             evaluate(root / "models" / m, params, raw, root / "eval" / m)
-    report(
-        params,
-        raw_dir=raw,
-        models_dir=root / "models",
-        eval_dir=root / "eval",
-        out_dir=root / "reports",
-    )
+    report(params, raw_dir=raw, eval_dir=root / "eval", out_dir=root / "reports")
     return root / "reports", models

@@ -8,6 +8,11 @@ from scipy import ndimage
 from segbench.config import AugmentConfig
 from segbench.data.augment import augment, build_augmenter
 from segbench.data.dataset import TileDataset
+from tests.conftest import shipped_section
+
+
+def augment_cfg(**changes) -> AugmentConfig:
+    return shipped_section("prepare.augment", **changes)
 
 
 def l_shape(size=96, *, dtype=np.uint8, high=200, low=20):
@@ -29,8 +34,12 @@ def boundary(mask, width=2):
 def test_rotated_flipped_cropped_masks_stay_on_their_shape(dtype):
     high = 200 if dtype == np.uint8 else 50000
     image, mask = l_shape(dtype=dtype, high=high)
-    cfg = AugmentConfig(
-        hflip=0.5, vflip=0.5, rotate={"p": 1.0, "limit": 30}, center_crop={"p": 0.5}
+    cfg = shipped_section(
+        "prepare.augment",
+        hflip=0.5,
+        vflip=0.5,
+        rotate={"p": 1.0, "limit": 30},
+        center_crop={"p": 0.5},
     )
     aug = build_augmenter(cfg, 96)
     changed = 0
@@ -49,19 +58,23 @@ def test_rotated_flipped_cropped_masks_stay_on_their_shape(dtype):
 
 def test_flips_are_exact_and_seeded():
     image, mask = l_shape()
-    aug = build_augmenter(AugmentConfig(hflip=1.0, vflip=0.0), 96)
+    aug = build_augmenter(augment_cfg(hflip=1.0, vflip=0.0), 96)
     img_a, msk_a = augment(aug, image, mask, 0)
     np.testing.assert_array_equal(img_a, image[:, ::-1])
     np.testing.assert_array_equal(msk_a, mask[:, ::-1])
-    aug = build_augmenter(AugmentConfig(rotate={"p": 1.0}), 96)
+    aug = build_augmenter(augment_cfg(rotate={"p": 1.0}), 96)
     a, b, c = (augment(aug, image, mask, s)[0] for s in (5, 5, 6))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
 def test_intensity_transforms_leave_the_mask_alone():
     image, mask = l_shape()
-    cfg = AugmentConfig(
-        hflip=0, vflip=0, brightness_contrast={"p": 1.0}, gamma={"p": 1.0, "limit": [70, 130]}
+    cfg = shipped_section(
+        "prepare.augment",
+        hflip=0,
+        vflip=0,
+        brightness_contrast={"p": 1.0},
+        gamma={"p": 1.0, "limit": [70, 130]},
     )
     aug = build_augmenter(cfg, 96)
     img_a, msk_a = augment(aug, image, mask, 1)
@@ -70,15 +83,15 @@ def test_intensity_transforms_leave_the_mask_alone():
 
 
 def test_nothing_to_do_builds_nothing():
-    assert build_augmenter(AugmentConfig(mode="none"), 64) is None
-    assert build_augmenter(AugmentConfig(hflip=0, vflip=0), 64) is None
+    assert build_augmenter(augment_cfg(mode="none"), 64) is None
+    assert build_augmenter(augment_cfg(hflip=0, vflip=0), 64) is None
 
 
 def test_online_augmentation_in_the_dataset_is_per_epoch_and_reproducible():
     image, mask = l_shape(64)
     images, masks = np.stack([image] * 4), np.stack([mask] * 4)
     ranges = np.array([[0.0, 255.0]] * 4)
-    aug = build_augmenter(AugmentConfig(rotate={"p": 1.0}), 64)
+    aug = build_augmenter(augment_cfg(rotate={"p": 1.0}), 64)
     ds = TileDataset(images, masks, ranges, augmenter=aug, seed=0)
     ds.set_epoch(1)
     first = ds[0]

@@ -1,12 +1,14 @@
 """params.yaml validation: every kind of bad value stops with the dotted key named."""
 
+import copy
+import re
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from segbench.config import load_params, parse_params
+from segbench.config import ENTRY_CLASSES, load_params, parse_params
 from segbench.errors import SegbenchError
 from tests.conftest import REPO, deep_update, real_params_raw
 
@@ -17,12 +19,70 @@ def test_real_params_yaml_loads():
     assert params.prepare.tile_size <= params.data.synthetic.height * params.prepare.scale
 
 
-def test_defaults_match_the_issue():
-    params = parse_params({})
-    assert params.prepare.tile_size == 512
-    assert params.model_params("unet").encoder_name == "resnet18"
-    split = params.data.split
-    assert (split.train, split.val, split.test) == (0.7, 0.2, 0.1)
+def test_params_yaml_is_the_only_source_of_values():
+    """The schema re-defaults nothing: removing any key of params.yaml (a leaf, a section, an
+    entry's key) is an error naming it, and nothing else is accepted in its place."""
+    raw = real_params_raw()
+    with pytest.raises(SegbenchError, match="missing key"):
+        parse_params({})
+    leaves = list(_leaves(raw))
+    assert len(leaves) > 150
+    for path in leaves:
+        if path[:2] == ("sweep", "space"):
+            continue  # the space lists what is swept: any subset of keys is a valid space
+        if path[0] == "models" and path[-1] == "model" and path[1] in ENTRY_CLASSES:
+            continue  # `model:` names the registered model; an entry's own name does too
+        trimmed = copy.deepcopy(raw)
+        node = trimmed
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+        with pytest.raises(SegbenchError, match=re.escape(path[-1])):
+            parse_params(trimmed)
+
+
+def _leaves(node, path=()):
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, (*path, key))
+        else:
+            yield (*path, key)
+
+
+def test_entries_are_typed_and_overrides_are_validated():
+    params = load_params(REPO / "params.yaml")
+    assert type(params.models["sam_box"]).__name__ == "SamZeroShotEntry"
+    assert params.models["sam_box"].notes() == {"oracle_prompts": True, "random_init": True}
+    assert params.models["unet"].kind == "torch" and params.models["otsu"].kind == "classical"
+    tuned = params.with_overrides({"train.lr": 0.01, "models.sam_lora.rank": 8})
+    assert (tuned.train.lr, tuned.models["sam_lora"].rank) == (0.01, 8)
+    assert (params.train.lr, params.models["sam_lora"].rank) != (0.01, 8)  # a copy
+    with pytest.raises(SegbenchError, match=r"train\.lr: Input should be greater than 0"):
+        params.with_overrides({"train.lr": -1.0})
+    with pytest.raises(SegbenchError, match=r"train\.lrr: no such key"):
+        params.with_overrides({"train.lrr": 0.1})
+    with pytest.raises(SegbenchError, match=r"models\.nope: no such key"):
+        params.with_overrides({"models.nope.rank": 8})
+
+
+def test_a_sam_key_of_another_prompt_mode_is_refused():
+    raw = real_params_raw()
+    raw["models"]["sam_box"]["k_points"] = 3
+    with pytest.raises(SegbenchError, match=r"models\.sam_box\.k_points: only prompt: points"):
+        parse_params(raw)
+    raw = real_params_raw()
+    del raw["models"]["sam_points"]["k_points"]
+    with pytest.raises(SegbenchError, match=r"models\.sam_points\.k_points: prompt: points needs"):
+        parse_params(raw)
+
+
+def test_an_entry_without_model_key_is_the_model_of_its_name():
+    raw = real_params_raw()
+    del raw["models"]["unet"]["model"]
+    assert parse_params(raw).models["unet"].model == "unet"
+    raw["models"]["unet_r34"] = {**raw["models"]["unet"], "model": "unet"}
+    raw["models"]["unet_r34"]["encoder_name"] = "resnet34"
+    assert parse_params(raw).models["unet_r34"].encoder_name == "resnet34"
 
 
 @pytest.mark.parametrize(
@@ -42,6 +102,10 @@ def test_defaults_match_the_issue():
         ({"models": {"unet": {"encoder_depth": 9}}}, "models.unet.encoder_depth"),
         ({"models": {"unet": {"encoder": "resnet18"}}}, "models.unet.encoder"),
         ({"models": {"segnet": {}}}, "models.segnet"),  # unknown model
+        ({"models": {"unet": {"encoder_depth": 4}}}, "models.unet.decoder_channels"),
+        ({"models": {"x": {"model": "ensemble"}}}, "models.x.model"),
+        ({"ensembles": {"ensemble": {"members": ["unet", "otsu"]}}}, "ensembles.ensemble.members"),
+        ({"deploy": {"cron": "0 61 * * *"}}, "deploy.cron"),
         ({"evaluate": {"overlap": 1.0}}, "evaluate.overlap"),
     ],
 )
@@ -55,12 +119,9 @@ def test_bad_values_name_the_dotted_key(override, key):
 
 
 def test_unknown_model_lists_valid_names():
-    valid = (
-        "valid: attention_unet, ensemble, otsu, sam_decoder, sam_lora, sam_zero_shot, segformer, "
-        "unet"
-    )
+    valid = "valid: attention_unet, otsu, sam_decoder, sam_lora, sam_zero_shot, segformer, unet"
     with pytest.raises(SegbenchError, match=valid):
-        parse_params({"models": {"segnet": {}}})
+        parse_params(deep_update(real_params_raw(), {"models": {"segnet": {}}}))
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -69,6 +130,9 @@ def test_missing_and_malformed_files(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("train: [unclosed\n")
     with pytest.raises(SegbenchError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("")
+    with pytest.raises(SegbenchError, match="the file is empty"):
         load_params(bad)
 
 

@@ -5,7 +5,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from segbench.data.decode import DecodeError, interpret_mask, read_any, to_gray
+from segbench.decode import DecodeError, interpret_mask, read_any, to_gray
 
 
 def test_16_bit_png_and_tiff_keep_their_bit_depth(tmp_path):

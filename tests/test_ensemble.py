@@ -7,9 +7,10 @@ from torch import nn
 
 from segbench.config import parse_params
 from segbench.errors import SegbenchError
-from segbench.io import read_csv, read_image, read_json
+from segbench.io import read_csv, read_image
+from segbench.modelcard import ModelCard
 from segbench.models.ensemble import Ensemble, choose_weights, simplex_grid
-from tests.conftest import SHRINK, deep_update, real_params_raw
+from tests.conftest import SHRINK, deep_update, only_models, real_params_raw
 
 
 def test_simplex_grid_holds_every_vertex_and_sums_to_one():
@@ -81,34 +82,36 @@ def test_the_module_returns_logits_of_the_weighted_mean_probability():
         Ensemble({"a": a, "b": b}, [1.0])
 
 
+def _ens(**block) -> dict:
+    return {"members": ["unet", "segformer"], "weights": None, "weight_step": 0.1, **block}
+
+
 @pytest.mark.parametrize(
     ("ensembles", "message"),
     [
-        ({"uformer": {"members": ["unet"]}}, r"ensembles\.uformer\.members.*at least 2"),
-        ({"uformer": {"members": ["unet", "otsu"]}}, r"otsu is a classical model"),
-        ({"uformer": {"members": ["unet", "segnet"]}}, r"members: segnet not under models"),
+        ({"uformer": _ens(members=["unet"])}, r"ensembles\.uformer\.members.*at least 2"),
+        ({"uformer": {"members": ["unet", "segformer"]}}, r"ensembles\.uformer: missing keys"),
+        ({"uformer": _ens(members=["unet", "otsu"])}, r"otsu is a classical model"),
+        ({"uformer": _ens(members=["unet", "segnet"])}, r"members: segnet not under models"),
+        ({"uformer": _ens(weights=[1.0])}, r"ensembles\.uformer.*1 given for 2 members"),
+        ({"uformer": _ens(weight_step=0.3)}, r"weight_step.*divide 1"),
+        ({"unet": _ens()}, r"ensembles\.unet: the name is also"),
         (
-            {"uformer": {"members": ["unet", "segformer"], "weights": [1.0]}},
-            r"ensembles\.uformer.*1 given for 2 members",
-        ),
-        ({"uformer": {"weight_step": 0.3}}, r"weight_step.*divide 1"),
-        ({"unet": {"members": ["unet", "segformer"]}}, r"ensembles\.unet: the name is also"),
-        (
-            {"uformer": {"members": ["unet", "attention_unet"]}},
+            {"uformer": _ens(members=["unet", "attention_unet"])},
             r"ensembles\.uformer\.members: attention_unet not under models",
         ),
     ],
 )
 def test_bad_ensemble_params_name_the_key(ensembles, message):
-    raw = deep_update(real_params_raw(), {"ensembles": ensembles})
-    raw["models"] = {"otsu": {}, "unet": {}, "segformer": {}}
+    raw = only_models(real_params_raw(), ["otsu", "unet", "segformer"])
+    raw["ensembles"] = ensembles
     with pytest.raises(SegbenchError, match=message):
         parse_params(raw)
 
 
 def test_an_ensemble_under_models_is_pointed_to_ensembles():
     raw = real_params_raw()
-    raw["models"]["ensemble"] = {"members": ["unet", "segformer"]}
+    raw["models"]["ensemble"] = {"members": ["unet", "segformer"], "weights": None}
     with pytest.raises(SegbenchError, match=r"models\.ensemble: ensembles are not trained"):
         parse_params(raw)
 
@@ -117,13 +120,14 @@ def test_an_ensemble_under_models_is_pointed_to_ensembles():
 def fitted(tiny_data, tmp_path_factory):
     """U-Net and SegFormer trained briefly on the tiny data, then their ensemble fitted."""
     from segbench.ensemble import fit_ensemble
-    from segbench.train import train
+    from segbench.training import train
 
     raw, tiles, _ = tiny_data
+    uformer = {"members": ["unet", "segformer"], "weights": None, "weight_step": 0.1}
     params = parse_params(
         deep_update(
             deep_update(real_params_raw(), SHRINK),
-            {"train": {"epochs": 1}, "ensembles": {"uformer": {"members": ["unet", "segformer"]}}},
+            {"train": {"epochs": 1}, "ensembles": {"uformer": uformer}},
         )
     )
     root = tmp_path_factory.mktemp("ens")
@@ -142,9 +146,9 @@ def test_fitted_ensemble_is_at_least_its_best_member_on_validation(fitted):
     assert metrics["val_dice"] >= best_member
     assert metrics["weight_unet"] + metrics["weight_segformer"] == pytest.approx(1.0)
     assert metrics["params_trainable"] == 0
-    members = [read_json(root / "models" / m / "metrics.json") for m in ("unet", "segformer")]
-    assert metrics["params_total"] == sum(m["params_total"] for m in members)
-    assert metrics["train_seconds"] > sum(m["train_seconds"] for m in members)
+    members = [ModelCard.read(root / "models" / m).training for m in ("unet", "segformer")]
+    assert metrics["params_total"] == sum(m.params_total for m in members)
+    assert metrics["train_seconds"] > sum(m.seconds for m in members)
     search = read_csv(root / "ens" / "uformer" / "search.csv")
     assert len(search) == 11
     assert max(float(r["val_dice"]) for r in search) == pytest.approx(metrics["val_dice"])
@@ -165,8 +169,11 @@ def test_fitted_ensemble_predicts_the_weighted_mean_of_its_members(fitted):
         for m in ("unet", "segformer")
     )
     np.testing.assert_allclose(ens, mix, atol=1e-5)
-    config = read_json(root / "ens" / "uformer" / "config.json")
-    assert config["name"] == "uformer" and set(config["params"]["members"]) == {"unet", "segformer"}
+    card = ModelCard.read(root / "ens" / "uformer")
+    assert card.name == "uformer" and card.kind == "ensemble"
+    assert set(card.members) == set(card.entry.members) == {"unet", "segformer"}
+    assert card.members["unet"] == ModelCard.read(root / "models" / "unet")
+    assert card.ensemble.weights == {m: metrics[f"weight_{m}"] for m in ("unet", "segformer")}
 
 
 @pytest.mark.slow
@@ -174,11 +181,8 @@ def test_fixed_weights_are_scored_not_searched(fitted, tmp_path):
     from segbench.ensemble import fit_ensemble
 
     raw, root, params, _ = fitted
-    raw_params = params.model_dump(mode="json")
-    raw_params["ensembles"] = {"uformer": {"members": ["unet", "segformer"], "weights": [3, 1]}}
-    metrics = fit_ensemble(
-        "uformer", parse_params(raw_params), raw, root / "models", tmp_path / "e"
-    )
+    fixed = params.with_overrides({"ensembles.uformer.weights": [3, 1]})
+    metrics = fit_ensemble("uformer", fixed, raw, root / "models", tmp_path / "e")
     assert metrics["weight_unet"] == pytest.approx(0.75)
     assert metrics["weights_tried"] == 3  # each member alone, and the given mix
 

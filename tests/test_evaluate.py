@@ -10,8 +10,9 @@ import pytest
 from segbench.evaluate import PER_IMAGE_FIELDS, evaluate
 from segbench.io import read_csv, read_json, read_mask
 from segbench.metrics import binary_metrics
+from segbench.modelcard import ModelCard
 from segbench.threshold import GRID
-from segbench.train import train
+from segbench.training import train
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ def unet_dir(tiny_data, tmp_path_factory):
     _, tiles, params = tiny_data
     out = tmp_path_factory.mktemp("eval_unet") / "unet"
     store = out.parent / "mlflow.db"
-    params = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
+    params = params.with_overrides({"train.epochs": 1})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
         train("unet", params, tiles, out)
@@ -29,7 +30,7 @@ def unet_dir(tiny_data, tmp_path_factory):
 
 
 def _with(params, **evaluate):
-    return params.model_copy(update={"evaluate": params.evaluate.model_copy(update=evaluate)})
+    return params.with_overrides({f"evaluate.{k}": v for k, v in evaluate.items()})
 
 
 def _evaluate(unet_dir, tiny_data, out, monkeypatch, **evaluate_params):
@@ -77,9 +78,12 @@ def test_per_image_rows_are_binary_metrics_of_the_saved_masks(
             got, want = float(row[key]) if row[key] != "nan" else math.nan, expected[key]
             assert got == pytest.approx(want, nan_ok=True), key
     # Cost: training's figures travel with the test metrics, inference's are measured.
-    trained = read_json(unet_dir[0] / "metrics.json")
-    assert m["params_total"] == trained["params_total"] > 0
-    assert m["train_seconds"] == trained["train_seconds"]
+    trained = ModelCard.read(unet_dir[0]).training
+    assert m["params_total"] == trained.params_total > 0
+    assert m["train_seconds"] == trained.seconds
+    # The evaluation directory describes its row alone: the card and history travel with it.
+    assert ModelCard.read(tmp_path / "e") == ModelCard.read(unet_dir[0])
+    assert read_csv(tmp_path / "e" / "history.csv") == read_csv(unet_dir[0] / "history.csv")
     assert m["images_per_second"] > 0 and m["peak_memory_mb"] > 0 and m["device"] == "cpu"
 
 

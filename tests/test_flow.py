@@ -31,7 +31,8 @@ def load_flow_module(name: str = "pipeline"):
 
 def test_stage_order_comes_from_dvc_yaml():
     order = stage_order(REPO)
-    assert order[:4] == ["fetch", "prepare", "sweep", "promote"] and order[-1] == "report"
+    assert order[:5] == ["fetch", "prepare", "sweep_plan", "sweep", "promote"]
+    assert order[-1] == "report"
     models = tuple(real_params_raw()["models"])  # every entry, SAM's included
     assert {"otsu", "unet", "sam_box", "sam_lora"} <= set(models)
     for model in models:
@@ -39,7 +40,7 @@ def test_stage_order_comes_from_dvc_yaml():
         # The ensemble depends on the whole models/ directory: it comes after every train@.
         assert order.index(f"train@{model}") < order.index("ensemble@ensemble")
     assert order.index("ensemble@ensemble") < order.index("evaluate_ensemble@ensemble")
-    assert len(order) == 5 + 2 * len(models) + 2
+    assert len(order) == 6 + 2 * len(models) + 2
 
 
 def test_targets_select_their_upstream_in_graph_order():
@@ -50,6 +51,7 @@ def test_targets_select_their_upstream_in_graph_order():
     assert graph.select(["evaluate@unet"]) == [
         "fetch",
         "prepare",
+        "sweep_plan",
         "sweep",
         "promote",
         "train@unet",
@@ -82,7 +84,8 @@ def test_unknown_targets_list_the_valid_stages():
 def test_sweep_flow_runs_the_sweep_its_upstream_and_promote():
     sweep_flow = load_flow_module("sweep")
     graph = read_graph(REPO)
-    assert graph.select(sweep_flow.sweep_targets(graph)) == ["fetch", "prepare", "sweep", "promote"]
+    selected = graph.select(sweep_flow.sweep_targets(graph))
+    assert selected == ["fetch", "prepare", "sweep_plan", "sweep", "promote"]
     without = StageGraph(("fetch", "prepare"), {"fetch": frozenset(), "prepare": {"fetch"}})
     with pytest.raises(SegbenchError, match=r"no stage named 'sweep'.*fetch, prepare"):
         sweep_flow.sweep_targets(without)

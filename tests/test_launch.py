@@ -3,9 +3,8 @@
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-from segbench.launch import _stop, _wait, launch_local
+from segbench.training.distributed import _stop, _wait, launch_local
 
 
 def _python(code: str) -> subprocess.Popen:
@@ -24,11 +23,13 @@ def test_all_succeeding_is_success():
     assert _wait([_python("pass"), _python("pass")]) == 0
 
 
-def test_workers_get_ranks_and_a_private_store_that_is_removed(tmp_path, capfd):
+def test_workers_get_ranks_and_a_private_store_that_is_removed(tmp_path, capfd, monkeypatch):
     """``segbench.cli`` with a bad command line fails the same way in every rank; the launcher
     returns that status and removes its store directory."""
-    before = set(Path(tempfile.gettempdir()).glob("segbench-ddp-*"))
+    private = tmp_path / "tmp"  # not the shared temp dir: other tests launch DDP meanwhile
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     code = launch_local(2, ["train", "no-such-model", "--tiles", "t", "--out", str(tmp_path)])
     assert code == 2
-    assert "unknown model 'no-such-model'" in capfd.readouterr().err
-    assert set(Path(tempfile.gettempdir()).glob("segbench-ddp-*")) == before
+    assert "models.no-such-model: not configured" in capfd.readouterr().err
+    assert list(private.iterdir()) == []

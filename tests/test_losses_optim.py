@@ -10,6 +10,11 @@ from segbench.config import TrainConfig
 from segbench.errors import SegbenchError
 from segbench.losses import LOSSES, build_loss
 from segbench.optim import EpochSchedule, build_optimizer
+from tests.conftest import shipped_section
+
+
+def train_cfg(**changes) -> TrainConfig:
+    return shipped_section("train", **changes)
 
 
 def toy_batch(seed=0):
@@ -67,24 +72,24 @@ def lrs(cfg: TrainConfig, dice=None):
 
 
 def test_schedules():
-    cosine, _, _ = lrs(TrainConfig(epochs=5, lr=1.0, scheduler="cosine"))
+    cosine, _, _ = lrs(train_cfg(epochs=5, lr=1.0, scheduler="cosine"))
     assert cosine[0] == 1.0 and cosine == sorted(cosine, reverse=True) and cosine[-1] < 0.2
-    warm, _, _ = lrs(TrainConfig(epochs=6, lr=1.0, scheduler="cosine", warmup_epochs=2))
+    warm, _, _ = lrs(train_cfg(epochs=6, lr=1.0, scheduler="cosine", warmup_epochs=2))
     assert warm[:3] == pytest.approx([1 / 3, 2 / 3, 1.0]) and warm[3] < 1.0
-    step, _, _ = lrs(TrainConfig(epochs=5, lr=1.0, scheduler="step", step={"step_size": 2}))
+    step, _, _ = lrs(train_cfg(epochs=5, lr=1.0, scheduler="step", step={"step_size": 2}))
     assert step == pytest.approx([1, 1, 0.1, 0.1, 0.01])
-    poly, _, _ = lrs(TrainConfig(epochs=4, lr=1.0, scheduler="poly", poly_power=1.0))
+    poly, _, _ = lrs(train_cfg(epochs=4, lr=1.0, scheduler="poly", poly_power=1.0))
     assert poly == pytest.approx([1, 0.75, 0.5, 0.25])
     dice = [0.5, 0.6, 0.6, 0.6, 0.6, 0.6]
-    cfg = TrainConfig(epochs=6, lr=1.0, scheduler="plateau", plateau={"patience": 1})
+    cfg = train_cfg(epochs=6, lr=1.0, scheduler="plateau", plateau={"patience": 1})
     plateau, _, _ = lrs(cfg, dice)
     assert plateau == pytest.approx([1, 1, 1, 1, 0.1, 0.1])  # 2 epochs without a better Dice
-    none, _, _ = lrs(TrainConfig(epochs=3, lr=0.5, scheduler="none"))
+    none, _, _ = lrs(train_cfg(epochs=3, lr=0.5, scheduler="none"))
     assert none == [0.5, 0.5, 0.5]
 
 
 def test_schedule_state_round_trips():
-    cfg = TrainConfig(epochs=6, lr=1.0, scheduler="poly", warmup_epochs=1)
+    cfg = train_cfg(epochs=6, lr=1.0, scheduler="poly", warmup_epochs=1)
     _, _, sched = lrs(cfg)
     model = nn.Linear(2, 1)
     opt2 = build_optimizer(cfg, model.parameters())
@@ -99,7 +104,7 @@ def test_schedule_state_round_trips():
 )
 def test_optimizers(name, cls):
     opt = build_optimizer(
-        TrainConfig(optimizer=name, weight_decay=0.01), nn.Linear(2, 1).parameters()
+        train_cfg(optimizer=name, weight_decay=0.01), nn.Linear(2, 1).parameters()
     )
     assert isinstance(opt, cls) and opt.param_groups[0]["weight_decay"] == 0.01
 
@@ -108,6 +113,6 @@ def test_impossible_training_params_name_the_key():
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="warmup_epochs"):
-        TrainConfig(epochs=2, warmup_epochs=2)
+        train_cfg(epochs=2, warmup_epochs=2)
     with pytest.raises(ValidationError, match="optimizer"):
-        TrainConfig(optimizer="lion")
+        train_cfg(optimizer="lion")

@@ -6,41 +6,49 @@ import numpy as np
 import pytest
 import torch
 
+from segbench.config import ENTRY_CLASSES
 from segbench.errors import SegbenchError
-from segbench.models import MODELS, build_model, get_spec
+from segbench.models import MODELS, build_ensemble, build_model
+from tests.conftest import shipped_entry
 
-TORCH_MODELS = [name for name, spec in MODELS.items() if spec.kind == "torch"]
+TORCH_MODELS = [name for name, cls in ENTRY_CLASSES.items() if cls.kind == "torch"]
 # The networks built around a segmentation_models_pytorch / timm encoder (SAM has its own).
-ENCODER_MODELS = [n for n in TORCH_MODELS if "encoder_name" in MODELS[n].params.model_fields]
-# Every registered network, as built for a 3-channel input (an ensemble builds its members).
-NETWORKS = {name: {"in_channels": 3} for name in TORCH_MODELS} | {
-    "sam_decoder": {"in_channels": 3, "embedding_cache": None},  # nothing written to the repo
-    "ensemble": {"members": {"unet": {"in_channels": 3}, "segformer": {"in_channels": 3}}},
-}
+ENCODER_MODELS = [n for n in TORCH_MODELS if "encoder_name" in ENTRY_CLASSES[n].model_fields]
+# The shipped entry of each registered model.
+ENTRIES = {"sam_zero_shot": "sam_box"}
 
 
-def test_unknown_name_lists_the_valid_ones():
-    with pytest.raises(
-        SegbenchError,
-        match=r"unknown model 'segnet'; valid models: attention_unet, ensemble, otsu, sam_decoder, "
-        r"sam_lora, sam_zero_shot, segformer, unet",
-    ):
-        get_spec("segnet")
+def entry(name: str, **changes):
+    """The shipped params.yaml's entry of registered model ``name``, with ``changes``."""
+    if name == "sam_decoder":  # nothing written to the repository
+        changes.setdefault("embedding_cache", None)
+    return shipped_entry(ENTRIES.get(name, name), **changes)
 
 
-def test_bad_model_params_name_the_key():
-    with pytest.raises(SegbenchError, match=r"models\.unet\.encoder_depth"):
-        build_model("unet", encoder_depth=1)
+def network(name: str, *, in_channels: int = 3):
+    """Every registered network, built for ``in_channels`` (an ensemble builds its members)."""
+    if name == "ensemble":
+        members = {m: (entry(m), in_channels) for m in ("unet", "segformer")}
+        return build_ensemble(members)
+    return build_model(entry(name), in_channels=in_channels)
+
+
+NETWORKS = [*TORCH_MODELS, "ensemble"]
+
+
+def test_every_entry_class_has_a_builder_and_no_more():
+    assert set(MODELS) == set(ENTRY_CLASSES)
+
+
+def test_bad_model_params_name_the_entry():
     with pytest.raises(SegbenchError, match=r"models\.unet\.encoder_name"):
-        build_model("unet", encoder_name="no-such-encoder")
-    with pytest.raises(SegbenchError, match=r"models\.attention_unet\.decoder_channels"):
-        build_model("attention_unet", decoder_channels=(64, 32, 16))
-    with pytest.raises(SegbenchError, match=r"models\.segformer\.in_channels"):
-        build_model("segformer", in_channels=5)
+        build_model(entry("unet", encoder_name="no-such-encoder"))
+    with pytest.raises(SegbenchError, match=r"models\.my_unet\.encoder_name"):
+        build_model(entry("unet", encoder_name="no-such-encoder"), name="my_unet")
 
 
 def test_every_registered_model_but_otsu_and_zero_shot_sam_is_a_network():
-    assert set(NETWORKS) == set(MODELS) - {"otsu", "sam_zero_shot"}
+    assert set(NETWORKS) == set(MODELS) - {"otsu", "sam_zero_shot"} | {"ensemble"}
 
 
 @pytest.mark.parametrize("name", NETWORKS)
@@ -49,7 +57,7 @@ def test_forward_backward_on_a_tiny_input(name):
     trainable parameter. Batch 1 is enough: the coarsest feature map is 2x2, so each BatchNorm
     channel in train mode still sees 4 values (it fails only on 1)."""
     torch.manual_seed(0)
-    model = build_model(name, **NETWORKS[name]).train()
+    model = network(name).train()
     x = torch.randn(1, 3, 64, 64)
     if getattr(model, "guided", False):  # SAM: the reference drives its IoU-prediction term
         guide = torch.zeros(1, 1, 64, 64)
@@ -73,7 +81,7 @@ def test_attention_gates_scale_each_skip_by_a_map_in_0_1():
     from segbench.models.attention_unet import AttentionGate
 
     torch.manual_seed(0)
-    model = build_model("attention_unet")
+    model = build_model(entry("attention_unet"))
     assert model(torch.randn(2, 1, 64, 64)).shape == (2, 1, 64, 64)
     # resnet18 skips at strides 16, 8, 4, 2 (the stride-32 map is the gating start, no skip)
     assert [tuple(a.shape) for a in model.last_attention] == [
@@ -97,7 +105,7 @@ def test_attention_gates_scale_each_skip_by_a_map_in_0_1():
 @pytest.mark.parametrize("encoder", ["resnet19", "tu-no_such_timm_model"])
 def test_unknown_encoder_is_a_user_error(name, encoder):
     with pytest.raises(SegbenchError, match=rf"models\.{name}\.encoder_name: unknown encoder") as e:
-        build_model(name, encoder_name=encoder)
+        build_model(entry(name, encoder_name=encoder))
     assert "resnet18" in str(e.value) and "get_encoder_names()" in str(e.value)
     if encoder == "resnet19":
         assert "did you mean 'resnet18'" in str(e.value)
@@ -110,7 +118,7 @@ def test_weights_of_another_encoder_are_a_user_error(tmp_path, name):
     path = tmp_path / "mobilenet_v2.pth"
     torch.save(smp.encoders.get_encoder("mobilenet_v2", weights=None).state_dict(), path)
     with pytest.raises(SegbenchError) as e:
-        build_model(name, encoder_weights=str(path))
+        build_model(entry(name, encoder_weights=str(path)))
     message = str(e.value)
     assert message.startswith(f"models.{name}.encoder_weights: {path} does not fit")
     assert re.search(r"missing [1-9]\d* keys.*unexpected [1-9]\d* keys", message), message
@@ -133,7 +141,7 @@ def test_local_encoder_weights_load_for_any_in_channels(tmp_path, name, encoder_
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)
     model = build_model(
-        name, encoder_name=encoder_name, encoder_weights=str(path), in_channels=in_channels
+        entry(name, encoder_name=encoder_name, encoder_weights=str(path)), in_channels=in_channels
     )
     own = model.encoder.state_dict()
     prefix = "model." if encoder_name.startswith("tu-") else ""
@@ -152,7 +160,7 @@ def test_segformer_loads_mit_weights_and_skips_the_classifier(tmp_path):
     state |= {"head.weight": torch.zeros(1000, 256), "head.bias": torch.zeros(1000)}
     path = tmp_path / "mit_b0.pth"
     torch.save(state, path)
-    model = build_model("segformer", encoder_weights=str(path))
+    model = build_model(entry("segformer", encoder_weights=str(path)))
     torch.testing.assert_close(
         model.encoder.state_dict()["patch_embed1.proj.weight"],
         state["patch_embed1.proj.weight"].sum(dim=1, keepdim=True),
@@ -163,9 +171,9 @@ def test_unet_rejects_unusable_weights(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SegbenchError, match="cannot load encoder weights"):
-        build_model("unet", encoder_weights=str(bad))
+        build_model(entry("unet", encoder_weights=str(bad)))
     with pytest.raises(SegbenchError, match="does not exist"):
-        build_model("unet", encoder_weights=str(tmp_path / "missing.pth"))
+        build_model(entry("unet", encoder_weights=str(tmp_path / "missing.pth")))
 
 
 def test_otsu_chooses_polarity_on_training_data():
@@ -174,13 +182,13 @@ def test_otsu_chooses_polarity_on_training_data():
     masks[:, 16:40, 20:44] = 1
     bright = (masks * 150 + 50 + rng.normal(0, 5, masks.shape)).clip(0, 255).astype(np.uint8)
     dark = 255 - bright
-    model = build_model("otsu")
+    model = build_model(entry("otsu"))
     scores = model.fit(dark, masks)
     assert model.polarity == "dark" and scores["dark"] > 0.95 > scores["bright"]
     pred = model.predict(dark[0])
     assert pred.dtype == np.float32 and set(np.unique(pred)) <= {0.0, 1.0}
     assert (pred == masks[0]).mean() > 0.98
     assert model.fit(bright, masks)["bright"] > 0.95 and model.polarity == "bright"
-    clone = build_model("otsu")
+    clone = build_model(entry("otsu"))
     clone.load_state_dict(model.state_dict())
     assert clone.polarity == "bright"

@@ -1,22 +1,34 @@
-"""End to end: `dvc repro` on a shrunk params.yaml in a temporary copy of the repository."""
+"""End to end: the whole pipeline of a shrunk params.yaml, run once through the Prefect flow (DVC's
+stages as Prefect tasks) in a temporary copy of the repository; each test below checks one thing
+it produced, so that one failure does not hide the others.
+
+The tests share one run (a module fixture) and so one pytest-xdist worker (``xdist_group``,
+``make test`` distributes by group). The last test changes the workspace (``dvc exp run``).
+"""
+
+from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
 
 from segbench.io import read_csv, read_json
+from segbench.modelcard import ModelCard
 from tests.browser import browser_available, check_report_in_browser
 from tests.conftest import real_params_raw, venv_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_e2e")]
 
 # Every entry of the real params.yaml: the networks, the ensemble, Otsu and the SAM rows.
 ALL_MODELS = tuple(real_params_raw()["models"]) + tuple(real_params_raw()["ensembles"])
 SAM_ORACLE = ("sam_point", "sam_points", "sam_box")
+SAM_ROWS = ("sam_point", "sam_points", "sam_box", "sam_auto", "sam_decoder", "sam_lora")
 
 
 def dvc(repo, *args, check=True):
@@ -32,114 +44,175 @@ def dvc(repo, *args, check=True):
     return proc
 
 
-def test_prefect_flow_then_dvc_end_to_end(repo_copy, mlflow_store, prefect_server):
-    # The first run goes through the Prefect flow: DVC's stages as Prefect tasks, in graph order.
+@dataclass
+class Run:
+    repo: Path
+    metrics: dict  # what the flow returned: {metrics file: {name: value}}
+    task_order: list[str]  # completed Prefect task runs, by start time
+    mlflow_uri: str
+    params: dict  # the params.yaml it ran with
+
+    def html(self) -> str:
+        return (self.repo / "reports" / "report.html").read_text()
+
+    def summary(self) -> str:
+        return (self.repo / "reports" / "summary.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, prefect_server, small_params_raw_module) -> Run:
+    """The Prefect flow over a repository copy whose sam_lora takes the sweep's best values."""
     from prefect.client.orchestration import get_client
 
-    from segbench.dag import stage_order
+    from segbench.workspace import commit, copy_repository
+    from tests.conftest import REPO
     from tests.test_flow import load_flow_module
 
-    # train@sam_lora takes the sweep's best configuration (promote stage).
-    params_file = repo_copy / "params.yaml"
-    raw = yaml.safe_load(params_file.read_text())
-    raw["models"]["sam_lora"]["from_sweep"] = True
-    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
-
-    metrics = load_flow_module().pipeline(root=str(repo_copy))
-    assert set(metrics) == {f"eval/{m}/metrics.json" for m in ALL_MODELS}
+    root = tmp_path_factory.mktemp("e2e")
+    repo = copy_repository(REPO, root / "repo")
+    raw = small_params_raw_module
+    raw["models"]["sam_lora"]["from_sweep"] = True  # the promote stage hands it the best trial
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    commit(repo, "shrink params")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("DVC_ROOT", str(repo))
+        metrics = load_flow_module().pipeline(root=str(repo))
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs()
     done = sorted(
         (r for r in runs if r.state and r.state.is_completed()), key=lambda r: r.start_time
     )
-    order = stage_order(repo_copy)
-    assert [r.name for r in done if r.name in order] == order
+    return Run(repo, metrics, [r.name for r in done], uri, raw)
 
-    # dvc metrics show lists every model's test metrics.
-    shown = json.loads(dvc(repo_copy, "metrics", "show", "--json").stdout)
+
+def test_the_flow_ran_every_stage_in_dvc_graph_order(run):
+    from segbench.dag import stage_order
+
+    order = stage_order(run.repo)
+    assert [name for name in run.task_order if name in order] == order
+    assert set(run.metrics) == {f"eval/{m}/metrics.json" for m in ALL_MODELS}
+
+
+def test_dvc_metrics_show_lists_every_model(run):
+    shown = json.loads(dvc(run.repo, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]  # the workspace entry
     for model in ALL_MODELS:
         values = files[f"eval/{model}/metrics.json"]["data"]
         assert 0 <= values["dice"] <= 1 and values["n_images"] == 1
 
-    # The ensemble's weights were chosen on validation: never worse there than a member.
-    ens = read_json(repo_copy / "ensembles" / "ensemble" / "metrics.json")
-    assert ens["val_dice"] >= max(ens["val_dice_unet"], ens["val_dice_segformer"])
 
-    # The report exists, compares every model, and has every section.
-    html = (repo_copy / "reports" / "report.html").read_text()
+def test_the_ensemble_is_never_worse_than_a_member_on_validation(run):
+    card = ModelCard.read(run.repo / "ensembles" / "ensemble")
+    fit = card.ensemble
+    assert fit.val_dice >= max(fit.member_val_dice.values())
+    assert set(card.members) == {"unet", "segformer"}
+    assert card.members["unet"] == ModelCard.read(run.repo / "models" / "unet")
+
+
+def test_every_evaluation_directory_describes_its_row(run):
+    for model in ALL_MODELS:
+        card = ModelCard.read(run.repo / "eval" / model)
+        assert card.name == model
+        assert (run.repo / "eval" / model / "history.csv").is_file()
+
+
+def test_the_report_compares_every_model_in_every_section(run):
+    html = run.html()
     assert all(f'<tr data-model="{m}"' in html for m in ALL_MODELS)
     assert all(f'<section class="gallery" data-model="{m}">' in html for m in ALL_MODELS)
     for section in ("comparison", "definitions", "pareto-plot", "training", "thresholds"):
         assert f'id="{section}"' in html, section
     assert "Small test set." in html  # one test image in the shrunk data
-    # The report renders in a real browser: no errors, no requests, every row and picture shown.
-    if browser_available():  # False without Chromium; a failure under SEGBENCH_REQUIRE_BROWSER=1
-        seen = check_report_in_browser(
-            repo_copy / "reports" / "report.html", repo_copy.parent / "report_e2e.png"
-        )
-        assert seen["console_errors"] == seen["page_errors"] == seen["failed_requests"] == []
-        assert seen["requests"] == []  # self-contained
-        assert sorted(seen["models"]) == sorted(ALL_MODELS)
-        assert sorted(g["model"] for g in seen["galleries"]) == sorted(ALL_MODELS)
-        for gallery in seen["galleries"]:
-            assert 0 < gallery["n_decoded"] == gallery["n_images"], gallery["model"]
-            assert all(img["visible"] for img in gallery["images"]), gallery["model"]
-        assert all(img["decoded"] and img["embedded"] for img in seen["images"])
-    # The sweep ran its grid (conftest.SHRINK: two one-epoch trials) on a local Ray, and
-    # train@sam_lora trained with the best trial's values; nothing else took them.
-    trials = read_csv(repo_copy / "sweeps" / "trials.csv")
+    summary = run.summary()
+    assert all(f"| {m} |" in summary for m in ALL_MODELS)
+    assert "ensemble = " in summary and "weights chosen on" in summary
+
+
+@pytest.mark.browser
+def test_the_report_renders_in_a_browser_without_errors(run):
+    if not browser_available():  # a failure instead under SEGBENCH_REQUIRE_BROWSER=1
+        pytest.skip("no browser")
+    seen = check_report_in_browser(run.repo / "reports" / "report.html", run.repo.parent / "r.png")
+    assert seen["console_errors"] == seen["page_errors"] == seen["failed_requests"] == []
+    assert seen["requests"] == []  # self-contained
+    assert sorted(seen["models"]) == sorted(ALL_MODELS)
+    assert sorted(g["model"] for g in seen["galleries"]) == sorted(ALL_MODELS)
+    for gallery in seen["galleries"]:
+        assert 0 < gallery["n_decoded"] == gallery["n_images"], gallery["model"]
+        assert all(img["visible"] for img in gallery["images"]), gallery["model"]
+    assert all(img["decoded"] and img["embedded"] for img in seen["images"])
+
+
+def test_the_sweep_ran_its_grid_and_only_the_entry_that_asked_took_the_best(run):
+    # conftest.SHRINK: two one-epoch trials of the tiny LoRA SAM, on a local Ray.
+    trials = read_csv(run.repo / "sweeps" / "trials.csv")
     assert sorted(t["rank"] for t in trials) == ["2", "4"]
-    best = read_json(repo_copy / "sweeps" / "best.json")
-    lora = read_json(repo_copy / "models" / "sam_lora" / "config.json")
+    best = read_json(run.repo / "sweeps" / "best.json")
     assert best["model"] == "sam_lora" and best["config"]["train.lr"] == 0.003
-    assert lora["params"]["rank"] == best["config"]["model.rank"]
-    assert lora["train"]["lr"] == 0.003 != raw["train"]["lr"]
-    assert read_json(repo_copy / "promoted" / "unet.json") == {"from_sweep": False}
-    assert read_json(repo_copy / "models" / "unet" / "config.json")["train"]["lr"] == 0.001
+    lora = ModelCard.read(run.repo / "models" / "sam_lora")
+    assert lora.entry.rank == best["config"]["model.rank"]
+    assert lora.train.lr == 0.003 != run.params["train"]["lr"]
+    assert lora.promoted["trial"] == best["trial"]
+    assert read_json(run.repo / "promoted" / "unet.json") == {"from_sweep": False}
+    unet = ModelCard.read(run.repo / "models" / "unet")
+    assert unet.train.lr == run.params["train"]["lr"] and unet.promoted is None
+    html = run.html()
     assert 'id="sweep"' in html and 'class="sweep-trials"' in html
-    # The threshold tuned on validation is recorded with the test metrics.
-    unet_eval = read_json(repo_copy / "eval" / "unet" / "metrics.json")
-    assert unet_eval["threshold_tuned"] and 0 < unet_eval["threshold"] < 1
-    # DVC knows the plots: validation curves, threshold tuning, Dice against cost.
-    plots = json.loads(dvc(repo_copy, "plots", "show", "--json").stdout)
+
+
+def test_the_threshold_tuned_on_validation_is_recorded(run):
+    unet = read_json(run.repo / "eval" / "unet" / "metrics.json")
+    assert unet["threshold_tuned"] and 0 < unet["threshold"] < 1
+
+
+def test_dvc_knows_the_plots(run):
+    plots = json.loads(dvc(run.repo, "plots", "show", "--json").stdout)
     assert not plots.get("errors")
     assert "Test Dice against training time" in plots["data"]
     assert "reports/plots/history/unet.csv" in plots["data"]
-    summary = (repo_copy / "reports" / "summary.md").read_text()
-    assert all(f"| {m} |" in summary for m in ALL_MODELS)
-    # SAM's rows carry their notes, and the banners explain them.
+
+
+def test_sam_rows_carry_their_notes_and_the_banners_explain_them(run):
+    summary, html = run.summary(), run.html()
     main_table = summary.split("## Comparison on the test split")[1].split("### Every metric")[0]
     rows = {line.split(" | ")[0].lstrip("| "): line for line in main_table.splitlines()}
-    for m in ("sam_point", "sam_points", "sam_box", "sam_auto", "sam_decoder", "sam_lora"):
+    for m in SAM_ROWS:
         assert "random-init SAM" in rows[m]
         assert ("oracle prompts" in rows[m]) is (m in SAM_ORACLE)
     assert "**Oracle prompts.**" in summary and "**Random-initialised SAM.**" in summary
     assert "Oracle prompts." in html and "Random-initialised SAM." in html
     assert not summary.split("Best test Dice: ")[1].startswith(SAM_ORACLE)
-    # Fine-tuned SAM saved only what it trained: no frozen encoder weight in its file.
-    assert read_json(repo_copy / "models" / "sam_decoder" / "metrics.json")["params_trainable"] > 0
-    assert "ensemble = " in summary and "weights chosen on" in summary
+    # Fine-tuned SAM saved only what it trained.
+    assert ModelCard.read(run.repo / "models" / "sam_decoder").training.params_trainable > 0
 
-    # MLflow holds the U-Net run with params, per-epoch and test metrics, and the checkpoint.
-    run_id = read_json(repo_copy / "models" / "unet" / "mlflow.json")["run_id"]
-    mlflow.set_tracking_uri(mlflow_store)
-    run = mlflow.get_run(run_id)
-    assert run.data.params["train.epochs"] == "2"
-    assert {"val_dice", "test_dice", "test_iou"} <= set(run.data.metrics)
-    assert run.data.tags["dvc_stage"] == "train@unet" and run.data.tags["git_commit"] != "unknown"
+
+def test_mlflow_holds_the_unet_run_with_params_metrics_and_checkpoint(run):
+    run_id = ModelCard.read(run.repo / "models" / "unet").mlflow_run_id
+    mlflow.set_tracking_uri(run.mlflow_uri)
+    record = mlflow.get_run(run_id)
+    assert record.data.params["train.epochs"] == "2"
+    assert {"val_dice", "test_dice", "test_iou"} <= set(record.data.metrics)
+    assert record.data.tags["dvc_stage"] == "train@unet"
+    assert record.data.tags["git_commit"] != "unknown"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model")}
     assert "model/weights.pt" in artifacts
 
-    # A second repro does nothing and says so.
-    again = dvc(repo_copy, "repro")
+
+def test_a_second_repro_does_nothing_and_says_so(run):
+    again = dvc(run.repo, "repro")
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout.lower()
 
-    # An experiment with one model's knob changed re-runs only what depends on it.
-    exp = dvc(repo_copy, "exp", "run", "-S", "models.otsu.smooth_sigma=2.0")
+
+def test_an_experiment_reruns_only_what_depends_on_the_changed_key(run):
+    """Last: it changes the workspace."""
+    exp = dvc(run.repo, "exp", "run", "-S", "models.otsu.smooth_sigma=2.0")
     assert "Running stage 'train@otsu'" in exp.stdout
-    # (ensemble@ensemble re-runs: it depends on the whole models/ directory, see dvc.yaml.)
+    # The sweep's plan is re-written (it reads every models entry) but comes out the same, so
+    # the sweep itself is not re-run; ensemble@ensemble re-runs (it depends on models/).
+    assert "Running stage 'sweep_plan'" in exp.stdout
     for stage in ("fetch", "prepare", "sweep", "train@unet", "train@segformer"):
         assert f"Running stage '{stage}'" not in exp.stdout
 

@@ -21,7 +21,7 @@ from PIL import Image
 from segbench.cli import main
 from segbench.io import read_json
 from segbench.predict_folder import predict_folder
-from segbench.train import train
+from segbench.training import train
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +223,7 @@ def _truncate(model: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "names", "message"),
     [
-        (_without("config.json"), "config.json", "not a trained segbench model (no config.json)"),
+        (_without("card.json"), "card.json", "not a trained segbench model (no card.json)"),
         (_without("weights.pt"), "weights.pt", "missing, so the model directory is incomplete"),
         (_truncate, "weights.pt", "unreadable as a weights-only state dict"),
         (shutil.rmtree, "unet", "no such model directory"),

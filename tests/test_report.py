@@ -7,32 +7,32 @@ import numpy as np
 import pytest
 
 from segbench.comparison import comparison_rows, fmt, headline, pareto_front
+from segbench.config import parse_params
 from segbench.io import write_csv, write_json
 from segbench.report import pick_examples
+from tests.conftest import only_models
 
 
 def _model(root, name, dice, **extra):
-    """A model directory and its evaluation, as the train and evaluate stages write them."""
-    (root / "models" / name).mkdir(parents=True)
-    write_json(root / "models" / name / "metrics.json", {"params_total": 1000, **extra})
+    """A model's evaluation directory, as the evaluate stage writes it; its name."""
     rows = [{"id": f"img{i:02d}", "dice": d, "fp": 0} for i, d in enumerate(dice)]
     (root / "eval" / name).mkdir(parents=True)
     write_csv(root / "eval" / name / "per_image.csv", rows, ["id", "dice", "fp"])
-    metrics = {"dice": float(np.nanmean(dice)), "n_images": len(dice), **extra}
-    write_json(root / "eval" / name / "metrics.json", metrics)
-    return root / "models" / name
+    metrics = {"dice": float(np.nanmean(dice)), "n_images": len(dice), "params_total": 1000}
+    write_json(root / "eval" / name / "metrics.json", metrics | extra)
+    return name
 
 
 def test_rows_are_compared_with_the_best_model_that_sees_the_image_alone(tmp_path):
     rng = np.random.default_rng(0)
     best = rng.uniform(0.85, 0.95, size=12)
-    dirs = {
-        "oracle": _model(tmp_path, "oracle", best + 0.04, oracle_prompts=True),
-        "best": _model(tmp_path, "best", best),
-        "twin": _model(tmp_path, "twin", best + rng.normal(0, 0.005, size=12)),
-        "weak": _model(tmp_path, "weak", best - 0.3),
-    }
-    rows = comparison_rows(dirs, tmp_path / "eval")
+    names = [
+        _model(tmp_path, "oracle", best + 0.04, oracle_prompts=True),
+        _model(tmp_path, "best", best),
+        _model(tmp_path, "twin", best + rng.normal(0, 0.005, size=12)),
+        _model(tmp_path, "weak", best - 0.3),
+    ]
+    rows = comparison_rows(names, tmp_path / "eval")
     by = {r["model"]: r for r in rows}
     assert rows[0]["model"] == "oracle"  # sorted by Dice ...
     assert by["best"]["reference"] and "reference" not in by["oracle"]  # ... reference is fair
@@ -50,11 +50,11 @@ def test_rows_are_compared_with_the_best_model_that_sees_the_image_alone(tmp_pat
 
 
 def test_undefined_dice_is_left_out_of_the_pairs(tmp_path):
-    dirs = {
-        "a": _model(tmp_path, "a", [0.9, np.nan, 0.8, 0.85]),
-        "b": _model(tmp_path, "b", [0.5, 0.6, np.nan, 0.4]),
-    }
-    rows = {r["model"]: r for r in comparison_rows(dirs, tmp_path / "eval")}
+    names = [
+        _model(tmp_path, "a", [0.9, np.nan, 0.8, 0.85]),
+        _model(tmp_path, "b", [0.5, 0.6, np.nan, 0.4]),
+    ]
+    rows = {r["model"]: r for r in comparison_rows(names, tmp_path / "eval")}
     assert rows["b"]["n_pairs"] == 2
 
 
@@ -120,11 +120,8 @@ def test_sweep_results_add_their_plot(real_report, tiny_data, tmp_path):
     write_csv(tmp_path / "sweeps" / "trials.csv", trials, list(trials[0]))
     root = out.parent
     report(
-        params.model_copy(
-            update={"models": {m: params.models[m] for m in models}, "ensembles": {}}
-        ),
+        parse_params(only_models(params.model_dump(mode="json"), models)),
         raw_dir=raw,
-        models_dir=root / "models",
         eval_dir=root / "eval",
         out_dir=tmp_path / "rep",
         sweeps_dir=tmp_path / "sweeps",

@@ -7,13 +7,8 @@ import torch
 
 from segbench.errors import SegbenchError
 from segbench.sam import build_sam
-from segbench.sam.lora import (
-    apply_lora,
-    load_lora_state_dict,
-    lora_modules,
-    lora_state_dict,
-    merge_lora,
-)
+from segbench.sam.lora import apply_lora, lora_modules, merge_lora
+from segbench.sam.segmenter import SamSegmenter
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +22,22 @@ def _embed(sam, x):
         return sam.image_encoder(x)
 
 
-def _trained(base, **kw):
+def _adapted(base, **kw) -> SamSegmenter:
+    """A fine-tunable SAM around a copy of ``base``, its encoder adapted with LoRA ``kw``."""
+    model = SamSegmenter(copy.deepcopy(base))
+    apply_lora(model.sam, **kw)
+    return model
+
+
+def _trained(base, **kw) -> SamSegmenter:
     """An adapted copy whose B factors are no longer zero, as after some training."""
-    sam = copy.deepcopy(base)
-    apply_lora(sam, **kw)
+    model = _adapted(base, **kw)
     torch.manual_seed(1)
     with torch.no_grad():
-        for m in lora_modules(sam).values():
+        for m in lora_modules(model.sam).values():
             for b in m.lora_b.values():
                 b.normal_(std=0.05)
-    return sam
+    return model
 
 
 def test_an_adapted_model_starts_as_its_base(base):
@@ -64,33 +65,28 @@ def test_only_the_adapters_and_the_decoder_train(base):
 def test_adapters_reload_onto_the_base_and_merge_without_changing_outputs(base, tmp_path):
     x = torch.randn(1, 3, 256, 256)
     trained = _trained(base, rank=8, alpha=16, targets=("q", "v"))
-    expected = _embed(trained, x)
+    expected = _embed(trained.sam, x)
     assert not torch.allclose(expected, _embed(base, x))  # the adapters do something
 
     path = tmp_path / "adapter.pt"
-    torch.save(lora_state_dict(trained), path)
+    torch.save(trained.trained_state_dict(), path)
     state = torch.load(path, weights_only=True)
-    assert all(".lora_" in k or k.startswith("mask_decoder.") for k in state)
+    assert all(".lora_" in k or k.startswith("sam.mask_decoder.") for k in state)
 
-    reloaded = copy.deepcopy(base)  # base checkpoint + adapter
-    apply_lora(reloaded, rank=8, alpha=16, targets=("q", "v"))
-    load_lora_state_dict(reloaded, state)
-    torch.testing.assert_close(_embed(reloaded, x), expected)
+    reloaded = _adapted(base, rank=8, alpha=16, targets=("q", "v"))  # base + adapter
+    reloaded.load_trained_state_dict(state)
+    torch.testing.assert_close(_embed(reloaded.sam, x), expected)
 
-    assert merge_lora(reloaded) == 2
-    torch.testing.assert_close(_embed(reloaded, x), expected, atol=1e-5, rtol=1e-4)
+    assert merge_lora(reloaded.sam) == 2
+    torch.testing.assert_close(_embed(reloaded.sam, x), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_an_adapter_of_another_rank_does_not_load(base):
-    state = lora_state_dict(_trained(base, rank=8))
-    other = copy.deepcopy(base)
-    apply_lora(other, rank=4)
-    with pytest.raises(SegbenchError, match=r"does not fit.*other shapes"):
-        load_lora_state_dict(other, state)
-    fewer = copy.deepcopy(base)
-    apply_lora(fewer, rank=8, blocks=[0])
-    with pytest.raises(SegbenchError, match="does not fit"):
-        load_lora_state_dict(fewer, state)
+    state = _trained(base, rank=8).trained_state_dict()
+    with pytest.raises(SegbenchError, match=r"differently configured model.*other shapes"):
+        _adapted(base, rank=4).load_trained_state_dict(state)
+    with pytest.raises(SegbenchError, match=r"differently configured model.*unknown keys"):
+        _adapted(base, rank=8, blocks=[0]).load_trained_state_dict(state)
 
 
 def test_bad_lora_params_are_clear_errors(base):

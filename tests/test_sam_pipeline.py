@@ -11,16 +11,23 @@ from segbench.errors import SegbenchError
 from segbench.evaluate import evaluate
 from segbench.io import read_csv, read_json
 from segbench.losses import build_loss
+from segbench.modelcard import ModelCard
 from segbench.predict import load_predictor
-from segbench.train import train, validate
-from tests.conftest import SHRINK, deep_update, real_params_raw
+from segbench.training import train
+from segbench.training.loop import validate
+from tests.conftest import DROP, SHRINK, deep_update, raw_entry, real_params_raw
 
 TINY = {"variant": "tiny", "image_size": 64}
 
 
 def _params(models: dict, **train):
+    """The shrunk params with only ``models`` (``{name: (shipped entry, changes)}``)."""
     raw = deep_update(real_params_raw(), SHRINK)
-    raw["models"], raw["ensembles"] = models, {}
+    raw["models"] = {
+        name: raw_entry(base, **({**TINY, **kw} if base.startswith("sam_") else kw))
+        for name, (base, kw) in models.items()
+    }
+    raw["ensembles"] = {}
     raw["sweep"]["enabled"] = False  # it sweeps sam_lora, which may not be here
     raw["train"].update(train)
     return parse_params(raw)
@@ -29,25 +36,25 @@ def _params(models: dict, **train):
 def test_entries_name_their_registered_model():
     params = _params(
         {
-            "sam_box": {"model": "sam_zero_shot", "prompt": "box", **TINY},
-            "unet_small": {"model": "unet", "decoder_channels": [16, 16, 16, 16, 16]},
-            "unet": {},
+            "sam_box": ("sam_box", {}),
+            "unet_small": ("unet", {"decoder_channels": [16, 16, 16, 16, 16]}),
+            "unet": ("unet", {"model": DROP}),
         }
     )
-    assert params.model_type("sam_box") == "sam_zero_shot"
-    assert params.model_type("unet_small") == "unet" and params.model_type("unet") == "unet"
-    assert params.model_params("sam_box").prompt == "box"
-    assert params.model_params("unet_small").decoder_channels == (16,) * 5
+    assert params.models["sam_box"].model == "sam_zero_shot"
+    assert params.models["unet_small"].model == "unet" == params.models["unet"].model
+    assert params.models["sam_box"].prompt == "box"
+    assert params.models["unet_small"].decoder_channels == (16,) * 5
 
 
 @pytest.mark.parametrize(
     ("models", "message"),
     [
-        ({"sam_box": {"model": "sam_zeroshot"}}, r"models\.sam_box\.model: unknown model"),
-        ({"sam_box": {"model": "sam_zero_shot", "prompt": "lasso"}}, r"models\.sam_box\.prompt"),
-        ({"sam_lora": {"rank": 0}}, r"models\.sam_lora\.rank"),
-        ({"sam_decoder": {"image_size": 500}}, r"models\.sam_decoder\.image_size.*multiple"),
-        ({"sam_auto": {"model": "sam_zero_shot", "auto": {"points_per_side": 0}}}, "points_per"),
+        ({"sam_box": ("sam_box", {"model": "sam_zeroshot"})}, r"sam_box\.model: unknown model"),
+        ({"sam_box": ("sam_box", {"prompt": "lasso"})}, r"models\.sam_box\.prompt"),
+        ({"sam_lora": ("sam_lora", {"rank": 0})}, r"models\.sam_lora\.rank"),
+        ({"sam_decoder": ("sam_decoder", {"image_size": 500})}, r"image_size.*multiple"),
+        ({"sam_auto": ("sam_auto", {"auto": {"points_per_side": 0}})}, "points_per"),
     ],
 )
 def test_bad_sam_entries_name_the_key(models, message):
@@ -57,8 +64,11 @@ def test_bad_sam_entries_name_the_key(models, message):
 
 def test_an_oracle_model_cannot_join_an_ensemble():
     raw = deep_update(real_params_raw(), SHRINK)
-    raw["models"] = {"unet": {}, "sam_decoder": {"prompt": "box", **TINY}}
-    raw["ensembles"] = {"mix": {"members": ["unet", "sam_decoder"]}}
+    decoder = raw_entry("sam_decoder", prompt="box", box_jitter=0, **TINY)
+    raw["models"] = {"unet": raw_entry("unet"), "sam_decoder": decoder}
+    raw["ensembles"] = {"mix": {"members": ["unet", "sam_decoder"], "weights": None}}
+    raw["ensembles"]["mix"]["weight_step"] = 0.1
+    raw["sweep"]["enabled"] = False
     with pytest.raises(SegbenchError, match="sam_decoder takes its prompts from the reference"):
         parse_params(raw)
 
@@ -67,18 +77,13 @@ def test_an_oracle_model_cannot_join_an_ensemble():
 def test_zero_shot_modes_train_and_evaluate_sharing_embeddings(tiny_data, tmp_path):
     raw_dir, tiles, _ = tiny_data
     cache = str(tmp_path / "cache")
-    auto = {"points_per_side": 4, "min_mask_region_area": 4}
+    auto = raw_entry("sam_auto")["auto"] | {"points_per_side": 4, "min_mask_region_area": 4}
     models = {
-        "sam_point": {"model": "sam_zero_shot", "prompt": "point", "embedding_cache": cache},
-        "sam_box": {"model": "sam_zero_shot", "prompt": "box", "embedding_cache": cache},
-        "sam_auto": {
-            "model": "sam_zero_shot",
-            "prompt": "auto",
-            "auto": auto,
-            "embedding_cache": None,
-        },
+        "sam_point": ("sam_point", {"embedding_cache": cache}),
+        "sam_box": ("sam_box", {"embedding_cache": cache}),
+        "sam_auto": ("sam_auto", {"auto": auto, "embedding_cache": None}),
     }
-    params = _params({k: {**v, **TINY} for k, v in models.items()})
+    params = _params(models)
     results = {}
     for name in models:
         out = tmp_path / "models" / name
@@ -87,8 +92,8 @@ def test_zero_shot_modes_train_and_evaluate_sharing_embeddings(tiny_data, tmp_pa
         assert summary["random_init"] is True
         assert summary["oracle_prompts"] is (name != "sam_auto")
         assert not (out / "weights.pt").exists()  # nothing trained, nothing saved
-        config = read_json(out / "config.json")
-        assert (config["model"], config["name"]) == ("sam_zero_shot", name)
+        card = ModelCard.read(out)
+        assert (card.entry.model, card.name) == ("sam_zero_shot", name)
         results[name] = evaluate(out, params, raw_dir, tmp_path / "eval" / name)
         # The DVC metrics file carries the notes too, so the numbers never travel without them.
         saved = read_json(tmp_path / "eval" / name / "metrics.json")
@@ -102,8 +107,7 @@ def test_zero_shot_modes_train_and_evaluate_sharing_embeddings(tiny_data, tmp_pa
 
 def test_an_oracle_model_needs_reference_masks(tiny_data, tmp_path):
     _, tiles, _ = tiny_data
-    box = {"model": "sam_zero_shot", "prompt": "box", "embedding_cache": None, **TINY}
-    params = _params({"sam_box": box})
+    params = _params({"sam_box": ("sam_box", {"embedding_cache": None})})
     train("sam_box", params, tiles, tmp_path / "m")
     predictor = load_predictor(tmp_path / "m")
     image = torch.zeros(40, 60, dtype=torch.uint8).numpy()
@@ -115,15 +119,12 @@ def test_an_oracle_model_needs_reference_masks(tiny_data, tmp_path):
 def test_fine_tuned_sam_saves_only_what_it_trained_and_reloads_identically(tiny_data, tmp_path):
     raw_dir, tiles, _ = tiny_data
     models = {
-        "sam_decoder": {**TINY, "embedding_cache": None},
-        "sam_lora": {**TINY, "rank": 2},
-        "sam_decoder_box": {
-            "model": "sam_decoder",
-            "prompt": "box",
-            "box_jitter": 2,
-            "embedding_cache": str(tmp_path / "cache"),
-            **TINY,
-        },
+        "sam_decoder": ("sam_decoder", {"embedding_cache": None}),
+        "sam_lora": ("sam_lora", {"rank": 2}),
+        "sam_decoder_box": (
+            "sam_decoder",
+            {"prompt": "box", "box_jitter": 2, "embedding_cache": str(tmp_path / "cache")},
+        ),
     }
     params = _params(models, epochs=1, optimizer="adamw", lr=1e-3)
     val = DataLoader(TileDataset.from_dir(tiles, "val"), batch_size=params.train.batch_size)
@@ -165,7 +166,7 @@ def test_a_bad_checkpoint_stops_train_with_one_line_and_no_output(
         torch.save({"image_encoder.pos_embed": torch.zeros(1, 4, 4, 8)}, ckpt)
         ckpt.write_bytes(ckpt.read_bytes()[:200])
     raw = deep_update(real_params_raw(), SHRINK)
-    raw["models"] = {"sam_box": {"model": "sam_zero_shot", "checkpoint": str(ckpt), **TINY}}
+    raw["models"] = {"sam_box": raw_entry("sam_box", checkpoint=str(ckpt), **TINY)}
     raw["ensembles"] = {}
     raw["sweep"]["enabled"] = False  # it sweeps sam_lora, which is not here
     params_file = tmp_path / "params.yaml"

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from segbench.config import parse_params
 from segbench.errors import SegbenchError
 from segbench.models import build_model
 from segbench.sam.box_head import to_sam_frame
 from segbench.sam.build import build_sam
 from segbench.sam.segmenter import EMPTY_LOGIT, SamSegmenter
+from tests.conftest import real_params_raw, shipped_entry
 
 
 def _trainable(model) -> set[str]:
@@ -17,7 +19,7 @@ def _trainable(model) -> set[str]:
 
 def test_decoder_only_trains_the_mask_decoder_and_nothing_else():
     torch.manual_seed(0)
-    model = build_model("sam_decoder", image_size=256, embedding_cache=None)
+    model = build_model(shipped_entry("sam_decoder", image_size=256, embedding_cache=None))
     names = _trainable(model)
     assert names and all(n.startswith("sam.mask_decoder.") for n in names)
     # iou_loss_weight defaults to 1: the IoU head learns the decoder's mask quality too.
@@ -26,7 +28,7 @@ def test_decoder_only_trains_the_mask_decoder_and_nothing_else():
 
 def test_lora_trains_its_factors_and_the_decoder():
     torch.manual_seed(0)
-    model = build_model("sam_lora", image_size=256, rank=2, blocks=[1])
+    model = build_model(shipped_entry("sam_lora", image_size=256, rank=2, blocks=[1]))
     names = _trainable(model)
     lora = {n for n in names if ".lora_" in n}
     assert lora == {
@@ -37,7 +39,7 @@ def test_lora_trains_its_factors_and_the_decoder():
 
 def test_batches_decode_like_single_images_at_any_tile_shape():
     torch.manual_seed(0)
-    model = build_model("sam_decoder", image_size=256, embedding_cache=None).eval()
+    model = build_model(shipped_entry("sam_decoder", image_size=256, embedding_cache=None)).eval()
     x = torch.randn(3, 1, 64, 96)
     with torch.no_grad():
         batch = model(x)
@@ -50,7 +52,7 @@ def test_the_decoder_learns_a_toy_mask():
     """A random-weight encoder's features still carry position (SAM adds a positional
     encoding), so the decoder alone can learn a fixed square."""
     torch.manual_seed(0)
-    model = build_model("sam_decoder", image_size=128, embedding_cache=None).train()
+    model = build_model(shipped_entry("sam_decoder", image_size=128, embedding_cache=None)).train()
     x = torch.randn(2, 1, 64, 64)
     target = torch.zeros(2, 1, 64, 64)
     target[:, :, 16:48, 16:48] = 1
@@ -75,24 +77,27 @@ def test_the_decoder_learns_a_toy_mask():
         ("sam_lora", {"rank": 0}, r"models\.sam_lora\.rank"),
         ("sam_lora", {"targets": ["q", "o"]}, r"models\.sam_lora\.targets"),
         ("sam_lora", {"embedding_cache": "c"}, r"models\.sam_lora\.embedding_cache.*LoRA trains"),
-        (
-            "sam_decoder",
-            {"checkpoint": "/no/such/sam.pth", "embedding_cache": None},
-            r"/no/such/sam\.pth does not exist",
-        ),
     ],
 )
 def test_bad_sam_params_name_the_key(name, params, key):
+    raw = real_params_raw()
+    raw["models"][name].update(params)
     with pytest.raises(SegbenchError, match=key):
-        build_model(name, **params)
+        parse_params(raw)
+
+
+def test_a_missing_checkpoint_names_the_file():
+    entry = shipped_entry("sam_decoder", checkpoint="/no/such/sam.pth", embedding_cache=None)
+    with pytest.raises(SegbenchError, match=r"/no/such/sam\.pth does not exist"):
+        build_model(entry)
 
 
 def test_cached_embeddings_skip_the_encoder_and_change_nothing(tmp_path):
     from segbench.sam.cache import EmbeddingCache
 
     torch.manual_seed(0)
-    plain = build_model("sam_decoder", image_size=128, embedding_cache=None).eval()
-    cached = build_model("sam_decoder", image_size=128, embedding_cache=None).eval()
+    plain = build_model(shipped_entry("sam_decoder", image_size=128, embedding_cache=None)).eval()
+    cached = build_model(shipped_entry("sam_decoder", image_size=128, embedding_cache=None)).eval()
     cached.load_state_dict(plain.state_dict())
     cached.use_cache(tmp_path / "cache")
     calls = []
@@ -117,7 +122,7 @@ def test_cached_embeddings_skip_the_encoder_and_change_nothing(tmp_path):
 
 
 def test_a_trainable_encoder_refuses_a_cache(tmp_path):
-    model = build_model("sam_lora", image_size=128, rank=2)
+    model = build_model(shipped_entry("sam_lora", image_size=128, rank=2))
     with pytest.raises(ValueError, match="frozen image encoder"):
         model.use_cache(tmp_path)
 
@@ -129,14 +134,12 @@ def test_trains_evaluates_and_predicts_through_the_pipeline_functions(tiny_data,
     from segbench.config import parse_params
     from segbench.evaluate import evaluate
     from segbench.predict import load_predictor
-    from segbench.train import train
-    from tests.conftest import SHRINK, deep_update, real_params_raw
+    from segbench.training import train
+    from tests.conftest import SHRINK, deep_update, only_models
 
     raw_dir, tiles, _ = tiny_data
-    raw = deep_update(real_params_raw(), SHRINK)
-    block = {"image_size": 128, "embedding_cache": str(tmp_path / "cache")}
-    raw["models"], raw["ensembles"] = {"sam_decoder": block}, {}
-    raw["sweep"]["enabled"] = False  # it sweeps sam_lora, which is not here
+    raw = only_models(deep_update(real_params_raw(), SHRINK), ["sam_decoder"])
+    raw["models"]["sam_decoder"].update(image_size=128, embedding_cache=str(tmp_path / "cache"))
     raw["train"].update(epochs=2, lr=1e-3, optimizer="adamw")
     params = parse_params(raw)
     out = tmp_path / "models" / "sam_decoder"

@@ -6,10 +6,17 @@ import torch
 from segment_anything import automatic_mask_generator as amg
 from segment_anything.utils.amg import remove_small_regions
 
+from segbench.config import AutoMaskConfig, parse_params
 from segbench.errors import SegbenchError
 from segbench.sam import build_sam
 from segbench.sam.prompts import box, components, interior_points
-from segbench.sam.zero_shot import PROMPT_MODES, AutoMaskSettings, ZeroShot, to_sam_rgb
+from segbench.sam.zero_shot import PROMPT_MODES, ZeroShot, to_sam_rgb
+from tests.conftest import real_params_raw, shipped_entry
+
+
+def auto_settings(**changes) -> AutoMaskConfig:
+    """The shipped sam_auto entry's automatic-mask settings with ``changes``."""
+    return shipped_entry("sam_auto").auto.model_copy(update=changes)
 
 
 def test_components_are_eight_connected_and_largest_first():
@@ -63,7 +70,7 @@ def test_boxes_are_exact_and_jitter_stays_in_bounds():
 def zero_shot():
     torch.manual_seed(0)
     sam = build_sam("tiny", image_size=256)
-    tiny_auto = AutoMaskSettings(
+    tiny_auto = auto_settings(
         points_per_side=4,
         pred_iou_thresh=0.0,
         stability_score_thresh=0.0,
@@ -167,7 +174,7 @@ def test_a_second_stage_reads_the_first_stages_embedding_and_predicts_the_same(t
 def test_auto_reuses_the_whole_image_embedding(tmp_path):
     sam = _tiny_sam(0)
     rgb, _ = _non_square_scene()
-    auto = AutoMaskSettings(points_per_side=4, crop_n_layers=0, min_mask_region_area=0)
+    auto = auto_settings(points_per_side=4, crop_n_layers=0, min_mask_region_area=0)
     zs = ZeroShot(sam, embedding_cache=tmp_path, auto=auto)
     zs.set_image(rgb)
     calls, hook = _count_encoder_calls(sam)
@@ -202,7 +209,7 @@ def test_every_mode_keeps_a_non_square_images_size(monkeypatch):
         return remove_small_regions(mask, area, mode)
 
     monkeypatch.setattr(amg, "remove_small_regions", counted)
-    auto = AutoMaskSettings(
+    auto = auto_settings(
         points_per_side=4,
         pred_iou_thresh=0.0,
         stability_score_thresh=0.0,
@@ -235,8 +242,10 @@ def test_every_mode_keeps_a_non_square_images_size(monkeypatch):
     ],
 )
 def test_impossible_auto_settings_name_the_field(field, value):
-    with pytest.raises(SegbenchError, match=rf"AutoMaskSettings\.{field}: must be"):
-        AutoMaskSettings(**{field: value})
+    raw = real_params_raw()
+    raw["models"]["sam_auto"]["auto"][field] = value
+    with pytest.raises(SegbenchError, match=rf"models\.sam_auto\.auto\.{field}: "):
+        parse_params(raw)
 
 
 def test_a_float_or_grey_image_is_refused_with_the_fix():
@@ -247,7 +256,7 @@ def test_a_float_or_grey_image_is_refused_with_the_fix():
 
 def test_auto_with_no_surviving_mask_in_any_crop_predicts_nothing():
     # Thresholds no mask can pass: segment_anything alone fails on the empty crops (IndexError).
-    auto = AutoMaskSettings(
+    auto = auto_settings(
         points_per_side=4, pred_iou_thresh=1.0, stability_score_thresh=1.0, min_mask_region_area=0
     )
     zs = ZeroShot(_tiny_sam(0), auto=auto)

@@ -20,7 +20,7 @@ from segbench.config import parse_params
 from segbench.errors import SegbenchError
 from segbench.io import read_csv, read_json
 from segbench.sweep.run import STOPPED_TAG, run_sweep
-from segbench.train import train
+from segbench.training import train
 from tests.conftest import venv_env
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 def sweep_params(small_params_raw: dict, **sweep):
     raw = small_params_raw
     raw["sweep"] = {**raw["sweep"], **sweep}
-    return parse_params(raw), raw
+    return parse_params(raw)
 
 
 def child_runs(parent_id: str) -> list:
@@ -47,13 +47,13 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
     # Two learning rates that learn and, queued behind them, two that cannot (1e-6, 1e-7):
     # both slots of the 2-CPU Ray start on the first two, so the last two reach the first
     # rung after a good trial has and ASHA stops them there.
-    params, raw = sweep_params(
+    params = sweep_params(
         small_params_raw,
         model="unet",
         space={"train": {"lr": [0.003, 0.002, 1e-6, 1e-7]}},
         epochs=2,
     )
-    summary = run_sweep(params, raw, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
+    summary = run_sweep(params, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
     assert not ray.is_initialized()  # shut down, so the process can exit
 
     rows = read_csv(tmp_path / "sweeps" / "trials.csv")
@@ -163,7 +163,7 @@ def test_sweep_joins_a_ray_head_and_retries_a_crashed_trial_from_its_checkpoint(
     monkeypatch.setenv("RAY_ADDRESS", ray_head)
     # The wrapper travels to the head's workers by value: they need not import this module.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    params, raw = sweep_params(
+    params = sweep_params(
         small_params_raw,
         model="sam_lora",
         space={"model": {"rank": [2, 4]}, "train": {"lr": [0.003]}},
@@ -175,7 +175,6 @@ def test_sweep_joins_a_ray_head_and_retries_a_crashed_trial_from_its_checkpoint(
     marker = str(tmp_path / "crashed")
     summary = run_sweep(
         params,
-        raw,
         tiles,
         tmp_path / "sweeps",
         state_dir=tmp_path / "state",
@@ -207,22 +206,22 @@ def test_sweep_joins_a_ray_head_and_retries_a_crashed_trial_from_its_checkpoint(
 def test_unreachable_ray_address_fails_fast(tiny_data, small_params_raw, tmp_path, monkeypatch):
     _, tiles, _ = tiny_data
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens there
-    params, raw = sweep_params(small_params_raw)
+    params = sweep_params(small_params_raw)
     start = time.monotonic()
     with pytest.raises(
         SegbenchError, match=r"RAY_ADDRESS: cannot reach a Ray cluster at 127\.0\.0\.1"
     ):
-        run_sweep(params, raw, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
+        run_sweep(params, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
     assert time.monotonic() - start < 15
     assert not (tmp_path / "sweeps").exists()
 
 
 def test_resources_no_node_has_fail_fast_with_the_numbers(tiny_data, small_params_raw, tmp_path):
     _, tiles, _ = tiny_data
-    params, raw = sweep_params(small_params_raw, resources={"cpu": 64, "gpu": 0.5})
+    params = sweep_params(small_params_raw, resources={"cpu": 64, "gpu": 0.5})
     start = time.monotonic()
     with pytest.raises(SegbenchError) as info:
-        run_sweep(params, raw, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state", num_cpus=2)
+        run_sweep(params, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state", num_cpus=2)
     message = str(info.value)
     assert "each trial asks for 64 CPU and 0.5 GPU" in message
     assert "has 2 CPU and 0 GPU" in message
@@ -232,8 +231,8 @@ def test_resources_no_node_has_fail_fast_with_the_numbers(tiny_data, small_param
 
 def test_disabled_sweep_writes_empty_results(tiny_data, small_params_raw, tmp_path):
     _, tiles, _ = tiny_data
-    params, raw = sweep_params(small_params_raw, enabled=False)
-    summary = run_sweep(params, raw, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
+    params = sweep_params(small_params_raw, enabled=False)
+    summary = run_sweep(params, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
     assert summary["trials"] == 0 and read_csv(tmp_path / "sweeps" / "trials.csv") == []
     assert read_json(tmp_path / "sweeps" / "best.json")["model"] is None
 
@@ -262,7 +261,7 @@ def test_an_interrupted_sweep_writes_nothing_and_resumes(
 
     _, tiles, _ = tiny_data
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    params, raw = sweep_params(
+    params = sweep_params(
         small_params_raw,
         model="unet",
         space={"train": {"lr": [0.003]}},
@@ -274,13 +273,13 @@ def test_an_interrupted_sweep_writes_nothing_and_resumes(
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
         with pytest.raises(KeyboardInterrupt):
-            run_sweep(params, raw, tiles, out, state_dir=state, train_fn=fn)
+            run_sweep(params, tiles, out, state_dir=state, train_fn=fn)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert not out.exists() and not ray.is_initialized()
     assert any(p.is_dir() for p in state.iterdir())  # Tune's state, kept to resume from
 
-    summary = run_sweep(params, raw, tiles, out, state_dir=state, train_fn=fn)
+    summary = run_sweep(params, tiles, out, state_dir=state, train_fn=fn)
     assert "resuming the interrupted sweep" in capsys.readouterr().out
     rows = read_csv(out / "trials.csv")
     assert summary["trials"] == len(rows) == 1

@@ -10,8 +10,9 @@ import yaml
 from segbench.config import parse_params
 from segbench.errors import SegbenchError
 from segbench.io import read_json, write_json
+from segbench.sweep.plan import check_plan, sweep_plan, write_plan
 from segbench.sweep.promote import promote, promoted_params
-from segbench.sweep.space import apply_overrides, column_names, tune_space
+from segbench.sweep.space import column_names, trial_params, tune_space
 from tests.conftest import venv_env
 
 
@@ -57,16 +58,21 @@ def test_sweep_model_must_be_a_trained_entry(small_params_raw):
         parse_params(with_sweep(small_params_raw, model="nope"))
     with pytest.raises(SegbenchError, match=r"sweep\.model: otsu is a classical model"):
         parse_params(with_sweep(small_params_raw, model="otsu", space={"train": {"lr": [0.1]}}))
-    # A disabled sweep checks nothing: configurations without a sweepable model still load.
+    # A disabled sweep checks nothing: configurations without a sweepable model still load,
+    # and the swept entry may be absent (or null).
     parse_params(with_sweep(small_params_raw, enabled=False, model="otsu", space={}))
+    parse_params(with_sweep(small_params_raw, enabled=False, model="nope"))
+    parse_params(with_sweep(small_params_raw, enabled=False, model=None))
+    with pytest.raises(SegbenchError, match=r"sweep\.model: the sweep is enabled, so name"):
+        parse_params(with_sweep(small_params_raw, enabled=True, model=None))
 
 
 def test_from_sweep_only_on_the_swept_entry(small_params_raw):
     small_params_raw["models"]["unet"]["from_sweep"] = True
     with pytest.raises(SegbenchError, match=r"models\.unet\.from_sweep: the sweep tunes sam_lora"):
         parse_params(small_params_raw)
-    small_params_raw["models"]["unet"]["from_sweep"] = "yes"
-    with pytest.raises(SegbenchError, match=r"models\.unet\.from_sweep: expected true or false"):
+    small_params_raw["models"]["unet"]["from_sweep"] = "maybe"
+    with pytest.raises(SegbenchError, match=r"models\.unet\.from_sweep: Input should be a valid"):
         parse_params(small_params_raw)
 
 
@@ -78,7 +84,7 @@ def test_from_sweep_only_on_the_swept_entry(small_params_raw):
     ],
 )
 def test_bad_schedules_name_the_key(small_params_raw, deploy, message):
-    small_params_raw["deploy"] = deploy
+    small_params_raw["deploy"] |= deploy
     with pytest.raises(SegbenchError, match=message):
         parse_params(small_params_raw)
 
@@ -101,11 +107,31 @@ def test_random_space_becomes_ray_distributions(small_params_raw):
     ]
 
 
-def test_overrides_write_into_train_and_the_entry(small_params_raw):
-    out = apply_overrides(small_params_raw, "sam_lora", {"train.lr": 0.01, "model.rank": 8}, 3)
-    assert out["train"]["lr"] == 0.01 and out["train"]["epochs"] == 3
-    assert out["models"]["sam_lora"]["rank"] == 8
-    assert small_params_raw["models"]["sam_lora"]["rank"] == 4  # the original is untouched
+def test_a_trials_values_go_into_train_and_the_swept_entry(small_params_raw):
+    params = parse_params(small_params_raw)
+    trial = trial_params(params, {"train.lr": 0.01, "model.rank": 8}, 3)
+    assert trial.train.lr == 0.01 and trial.train.epochs == 3
+    assert trial.models["sam_lora"].rank == 8
+    assert params.models["sam_lora"].rank == 4  # the original is untouched
+    with pytest.raises(SegbenchError, match=r"sweep trial\): models\.sam_lora\.rank"):
+        trial_params(params, {"model.rank": 0}, None)
+
+
+def test_the_sweep_plan_changes_only_with_what_the_trials_read(small_params_raw, tmp_path):
+    params = parse_params(small_params_raw)
+    plan = sweep_plan(params)
+    assert plan["entry"] == "sam_lora" and plan["model"]["rank"] == 4
+    assert sweep_plan(params.with_overrides({"models.otsu.smooth_sigma": 2.0})) == plan
+    assert sweep_plan(params.with_overrides({"evaluate.min_area": 5})) == plan
+    for key, value in [("train.lr", 0.01), ("models.sam_lora.rank", 8), ("prepare.seed", 3)]:
+        assert sweep_plan(params.with_overrides({key: value})) != plan, key
+    off = params.with_overrides({"sweep.enabled": False})
+    assert sweep_plan(off) == {"enabled": False}
+    assert sweep_plan(off.with_overrides({"train.lr": 0.01})) == {"enabled": False}
+    write_plan(params, tmp_path / "plans")
+    check_plan(params, tmp_path / "plans")
+    with pytest.raises(SegbenchError, match="the sweep plan is out of date"):
+        check_plan(params.with_overrides({"train.lr": 0.01}), tmp_path / "plans")
 
 
 def test_promote_hands_the_best_values_to_the_entry_that_asks(small_params_raw, tmp_path):
@@ -128,13 +154,11 @@ def test_promote_hands_the_best_values_to_the_entry_that_asks(small_params_raw, 
     assert (tmp_path / "promoted" / "unet.json").read_bytes() == before  # unet does not retrain
     promoted = read_json(tmp_path / "promoted" / "sam_lora.json")
     assert promoted["config"] == best["config"]
-    tuned = promoted_params(
-        params, small_params_raw, "sam_lora", tmp_path / "promoted" / "sam_lora.json"
-    )
-    assert tuned.model_params("sam_lora").rank == 16
+    tuned, values = promoted_params(params, "sam_lora", tmp_path / "promoted" / "sam_lora.json")
+    assert tuned.models["sam_lora"].rank == 16 and values["trial"] == "abc_00001"
     assert tuned.train.lr == 0.0003 and tuned.train.batch_size == 8
     assert tuned.train.epochs == params.train.epochs  # the sweep's short horizon is not promoted
-    assert promoted_params(params, small_params_raw, "unet", None) is params
+    assert promoted_params(params, "unet", None) == (params, None)
 
 
 def test_promote_without_a_sweep_of_that_entry_says_what_to_run(small_params_raw, tmp_path):
@@ -151,7 +175,7 @@ def test_cli_reports_a_bad_space_without_traceback(small_params_raw, tmp_path):
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "segbench.cli", "sweep"),
-            *("--params", str(tmp_path / "params.yaml"), "--tiles", "t"),
+            *("--params", str(tmp_path / "params.yaml"), "--tiles", "t", "--plan", "p"),
             *("--out", str(tmp_path / "sweeps"), "--state", str(tmp_path / "s")),
         ],
         capture_output=True,
@@ -172,5 +196,5 @@ def test_reference_gpu_sweep_is_a_valid_configuration(tmp_path):
     raw = deep_update(real_params_raw(), reference)
     params = parse_params(raw)
     assert params.sweep.grid_size() == 80
-    assert params.sweep.resources.gpu == 1 and params.model_params("sam_lora").variant == "vit_b"
+    assert params.sweep.resources.gpu == 1 and params.models["sam_lora"].variant == "vit_b"
     assert set(column_names(params.sweep).values()) == {"rank", "lr", "batch_size"}

@@ -9,7 +9,8 @@ import torch
 
 from segbench.evaluate import evaluate
 from segbench.io import read_json
-from segbench.train import train
+from segbench.modelcard import ModelCard
+from segbench.training import train
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +43,13 @@ def test_two_epochs_lower_the_loss(trained_unet):
 
 
 def test_checkpoint_is_a_plain_state_dict(trained_unet):
-    _, out, _, _ = trained_unet
+    _, out, params, metrics = trained_unet
     state = torch.load(out / "weights.pt", weights_only=True)
     assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
-    config = read_json(out / "config.json")
-    assert config["model"] == "unet" and config["params"]["encoder_name"] == "resnet18"
+    card = ModelCard.read(out)
+    assert card.entry.model == "unet" and card.entry.encoder_name == "resnet18"
+    assert card.train == params.train and card.prepare == params.prepare
+    assert card.training.best_epoch == metrics["best_epoch"] and card.mlflow_run_id
 
 
 def test_mlflow_run_holds_params_metrics_checkpoint_and_test_metrics(
@@ -55,11 +58,11 @@ def test_mlflow_run_holds_params_metrics_checkpoint_and_test_metrics(
     raw, out, params, _ = trained_unet
     monkeypatch.setenv("MLFLOW_TRACKING_URI", unet_store)
     evaluate(out, params, raw, tmp_path / "eval" / "unet")
-    run_id = read_json(out / "mlflow.json")["run_id"]
+    run_id = ModelCard.read(out).mlflow_run_id
     mlflow.set_tracking_uri(unet_store)
     run = mlflow.get_run(run_id)
     assert run.data.params["train.lr"] == str(params.train.lr)
-    assert run.data.params["params.encoder_name"] == "resnet18"
+    assert run.data.params["entry.encoder_name"] == "resnet18"
     assert "val_dice" in run.data.metrics and "test_dice" in run.data.metrics
     assert run.data.tags["dvc_stage"] == "train@unet"
     assert run.data.tags["evaluate.dvc_stage"] == "evaluate@unet"
@@ -102,10 +105,7 @@ def test_cli_unknown_model_is_a_clean_error(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "segnet", "--tiles", str(tiles), "--out", str(tmp_path / "m")])
     assert info.value.code == 2
-    assert (
-        "unknown model 'segnet'; valid models: attention_unet, ensemble, otsu, sam_decoder, "
-        "sam_lora, sam_zero_shot, segformer, unet" in capsys.readouterr().err
-    )
+    assert "models.segnet: not configured (configured: otsu, unet, " in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
     with pytest.raises(SystemExit):
         main(["train", "ensemble", "--tiles", str(tiles), "--out", str(tmp_path / "m")])
@@ -127,5 +127,4 @@ def test_online_augmentation_trains_from_plain_tiles(tiny_data, tmp_path):
     assert summary["augment"] == "online"
     metrics = train("unet", params, tmp_path / "tiles", tmp_path / "unet")
     assert metrics["best_epoch"] == 1 and 0 <= metrics["best_val_dice"] <= 1
-    config = read_json(tmp_path / "unet" / "config.json")
-    assert config["prepare"]["augment"]["mode"] == "online"
+    assert ModelCard.read(tmp_path / "unet").prepare.augment.mode == "online"

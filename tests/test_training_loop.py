@@ -14,21 +14,20 @@ import pytest
 import torch
 import yaml
 
-import segbench.train as train_module
+import segbench.training.fit as train_module
+from segbench.checkpoint import resume_dir_for
 from segbench.config import parse_params
 from segbench.errors import SegbenchError
-from segbench.io import read_csv, read_json
-from segbench.train import resume_dir_for, train, train_one_epoch
-from tests.conftest import SHRINK, deep_update, real_params_raw, venv_env
-
-UNET_SMALL = {"encoder_name": "resnet18", "decoder_channels": [32, 16, 16, 8, 8]}
+from segbench.io import read_csv
+from segbench.modelcard import ModelCard
+from segbench.training import train
+from segbench.training.loop import train_one_epoch
+from tests.conftest import SHRINK, deep_update, only_models, real_params_raw, venv_env
 
 
 def raw_params(**train_overrides) -> dict:
-    raw = deep_update(real_params_raw(), SHRINK)
-    raw["models"] = {"unet": UNET_SMALL}
-    raw["ensembles"] = {}
-    raw["sweep"]["enabled"] = False  # it sweeps sam_lora, which is not here
+    raw = only_models(deep_update(real_params_raw(), SHRINK), ["unet"])
+    raw["models"]["unet"]["decoder_channels"] = [32, 16, 16, 8, 8]
     raw["train"].update(train_overrides)
     return raw
 
@@ -107,8 +106,8 @@ def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
     wb = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
-    ma, mb = (read_json(tmp_path / d / "metrics.json") for d in ("whole", "resumed"))
-    assert ma["best_epoch"] == mb["best_epoch"]
+    ma, mb = (ModelCard.read(tmp_path / d).training for d in ("whole", "resumed"))
+    assert ma.best_epoch == mb.best_epoch
     assert not resume_dir_for(tmp_path / "resumed").exists()  # finished: checkpoints cleared
 
 
@@ -205,9 +204,9 @@ def test_two_process_gloo_ddp_trains_and_only_rank_0_writes(tiny_data, tmp_path,
     # The workers talk over sockets (Gloo listens), but only on the loopback interface.
     assert listening, "no listening socket seen: the check below would prove nothing"
     assert all(ipaddress.ip_address(ip).is_loopback for ip in listening), listening
-    metrics = read_json(tmp_path / "models" / "unet" / "metrics.json")
-    assert metrics["device_count"] == 2 and metrics["epochs_run"] == 1
-    assert 0 <= metrics["best_val_dice"] <= 1
+    training = ModelCard.read(tmp_path / "models" / "unet").training
+    assert training.device_count == 2 and training.epochs_run == 1
+    assert 0 <= training.best_val_dice <= 1
     mlflow.set_tracking_uri(mlflow_store)
     runs = mlflow.search_runs(experiment_names=["segbench"], output_format="list")
     assert len(runs) == 1  # one run: rank 1 logged nothing

@@ -1,9 +1,9 @@
 """The comparison table: one row per model, its uncertainty, its cost, and what qualifies it.
 
-A row merges the model's training ``metrics.json`` with its ``eval/<m>/metrics.json``; rows are
-sorted by mean test Dice. The *reference* row is the best model that sees the image alone (no
-oracle prompts); every other row is compared with it on per-image Dice (paired Wilcoxon, Holm
-over all rows, :mod:`segbench.stats`).
+A row is a model's ``eval/<m>/metrics.json`` (test metrics, with training's cost and the notes
+that qualify them); rows are sorted by mean test Dice. The *reference* row is the best model
+that sees the image alone (no oracle prompts); every other row is compared with it on
+per-image Dice (paired Wilcoxon, Holm over all rows, :mod:`segbench.stats`).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ TERMINAL_COLUMNS = [
     )
 ]
 
-# Flags a trained model's metrics.json carries (segbench.models.registry.model_notes), with the
+# Flags an evaluated model's metrics.json carries (segbench.config.models.Entry.notes), with the
 # words the table uses and the banner that explains them.
 NOTES = {
     "oracle_prompts": (
@@ -129,15 +129,11 @@ def _verdict(row: dict) -> str:
     return f"{words} (p={row['p_holm']:.3g})"
 
 
-def comparison_rows(model_dirs: dict[str, Path], eval_dir: Path, *, alpha: float = 0.05):
-    """One dict per model (``{name: its model directory}``), best test Dice first, with the
-    paired comparison against the reference row (``reference``, ``p``, ``p_holm``,
-    ``verdict``, ``significant``, ``n_pairs``, ``mean_diff``)."""
-    rows = []
-    for name, model_dir in model_dirs.items():
-        row = {"model": name, **read_json(model_dir / "metrics.json")}
-        row.update(read_json(eval_dir / name / "metrics.json"))
-        rows.append(row)
+def comparison_rows(names: list[str], eval_dir: Path, *, alpha: float = 0.05):
+    """One dict per model of ``names`` (evaluated in ``eval_dir/<name>``), best test Dice
+    first, with the paired comparison against the reference row (``reference``, ``p``,
+    ``p_holm``, ``verdict``, ``significant``, ``n_pairs``, ``mean_diff``)."""
+    rows = [{"model": name, **read_json(eval_dir / name / "metrics.json")} for name in names]
     rows.sort(key=lambda r: -(r["dice"] if not _missing(r.get("dice")) else -1))
     ref = reference_row(rows)
     if ref is None:

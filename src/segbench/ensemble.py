@@ -8,13 +8,12 @@ validation Dice on a grid over the simplex win (:func:`segbench.models.ensemble.
 Output layout (``out_dir``), a model directory like ``train``'s, so ``evaluate`` and
 ``segbench predict`` use it unchanged::
 
-    config.json     model "ensemble", its name, members with their params, the chosen weights,
-                    the members' prepare section and data version
+    card.json       the model card: the ensembles entry, every member's own card, the chosen
+                    weights with the validation Dice of the mix and of each member, the cost
+                    (training time counts the members'), the MLflow run
     weights.pt      the ensemble's state dict (every member's weights + the mixing weights)
-    metrics.json    validation Dice of the ensemble and of each member, the weights, cost figures
     search.csv      every weight vector tried and its validation Dice
     history.csv     empty (no epochs: nothing is trained)
-    mlflow.json     the MLflow run that records all of this
 """
 
 from __future__ import annotations
@@ -28,21 +27,13 @@ from tqdm import tqdm
 
 from segbench.config import Params
 from segbench.cost import count_parameters, peak_memory_mb
+from segbench.devices import resolve_device
 from segbench.errors import SegbenchError
-from segbench.io import (
-    atomic_dir,
-    read_csv,
-    read_image,
-    read_json,
-    read_mask,
-    write_csv,
-    write_json,
-)
-from segbench.models import build_model
+from segbench.io import atomic_dir, read_csv, read_image, read_mask, write_csv
+from segbench.modelcard import HISTORY_FIELDS, EnsembleFit, ModelCard, TrainingSummary
 from segbench.models.ensemble import choose_weights, simplex_grid
-from segbench.predict import load_predictor
+from segbench.predict import build_from_card, load_predictor
 from segbench.tracking import flatten, mlflow_run, run_tags
-from segbench.train import HISTORY_FIELDS
 
 # What must agree between members for their probabilities to be averaged pixel by pixel.
 _SAME = ("data_version", "prepare")
@@ -52,9 +43,9 @@ def _load_members(names: list[str], models_dir: Path, params: Params, device) ->
     predictors = {}
     for name in names:
         model_dir = models_dir / name
-        if not (model_dir / "config.json").is_file():
+        if not (model_dir / "card.json").is_file():
             raise SegbenchError(
-                f"{model_dir}: no trained model (config.json missing); run `dvc repro train@{name}`"
+                f"{model_dir}: no trained model (card.json missing); run `dvc repro train@{name}`"
             )
         predictors[name] = load_predictor(
             model_dir,
@@ -66,7 +57,7 @@ def _load_members(names: list[str], models_dir: Path, params: Params, device) ->
     first, *rest = names
     for name in rest:
         for key in _SAME:
-            if predictors[name].config.get(key) != predictors[first].config.get(key):
+            if getattr(predictors[name].card, key) != getattr(predictors[first].card, key):
                 raise SegbenchError(
                     f"{models_dir / name}: trained on other tiles than {models_dir / first} "
                     f"({key} differs); re-run `dvc repro` so every member sees the same data"
@@ -99,85 +90,97 @@ def fit_ensemble(
 ) -> dict:
     """Choose ``ensembles.<name>``'s weights on the validation split; write and return metrics.
 
-    Returned (and in ``metrics.json``): ``val_dice`` (pooled over validation pixels) of the
-    ensemble, ``val_dice_<member>`` of each member alone, ``weight_<member>``, and the cost
-    figures other models report (``train_seconds`` counts the members' training too).
+    Returned: ``val_dice`` (pooled over validation pixels) of the ensemble, ``val_dice_<member>``
+    of each member alone, ``weight_<member>``, and the cost figures other models report
+    (``train_seconds`` counts the members' training too).
     """
     import mlflow
 
     raw_dir, models_dir = Path(raw_dir), Path(models_dir)
     label = f"ensemble@{name}"
-    cfg = params.ensemble_params(name)
-    members = list(cfg.members)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    entry = params.ensemble(name)
+    members = list(entry.members)
+    device = resolve_device("auto")
     start = time.perf_counter()
     predictors = _load_members(members, models_dir, params, device)
     probs, masks = _validation_probabilities(predictors, raw_dir, label)
-    grid = simplex_grid(len(members), cfg.weight_step)
-    if cfg.weights is not None:  # fixed by the user: scored, not searched
-        fixed = np.asarray(cfg.weights, dtype=np.float64) / sum(cfg.weights)
+    grid = simplex_grid(len(members), entry.weight_step)
+    if entry.weights is not None:  # fixed by the user: scored, not searched
+        fixed = np.asarray(entry.weights, dtype=np.float64) / sum(entry.weights)
         grid = np.vstack([np.eye(len(members)), fixed])
     # With `threshold: tune` the weights are chosen at 0.5, and evaluate then tunes the
     # threshold of the mixed probability on the same validation images.
     threshold = params.evaluate.threshold if params.evaluate.threshold != "tune" else 0.5
     best, scores = choose_weights(probs, masks, grid, threshold)
-    if cfg.weights is not None:
+    if entry.weights is not None:
         best = grid[-1]
     # Each member alone is a vertex of the grid: scored by the very same computation.
     alone = {m: float(scores[_row(grid, np.eye(len(members))[i])]) for i, m in enumerate(members)}
-    ens_dice = float(scores[_row(grid, best)])
-    weights = [float(w) for w in best]
-
-    resolved = cfg.model_copy(update={"weights": weights}).model_dump(mode="json")
-    model = build_model("ensemble", **resolved)
+    weights = {m: float(w) for m, w in zip(members, best, strict=True)}
+    cards = {m: p.card for m, p in predictors.items()}
+    fit = EnsembleFit(
+        weights=weights,
+        val_dice=float(scores[_row(grid, best)]),
+        member_val_dice=alone,
+        n_val_images=len(masks),
+        weights_tried=len(grid),
+        fit_seconds=time.perf_counter() - start,
+    )
+    card = ModelCard(
+        name=name,
+        entry=entry,
+        prepare=cards[members[0]].prepare,
+        in_channels=cards[members[0]].in_channels,
+        train=None,
+        promoted=None,
+        data_version=cards[members[0]].data_version,
+        training=TrainingSummary(
+            params_total=0,
+            params_trainable=0,  # nothing is trained: the weights are chosen, not learned
+            seconds=fit.fit_seconds + sum(c.training.seconds for c in cards.values()),
+            device=str(device),
+            device_count=max(c.training.device_count for c in cards.values()),
+            peak_memory_mb=peak_memory_mb(device),
+        ),
+        members=cards,
+        ensemble=fit,
+    )
+    model = build_from_card(card)
     model.load_state_dict(
         {
             f"members.{m}.{k}": v
             for m, p in predictors.items()
             for k, v in p.model.state_dict().items()
         }
-        | {"weights": torch.tensor(weights, dtype=torch.float32)}
+        | {"weights": torch.tensor(list(weights.values()), dtype=torch.float32)}
     )
-    first = predictors[members[0]].config
-    config = {
-        "model": "ensemble",
-        "name": name,
-        "kind": "ensemble",
-        "params": resolved,
-        "prepare": first["prepare"],
-        "data_version": first.get("data_version", ""),
-    }
-    member_metrics = {m: read_json(models_dir / m / "metrics.json") for m in members}
+    training = card.training.model_copy(update=count_parameters(model) | {"params_trainable": 0})
     metrics = {
-        "val_dice": ens_dice,
+        "val_dice": fit.val_dice,
         **{f"val_dice_{m}": d for m, d in alone.items()},
-        **{f"weight_{m}": w for m, w in zip(members, weights, strict=True)},
-        "n_val_images": len(masks),
-        "weights_tried": len(grid),
-        "fit_seconds": time.perf_counter() - start,
-        **count_parameters(model),
-        "device": str(device),
-        "device_count": max(int(mm.get("device_count", 1)) for mm in member_metrics.values()),
-        "peak_memory_mb": peak_memory_mb(device),
+        **{f"weight_{m}": w for m, w in weights.items()},
+        "n_val_images": fit.n_val_images,
+        "weights_tried": fit.weights_tried,
+        "fit_seconds": fit.fit_seconds,
+        "params_total": training.params_total,
+        "params_trainable": 0,
+        "train_seconds": training.seconds,
+        "device": training.device,
+        "device_count": training.device_count,
+        "peak_memory_mb": training.peak_memory_mb,
     }
-    metrics["params_trainable"] = 0  # nothing is trained: the weights are chosen, not learned
-    metrics["train_seconds"] = metrics["fit_seconds"] + sum(
-        float(mm.get("train_seconds", 0.0)) for mm in member_metrics.values()
-    )
     search = [
         {**{f"weight_{m}": float(w) for m, w in zip(members, row, strict=True)}, "val_dice": s}
         for row, s in zip(grid, scores, strict=True)
     ]
-    tags = run_tags(stage=label, data_version=config["data_version"], device=str(device))
+    tags = run_tags(stage=label, data_version=card.data_version, device=str(device))
     with atomic_dir(out_dir) as tmp, mlflow_run(run_name=name, tags=tags) as run:
-        mlflow.log_params(flatten(config))
+        mlflow.log_params(flatten(card.model_dump(mode="json", exclude={"members", "training"})))
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         torch.save(model.state_dict(), tmp / "weights.pt")
-        write_json(tmp / "config.json", config)
-        write_json(tmp / "metrics.json", metrics)
+        card.model_copy(update={"training": training, "mlflow_run_id": run.info.run_id}).write(tmp)
         write_csv(tmp / "search.csv", search, list(search[0]))
         write_csv(tmp / "history.csv", [], HISTORY_FIELDS)
-        write_json(tmp / "mlflow.json", {"run_id": run.info.run_id})
         mlflow.log_artifacts(str(tmp), artifact_path="model")
     return metrics
 

@@ -39,14 +39,16 @@ def exit_on_user_error(main: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def describe_validation_error(exc, *, prefix: str = "") -> str:
+def describe_validation_error(exc, *, prefix: str = "", errors: list[dict] | None = None) -> str:
     """One line naming every bad dotted key of a pydantic ``ValidationError`` and why.
 
-    ``prefix`` is prepended to each location (e.g. ``"models.unet"``). Cross-field validators
-    raise ``ValueError("<key>: <why>")`` so that their key joins the location too.
+    ``prefix`` is prepended to each location (e.g. ``"models.unet"``); ``errors`` replaces
+    ``exc.errors()`` (a caller may clean the locations first). Cross-field validators raise
+    ``ValueError("<key>: <why>")`` so that their key joins the location too. Required keys that
+    are missing are grouped by the section they belong to.
     """
-    parts = []
-    for err in exc.errors():
+    parts, missing = [], {}
+    for err in exc.errors() if errors is None else errors:
         loc = [str(p) for p in (prefix, *err["loc"]) if p != ""]
         msg = err["msg"].removeprefix("Value error, ")
         head, sep, rest = msg.partition(": ")
@@ -55,9 +57,15 @@ def describe_validation_error(exc, *, prefix: str = "") -> str:
         elif err["type"] == "extra_forbidden":
             parts.append(f"{'.'.join(loc)}: unknown key (remove it or check its spelling)")
         elif err["type"] == "missing":
-            parts.append(f"{'.'.join(loc)}: required key is missing")
+            missing.setdefault(".".join(loc[:-1]), []).append(loc[-1])
         else:
             parts.append(f"{'.'.join(loc)}: {msg} (got {err.get('input')!r})")
+    for section, keys in missing.items():
+        where = f"{section}: " if section else ""
+        parts.append(
+            f"{where}missing key{'s' if len(keys) > 1 else ''} {', '.join(keys)} (every key "
+            "is set in the params file; the shipped params.yaml lists them all)"
+        )
     return "; ".join(parts)
 
 

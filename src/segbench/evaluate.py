@@ -15,11 +15,15 @@ Output layout (``out_dir``)::
     threshold.csv    pooled validation Dice at each candidate threshold (``threshold: tune``;
                      the header alone otherwise)
     pred/<id>.png    predicted masks, {0, 255}
+    card.json        the evaluated model's card, and
+    history.csv      its training history, copied: the directory describes its row of the
+                     report on its own
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,14 +36,13 @@ from segbench.io import (
     atomic_dir,
     read_csv,
     read_image,
-    read_json,
     read_mask,
     write_csv,
     write_json,
     write_mask,
 )
 from segbench.metrics import METRICS, binary_metrics, summarize
-from segbench.models.registry import model_notes
+from segbench.modelcard import CARD_FILE
 from segbench.postprocess import binarize
 from segbench.predict import Predictor, load_predictor
 from segbench.stats import SMALL_TEST_SET, bootstrap_ci
@@ -57,8 +60,6 @@ PER_IMAGE_FIELDS = [
     "ref_fraction",
     "pred_fraction",
 ]
-# Training cost, copied from the model's own metrics.json so one file holds a row's figures.
-TRAIN_COST = ("params_total", "params_trainable", "train_seconds", "device_count")
 
 
 def evaluate(
@@ -96,21 +97,25 @@ def evaluate(
                 [r[name] for r in rows], n_resamples=cfg.bootstrap_resamples, seed=cfg.seed
             )
             metrics |= {f"{name}_ci_low": low, f"{name}_ci_high": high}
-        trained = read_json(model_dir / "metrics.json")
+        training = predictor.card.training
         metrics.update(
             threshold=threshold,
             threshold_tuned=bool(curve),
             min_area=cfg.min_area,
             blend=cfg.blend,
             small_test_set=len(rows) < SMALL_TEST_SET,
-            **{k: trained[k] for k in TRAIN_COST if k in trained},
-            train_device=trained.get("device", ""),
-            train_peak_memory_mb=trained.get("peak_memory_mb", math.nan),
+            # Training's cost beside inference's, so that one file holds a row's figures.
+            params_total=training.params_total,
+            params_trainable=training.params_trainable,
+            train_seconds=training.seconds,
+            device_count=training.device_count,
+            train_device=training.device,
+            train_peak_memory_mb=training.peak_memory_mb,
             images_per_second=len(rows) / seconds if seconds else math.nan,
             peak_memory_mb=peak_memory_mb(predictor.device),
             device=str(predictor.device),
             # So that no copy of these numbers travels without what qualifies them.
-            **model_notes(predictor.config["model"], predictor.config["params"]),
+            **predictor.card.notes(),
         )
         if curve:
             metrics["val_dice_at_threshold"] = next(
@@ -118,6 +123,8 @@ def evaluate(
             )
         write_csv(tmp / "per_image.csv", rows, PER_IMAGE_FIELDS)
         write_json(tmp / "metrics.json", _finite(metrics))
+        for name in (CARD_FILE, "history.csv"):
+            shutil.copyfile(model_dir / name, tmp / name)
         _log_to_mlflow(model_dir, predictor, metrics, tmp)
     if metrics["small_test_set"]:
         print(
@@ -153,10 +160,10 @@ def _log_to_mlflow(model_dir: Path, predictor: Predictor, metrics: dict, tmp: Pa
     """Test metrics into the model's own training run (``evaluate@m`` joins ``train@m``)."""
     import mlflow
 
-    run_id = read_json(model_dir / "mlflow.json")["run_id"]
+    run_id = predictor.card.mlflow_run_id
     tags = run_tags(
         stage=f"evaluate@{predictor.name}",
-        data_version=predictor.config.get("data_version", ""),
+        data_version=predictor.card.data_version,
         device=str(predictor.device),
     )
     with mlflow_run(run_id=run_id, run_name=predictor.name, tags=tags):

@@ -24,9 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from segbench.config import Params
-from segbench.data.decode import DecodeError, bit_depth, channels_name, interpret_mask, to_gray
 from segbench.data.sources import Item, open_source
 from segbench.data.split import SPLITS, assign_splits, group_key
+from segbench.decode import DecodeError, bit_depth, channels_name, interpret_mask, to_gray
 from segbench.errors import SegbenchError
 from segbench.io import atomic_dir, write_csv, write_image, write_json, write_mask
 

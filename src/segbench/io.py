@@ -25,9 +25,9 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image as (H, W) grayscale, uint8 or uint16 as stored; a bad file is a SegbenchError.
 
     Colour files are reduced to luminance at their own bit depth (see
-    :mod:`segbench.data.decode`), so this reads the stages' own PNGs and users' files alike.
+    :mod:`segbench.decode`), so this reads the stages' own PNGs and users' files alike.
     """
-    from segbench.data.decode import DecodeError, read_any, to_gray
+    from segbench.decode import DecodeError, read_any, to_gray
 
     try:
         return to_gray(read_any(path))

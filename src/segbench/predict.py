@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 from segbench.checkpoint import load_model_state
-from segbench.config import NormalizeConfig
 from segbench.data.normalize import intensity_range, standardize, to_unit
 from segbench.data.resize import resize_image, resize_mask, scaled_shape
+from segbench.devices import resolve_device
 from segbench.errors import SegbenchError
 from segbench.inference import sliding_window_proba
 from segbench.io import read_json
-from segbench.models import build_model, get_spec
-from segbench.models.registry import model_notes
+from segbench.modelcard import ModelCard
+from segbench.models import build_ensemble, build_model
 
 
 class Predictor:
@@ -36,22 +36,21 @@ class Predictor:
     def __init__(
         self,
         model,
-        config: dict,
+        card: ModelCard,
         *,
         overlap: float,
         batch_size: int,
         device: torch.device,
         blend: str = "gaussian",
     ):
-        self.model, self.config = model, config
-        self.name = config.get("name", config["model"])  # ensembles have their own
-        self.kind = config["kind"]
-        self.scale = float(config["prepare"]["scale"])
-        self.tile = int(config["prepare"]["tile_size"])
-        self.normalize = NormalizeConfig(**config["prepare"].get("normalize", {}))
+        self.model, self.card = model, card
+        self.name, self.kind = card.name, card.kind
+        self.scale = card.prepare.scale
+        self.tile = card.prepare.tile_size
+        self.normalize = card.prepare.normalize
         self.overlap, self.batch_size, self.device = overlap, batch_size, device
         self.blend = blend
-        self.oracle = model_notes(config["model"], config["params"])["oracle_prompts"]
+        self.oracle = card.notes()["oracle_prompts"]
 
     def warmup(self) -> None:
         """One untimed forward pass, so throughput figures exclude one-off start-up costs."""
@@ -111,44 +110,45 @@ def load_predictor(
     blend: str = "gaussian",
     device: torch.device | None = None,
 ) -> Predictor:
-    """Rebuild the model saved by :func:`segbench.train.train` (or an ensemble fitted by
-    :func:`segbench.ensemble.fit_ensemble`) in ``model_dir``.
+    """Rebuild the model saved by :func:`segbench.training.train` (or an ensemble fitted by
+    :func:`segbench.ensemble.fit_ensemble`) in ``model_dir``, as its model card describes.
 
     Torch weights are read with ``torch.load(..., weights_only=True)``. A directory that is not a
-    complete trained model (no ``config.json``, missing or unreadable weights) raises a
-    :class:`SegbenchError` naming the file.
+    complete trained model (no or a damaged ``card.json``, missing or unreadable weights) raises
+    a :class:`SegbenchError` naming the file.
     """
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise SegbenchError(f"{model_dir}: no such model directory (e.g. models/unet)")
-    if not (model_dir / "config.json").is_file():
-        raise SegbenchError(
-            f"{model_dir}: not a trained segbench model (no config.json); point at a directory "
-            "the train stage wrote, such as models/unet, or re-run `dvc repro`"
-        )
-    config = read_json(model_dir / "config.json")
-    spec = get_spec(config["model"])
-    model = build_model(config["model"], **config["params"])
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.kind == "zero_shot":  # used as it comes: nothing was trained or saved
+    card = ModelCard.read(model_dir)
+    model = build_from_card(card)
+    device = device or resolve_device("auto")
+    if card.kind == "zero_shot":  # used as it comes: nothing was trained or saved
         model = model.to(device)
-    elif spec.kind != "classical":  # torch models and ensembles: one state dict
+    elif card.kind == "classical":
+        model.load_state_dict(read_json(model_dir / "state.json"))
+    else:  # torch models and ensembles: one state dict
         weights = model_dir / "weights.pt"
         try:
             load_model_state(model, _load_weights(weights))
-        except RuntimeError as exc:  # keys or shapes differ from what config.json builds
+        except RuntimeError as exc:  # keys or shapes differ from what the card builds
             raise SegbenchError(
-                f"{weights} does not fit the model {model_dir / 'config.json'} describes "
+                f"{weights} does not fit the model {model_dir / 'card.json'} describes "
                 f"({str(exc).splitlines()[0]}); re-run its train stage"
             ) from None
         if hasattr(model, "prepare_for_inference"):
             model.prepare_for_inference()  # SAM LoRA: adapters merged, no extra latency
         model = model.to(device).eval()
-    else:
-        model.load_state_dict(read_json(model_dir / "state.json"))
     return Predictor(
-        model, config, overlap=overlap, batch_size=batch_size, device=device, blend=blend
+        model, card, overlap=overlap, batch_size=batch_size, device=device, blend=blend
     )
+
+
+def build_from_card(card: ModelCard):
+    """The untrained model of ``card`` (an ensemble with its members, as their cards say)."""
+    if card.kind != "ensemble":
+        return build_model(card.entry, name=card.name, in_channels=card.in_channels)
+    members = {m: (c.entry, c.in_channels) for m, c in (card.members or {}).items()}
+    weights = [card.ensemble.weights[m] for m in members] if card.ensemble else None
+    return build_ensemble(members, weights)
 
 
 def _load_weights(path: Path) -> dict:

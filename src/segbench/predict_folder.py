@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segbench.data.decode import IMAGE_SUFFIXES
+from segbench.decode import IMAGE_SUFFIXES
 from segbench.errors import SegbenchError
 
 OVERLAY_COLOR = np.array([255.0, 40.0, 40.0], dtype=np.float32)  # red: stands out on grey
@@ -122,7 +122,8 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     from segbench.data.normalize import intensity_range, to_unit
 
     mask = np.asarray(mask, dtype=bool)
-    grey = to_unit(image, *intensity_range(image, NormalizeConfig(mode="percentile"))) * 255.0
+    stretch = NormalizeConfig(mode="percentile", percentiles=(1.0, 99.0))
+    grey = to_unit(image, *intensity_range(image, stretch)) * 255.0
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     rgb[mask] = (1.0 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * OVERLAY_COLOR
     return np.rint(rgb).astype(np.uint8)

@@ -40,6 +40,7 @@ from segbench.config import Params
 from segbench.data.normalize import intensity_range, to_unit
 from segbench.io import atomic_dir, read_csv, read_image, read_json, read_mask, write_csv
 from segbench.metrics import METRICS
+from segbench.modelcard import ModelCard
 
 __all__ = ["COLUMNS", "NOTES", "banners", "headline", "markdown_table", "report"]
 
@@ -138,7 +139,7 @@ def _sweep(sweeps_dir: Path | None, fig_dir: Path) -> Path | None:
     )
 
 
-def _figures(rows, model_dirs, eval_dir, sweeps_dir, tmp: Path) -> dict[str, Path]:
+def _figures(rows, names: list[str], eval_dir: Path, sweeps_dir, tmp: Path) -> dict[str, Path]:
     """The report's plots, and their DVC plots data under ``tmp/plots``."""
     fig_dir = tmp / "figures"
     for sub in ("history", "threshold"):
@@ -151,8 +152,8 @@ def _figures(rows, model_dirs, eval_dir, sweeps_dir, tmp: Path) -> dict[str, Pat
         ["model", "dice", "train_seconds", "params_total"],
     )
     curves, thresholds = {}, {}
-    for name, model_dir in model_dirs.items():
-        history = read_csv(model_dir / "history.csv")
+    for name in names:
+        history = read_csv(eval_dir / name / "history.csv")
         if history:
             write_csv(tmp / "plots" / "history" / f"{name}.csv", history, list(history[0]))
             curves[name] = [(float(h["epoch"]), float(h["val_dice"])) for h in history]
@@ -190,27 +191,18 @@ def _figures(rows, model_dirs, eval_dir, sweeps_dir, tmp: Path) -> dict[str, Pat
     return out
 
 
-def report(
-    params: Params,
-    *,
-    raw_dir,
-    models_dir,
-    eval_dir,
-    out_dir,
-    ensembles_dir="ensembles",
-    sweeps_dir=None,
-) -> list[dict]:
+def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> list[dict]:
     """Write the report for every model in ``params.models`` and every ensemble in
-    ``params.ensembles`` (and the sweep in ``sweeps_dir``, if it holds a ``trials.csv``);
-    return the comparison rows, best test Dice first."""
+    ``params.ensembles``, from their evaluation directories ``eval_dir/<name>`` (metrics, model
+    card, history, predicted masks), and the sweep in ``sweeps_dir`` if it holds a
+    ``trials.csv``; return the comparison rows, best test Dice first."""
     raw_dir, eval_dir = Path(raw_dir), Path(eval_dir)
-    model_dirs = {m: Path(models_dir) / m for m in params.models}
-    model_dirs |= {e: Path(ensembles_dir) / e for e in params.ensembles}
-    rows = comparison_rows(model_dirs, eval_dir, alpha=params.report.alpha)
+    names = [*params.models, *params.ensembles]
+    rows = comparison_rows(names, eval_dir, alpha=params.report.alpha)
     order = [r["model"] for r in rows]
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
-        plots = _figures(rows, model_dirs, eval_dir, Path(sweeps_dir) if sweeps_dir else None, tmp)
+        plots = _figures(rows, names, eval_dir, Path(sweeps_dir) if sweeps_dir else None, tmp)
         galleries = _galleries(params, raw_dir, eval_dir, order, tmp / "figures")
         context = {
             "rows": rows,
@@ -229,8 +221,7 @@ def report(
             "metrics": METRICS,
             "sweep": sweep_summary(Path(sweeps_dir) if sweeps_dir else None),
             "ensemble_notes": [
-                ensemble_note(e, read_json(model_dirs[e] / "metrics.json"))
-                for e in params.ensembles
+                ensemble_note(ModelCard.read(eval_dir / e)) for e in params.ensembles
             ],
         }
         env = jinja2.Environment(
@@ -301,13 +292,13 @@ def _csv_row(row: dict) -> dict:
     return {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
-def ensemble_note(name: str, metrics: dict) -> str:
-    """One sentence on how an ensemble was mixed, from its ``metrics.json``."""
-    members = [k[len("weight_") :] for k in metrics if k.startswith("weight_")]
-    mix = " + ".join(f"{metrics[f'weight_{m}']:.2f} × {m}" for m in members)
-    alone = ", ".join(f"{m} {metrics[f'val_dice_{m}']:.3f}" for m in members)
+def ensemble_note(card: ModelCard) -> str:
+    """One sentence on how an ensemble was mixed, from its model card."""
+    fit = card.ensemble
+    mix = " + ".join(f"{w:.2f} × {m}" for m, w in fit.weights.items())
+    alone = ", ".join(f"{m} {d:.3f}" for m, d in fit.member_val_dice.items())
     return (
-        f"{name} = {mix}: weights chosen on {metrics['n_val_images']} validation images "
-        f"(pooled validation Dice {metrics['val_dice']:.3f}; members alone: {alone}). "
+        f"{card.name} = {mix}: weights chosen on {fit.n_val_images} validation images "
+        f"(pooled validation Dice {fit.val_dice:.3f}; members alone: {alone}). "
         "Its training time is its members' plus the weight search."
     )

@@ -5,7 +5,7 @@ mask, two files with one stem); decoding happens later, one pair at a time, in
 :func:`segbench.fetch.fetch`, which validates everything before anything reaches ``data/raw``.
 
 Each :class:`Item` decodes lazily to the *stored* arrays (any bit depth, any channels);
-:mod:`segbench.data.decode` turns those into the pipeline's image and mask.
+:mod:`segbench.decode` turns those into the pipeline's image and mask.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from segbench.config import DataConfig
-from segbench.data.decode import IMAGE_SUFFIXES, DecodeError, pil_to_array, read_any
+from segbench.decode import IMAGE_SUFFIXES, DecodeError, pil_to_array, read_any
 from segbench.errors import SegbenchError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -1,5 +1,5 @@
-"""Model registry: ``build_model(name, **params)``; see :mod:`segbench.models.registry`."""
+"""Model registry: ``build_model(entry)``; see :mod:`segbench.models.registry`."""
 
-from segbench.models.registry import MODELS, ModelSpec, build_model, get_spec
+from segbench.models.registry import MODELS, build_ensemble, build_model
 
-__all__ = ["MODELS", "ModelSpec", "build_model", "get_spec"]
+__all__ = ["MODELS", "build_ensemble", "build_model"]

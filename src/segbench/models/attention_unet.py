@@ -23,20 +23,19 @@ def build_attention_unet(
     encoder_weights: str | None,
     decoder_channels: tuple[int, ...],
     in_channels: int,
+    key: str = "models.attention_unet",
 ) -> AttentionUnet:
     """Attention U-Net with any smp encoder; ``encoder_weights`` is a local state-dict path or None.
 
-    ``decoder_channels`` (coarsest first) needs one entry per encoder stage, 5; the registry's
-    :class:`~segbench.models.params.AttentionUnetParams` checks that.
+    ``decoder_channels`` (coarsest first) needs one entry per encoder stage, 5 (checked by
+    :class:`~segbench.config.models.AttentionUnetEntry`). ``key`` is named in errors.
     """
-    check_encoder_name(encoder_name, key="models.attention_unet.encoder_name")
+    check_encoder_name(encoder_name, key=f"{key}.encoder_name")
     model = AttentionUnet(
         encoder_name=encoder_name, in_channels=in_channels, decoder_channels=decoder_channels
     )
     if encoder_weights:
-        load_encoder_weights(
-            model.encoder, encoder_weights, key="models.attention_unet.encoder_weights"
-        )
+        load_encoder_weights(model.encoder, encoder_weights, key=f"{key}.encoder_weights")
     return model
 
 

@@ -33,14 +33,16 @@ def build_unet(
     encoder_depth: int,
     decoder_channels: tuple[int, ...],
     in_channels: int,
+    key: str = "models.unet",
 ) -> nn.Module:
-    """U-Net with any smp encoder; ``encoder_weights`` is a local state-dict path or None."""
+    """U-Net with any smp encoder; ``encoder_weights`` is a local state-dict path or None.
+    ``key`` (the params entry) is named in errors."""
     if len(decoder_channels) != encoder_depth:
         raise SegbenchError(
-            f"models.unet.decoder_channels: needs {encoder_depth} entries (encoder_depth), "
+            f"{key}.decoder_channels: needs {encoder_depth} entries (encoder_depth), "
             f"got {len(decoder_channels)}"
         )
-    check_encoder_name(encoder_name, key="models.unet.encoder_name")
+    check_encoder_name(encoder_name, key=f"{key}.encoder_name")
     model = smp.Unet(
         encoder_name=encoder_name,
         encoder_weights=None,  # never download; local weights are loaded below
@@ -50,7 +52,7 @@ def build_unet(
         classes=1,
     )
     if encoder_weights:
-        load_encoder_weights(model.encoder, encoder_weights, key="models.unet.encoder_weights")
+        load_encoder_weights(model.encoder, encoder_weights, key=f"{key}.encoder_weights")
     return model
 
 
@@ -60,9 +62,11 @@ def build_segformer(
     encoder_weights: str | None,
     decoder_segmentation_channels: int,
     in_channels: int,
+    key: str = "models.segformer",
 ) -> nn.Module:
-    """SegFormer (Xie et al. 2021): MiT encoder, all-MLP decoder, logits upsampled x4 to (H, W)."""
-    check_encoder_name(encoder_name, key="models.segformer.encoder_name")
+    """SegFormer (Xie et al. 2021): MiT encoder, all-MLP decoder, logits upsampled x4 to (H, W).
+    ``key`` (the params entry) is named in errors."""
+    check_encoder_name(encoder_name, key=f"{key}.encoder_name")
     model = smp.Segformer(
         encoder_name=encoder_name,
         encoder_weights=None,  # never download; local weights are loaded below
@@ -71,7 +75,7 @@ def build_segformer(
         classes=1,
     )
     if encoder_weights:
-        load_encoder_weights(model.encoder, encoder_weights, key="models.segformer.encoder_weights")
+        load_encoder_weights(model.encoder, encoder_weights, key=f"{key}.encoder_weights")
     return model
 
 

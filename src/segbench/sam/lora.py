@@ -7,9 +7,10 @@ is that small wrapper: for each targeted projection p, ``p(x) + (alpha / r) * B_
 with A (r x width) Kaiming-initialised and B (width x r) zero-initialised, so an adapted model
 starts out identical to its base.
 
-``apply_lora`` freezes the encoder and inserts the adapters; ``lora_state_dict`` holds only
-what was trained; ``merge_lora`` folds the updates into the ``qkv`` weights, after which the
-model is a plain SAM again (no extra latency at inference).
+``apply_lora`` freezes the encoder and inserts the adapters (what was trained, factors and
+decoder, is saved by :meth:`segbench.sam.segmenter.SamSegmenter.trained_state_dict`);
+``merge_lora`` folds the updates into the ``qkv`` weights, after which the model is a plain SAM
+again (no extra latency at inference).
 """
 
 from __future__ import annotations
@@ -127,33 +128,6 @@ def apply_lora(
 
 def lora_modules(sam: nn.Module) -> dict[str, LoRAQKV]:
     return {n: m for n, m in sam.named_modules() if isinstance(m, LoRAQKV)}
-
-
-def lora_state_dict(sam: nn.Module, *, include: Iterable[str] = ("mask_decoder.",)) -> dict:
-    """What fine-tuning trained: every LoRA factor, plus the parameters under ``include``
-    prefixes (the mask decoder, trained with LoRA). The base checkpoint is not repeated."""
-    include = tuple(include)
-    return {
-        k: v.detach().clone()
-        for k, v in sam.state_dict().items()
-        if ".lora_a." in k or ".lora_b." in k or k.startswith(include)
-    }
-
-
-def load_lora_state_dict(sam: nn.Module, state: dict) -> None:
-    """Load :func:`lora_state_dict`'s output into a SAM that ``apply_lora`` prepared the same
-    way; any key it does not know, or a LoRA factor it lacks, is an error."""
-    hint = "LoRA adapter does not fit this model (was it trained with other lora.rank, targets "
-    hint += "or blocks?)"
-    own = sam.state_dict()
-    unknown = sorted(set(state) - set(own))
-    missing = sorted(k for k in own if (".lora_a." in k or ".lora_b." in k) and k not in state)
-    if unknown or missing:
-        raise SegbenchError(f"{hint}: unknown keys {unknown[:3]}, missing {missing[:3]}")
-    shapes = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if shapes:
-        raise SegbenchError(f"{hint}: other shapes for {shapes[:3]}")
-    sam.load_state_dict(state, strict=False)
 
 
 def merge_lora(sam: nn.Module) -> int:

@@ -10,37 +10,27 @@ between them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from segbench.sam.zero_shot import PROMPT_MODES, AutoMaskSettings, ZeroShot, to_sam_rgb
+from segbench.config.models import SamZeroShotEntry
+from segbench.sam.zero_shot import PROMPT_MODES, ZeroShot, to_sam_rgb
 
 
 class PromptedSam:
     """(H, W) float image in [0, 1] (+ (H, W) reference for oracle modes) -> (H, W) bool mask."""
 
-    def __init__(
-        self,
-        sam: Sam,
-        *,
-        prompt: str,
-        k_points: int = 3,
-        box_jitter: int = 0,
-        seed: int = 0,
-        auto: dict | None = None,
-        embedding_cache: str | Path | None = None,
-    ):
-        self.sam, self.prompt = sam.eval(), prompt
-        self.oracle = PROMPT_MODES[prompt]
+    def __init__(self, sam: Sam, entry: SamZeroShotEntry):
+        self.sam, self.prompt = sam.eval(), entry.prompt
+        self.oracle = PROMPT_MODES[entry.prompt]
         self._settings = dict(
-            k_points=k_points,
-            box_jitter=box_jitter,
-            seed=seed,
-            auto=AutoMaskSettings(**(auto or {})),
-            embedding_cache=embedding_cache,
+            k_points=entry.k_points or 1,
+            box_jitter=entry.box_jitter or 0,
+            seed=entry.seed,
+            auto=entry.auto,
+            embedding_cache=entry.embedding_cache,
         )
         self._zero_shot: ZeroShot | None = None
 

@@ -23,7 +23,6 @@ between them. ``auto`` reads it too: its first crop is the whole image.
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.modeling import Sam
 
+from segbench.config.models import AutoMaskConfig
 from segbench.errors import SegbenchError
 from segbench.sam.cache import EmbeddingCache
 from segbench.sam.prompts import box, components, interior_points
@@ -39,47 +39,6 @@ PROMPT_MODES = {"point": True, "points": True, "box": True, "auto": False}  # mo
 
 # Prompts per forward pass of the mask decoder: bounds memory on images with many particles.
 _CHUNK = 64
-
-
-# field -> (lowest, highest or None): the values SamAutomaticMaskGenerator can work with.
-_AUTO_RANGES = {
-    "points_per_side": (1, None),
-    "pred_iou_thresh": (0, 1),
-    "stability_score_thresh": (0, 1),
-    "crop_n_layers": (0, None),
-    "crop_n_points_downscale_factor": (1, None),
-    "min_mask_region_area": (0, None),
-    "points_per_batch": (1, None),
-}
-
-
-@dataclass(frozen=True)
-class AutoMaskSettings:
-    """SamAutomaticMaskGenerator settings; the defaults are the reference study's."""
-
-    points_per_side: int = 100
-    pred_iou_thresh: float = 0.90
-    stability_score_thresh: float = 0.92
-    crop_n_layers: int = 1
-    crop_n_points_downscale_factor: int = 2
-    min_mask_region_area: int = 100
-    points_per_batch: int = 64
-
-    def __post_init__(self):
-        for field in fields(self):
-            value = getattr(self, field.name)
-            low, high = _AUTO_RANGES[field.name]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise SegbenchError(
-                    f"AutoMaskSettings.{field.name}: must be a number, got {value!r}; give "
-                    f"a number such as its default {field.default}"
-                )
-            if value < low or (high is not None and value > high):
-                span = f"in [{low}, {high}]" if high is not None else f"at least {low}"
-                raise SegbenchError(
-                    f"AutoMaskSettings.{field.name}: must be {span}, got {value}; "
-                    f"set it within that range (default {field.default})"
-                )
 
 
 def to_sam_rgb(unit: np.ndarray) -> np.ndarray:
@@ -139,7 +98,7 @@ class ZeroShot:
         k_points: int = 3,
         box_jitter: int = 0,
         seed: int = 0,
-        auto: AutoMaskSettings | None = None,
+        auto: AutoMaskConfig | None = None,
         embedding_cache: str | Path | None = None,
     ):
         if k_points < 1:
@@ -152,7 +111,7 @@ class ZeroShot:
         )
         self.predictor = self._new_predictor()
         self.k_points, self.box_jitter, self.seed = k_points, box_jitter, seed
-        self.auto = auto or AutoMaskSettings()
+        self.auto = auto
         self._rgb: np.ndarray | None = None
         self._id = ""
 
@@ -230,7 +189,9 @@ class ZeroShot:
         )
 
     def _automatic(self) -> np.ndarray:
-        generator = _MaskGenerator(self.sam, **asdict(self.auto))
+        if self.auto is None:
+            raise SegbenchError("SAM prompt mode 'auto' needs its `auto` settings")
+        generator = _MaskGenerator(self.sam, **self.auto.model_dump())
         # Its own predictor, as the generator resets it after each crop.
         generator.predictor = self._new_predictor()
         out = np.zeros(self._rgb.shape[:2], dtype=bool)

@@ -1,5 +1,6 @@
 """Ray Tune sweeps over training keys, and promoting the best configuration into training.
 
-Importing this package is cheap (no Ray): :mod:`segbench.config` validates the ``sweep`` section
-with :mod:`segbench.sweep.config` at load time. :func:`segbench.sweep.run.run_sweep` does the work.
+Importing this package is cheap (no Ray). :func:`segbench.sweep.plan.write_plan` records what a
+sweep depends on (stage ``sweep_plan``), :func:`segbench.sweep.run.run_sweep` runs it, and
+:func:`segbench.sweep.promote.promote` hands its best values to the entries that ask for them.
 """

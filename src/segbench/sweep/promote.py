@@ -10,10 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segbench.config import Params, from_sweep
+from segbench.config import Params
 from segbench.errors import SegbenchError
 from segbench.io import atomic_dir, read_json, write_json
 from segbench.sweep.space import trial_params
+
+
+def _from_sweep(params: Params, name: str) -> bool:
+    return bool(getattr(params.entry(name), "from_sweep", False))
 
 
 def promote(params: Params, best_json: str | Path, out_dir: str | Path) -> dict[str, dict]:
@@ -21,8 +25,8 @@ def promote(params: Params, best_json: str | Path, out_dir: str | Path) -> dict[
     best_json = Path(best_json)
     best = read_json(best_json) if best_json.is_file() else {"model": None, "config": {}}
     files: dict[str, dict[str, Any]] = {}
-    for name, block in params.models.items():
-        if not from_sweep(block):
+    for name in params.models:
+        if not _from_sweep(params, name):
             files[name] = {"from_sweep": False}
             continue
         if best.get("model") != name or not best.get("config"):
@@ -44,11 +48,13 @@ def promote(params: Params, best_json: str | Path, out_dir: str | Path) -> dict[
     return files
 
 
-def promoted_params(params: Params, raw: dict, name: str, promoted: str | Path | None) -> Params:
-    """The params ``train@<name>`` trains with: the sweep's best values written over
-    ``params.yaml`` when the entry has ``from_sweep: true``, else ``params`` unchanged."""
-    if not from_sweep(params.models.get(name)):
-        return params
+def promoted_params(
+    params: Params, name: str, promoted: str | Path | None
+) -> tuple[Params, dict[str, Any] | None]:
+    """The params ``train@<name>`` trains with, and the promoted values: the sweep's best
+    values applied when the entry has ``from_sweep: true``, else ``params`` unchanged and None."""
+    if not _from_sweep(params, name):
+        return params, None
     if promoted is None or not Path(promoted).is_file():
         raise SegbenchError(
             f"models.{name}.from_sweep: no promoted configuration ({promoted or 'no --promoted'}"
@@ -59,4 +65,4 @@ def promoted_params(params: Params, raw: dict, name: str, promoted: str | Path |
         raise SegbenchError(
             f"models.{name}.from_sweep: {promoted} is out of date; run `dvc repro promote`"
         )
-    return trial_params(raw, name, payload["config"], epochs=None)
+    return trial_params(params, payload["config"], epochs=None), payload

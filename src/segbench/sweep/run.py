@@ -1,6 +1,6 @@
-"""``run_sweep(params, raw, tiles_dir, out_dir, state_dir) -> summary``: Ray Tune over training.
+"""``run_sweep(params, tiles_dir, out_dir, state_dir) -> summary``: Ray Tune over training.
 
-Every trial calls :func:`segbench.train.train` (through :mod:`segbench.sweep.trainable`) on the
+Every trial calls :func:`segbench.training.train` (through :mod:`segbench.sweep.trainable`) on the
 same tiles as ``train@``; ASHA stops trials whose validation Dice trails at a rung; crashed
 trials are retried from their last epoch; an interrupted sweep (killed, machine lost) resumes
 from Ray Tune's experiment state in ``state_dir`` when run again with the same settings.
@@ -32,6 +32,7 @@ from segbench.config import Params
 from segbench.errors import SegbenchError
 from segbench.io import atomic_dir, read_json, write_csv, write_json
 from segbench.sweep.cluster import check_fits, ray_session
+from segbench.sweep.plan import sweep_plan
 from segbench.sweep.space import column_names, tune_space
 from segbench.sweep.trainable import run_trial
 from segbench.tracking import flatten, git_commit, mlflow_run, run_tags, tracking_uri
@@ -41,23 +42,19 @@ STOPPED_TAG = "segbench.stopped_early"
 
 
 def experiment_name(params: Params, data_version: str) -> str:
-    """``sweep-<model>-<hash>``: the hash of everything the trials depend on, so an interrupted
-    sweep resumes only under the same settings and data."""
-    sweep = params.sweep
-    key = {
-        "sweep": sweep.model_dump(mode="json", exclude={"storage", "max_concurrent"}),
-        "train": params.train.model_dump(mode="json"),
-        "model": params.model_params(sweep.model).model_dump(mode="json"),
-        "augment": params.prepare.augment.model_dump(mode="json"),
-        "data_version": data_version,
-    }
+    """``sweep-<model>-<hash>``: the hash of everything the trials depend on (the sweep plan,
+    less where and how many at once, and the data), so an interrupted sweep resumes only under
+    the same settings and data."""
+    plan = sweep_plan(params)
+    for key in ("storage", "max_concurrent"):
+        plan["sweep"].pop(key)
+    key = {"plan": plan, "data_version": data_version}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    return f"sweep-{sweep.model}-{digest}"
+    return f"sweep-{params.sweep.model}-{digest}"
 
 
 def run_sweep(
     params: Params,
-    raw: dict,
     tiles_dir: str | Path,
     out_dir: str | Path,
     *,
@@ -67,11 +64,10 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run the sweep ``params.sweep`` describes; write ``out_dir``; return a summary.
 
-    ``raw`` is the ``params.yaml`` mapping ``params`` was validated from (trials re-validate it
-    with their values). ``state_dir`` holds Ray Tune's experiment (results, checkpoints) until
+    ``state_dir`` holds Ray Tune's experiment (results, checkpoints) until
     the sweep finishes, unless ``sweep.storage`` names shared storage. ``num_cpus`` caps a local
     Ray (default: this process's CPUs); it is ignored when ``RAY_ADDRESS`` joins a cluster.
-    ``train_fn`` stands in for :func:`segbench.train.train` (tests inject crashes with it).
+    ``train_fn`` stands in for :func:`segbench.training.train` (tests inject crashes with it).
     """
     sweep = params.sweep
     if not sweep.enabled:
@@ -104,7 +100,7 @@ def run_sweep(
                 "git_commit": git_commit(Path.cwd()),
                 "dvc_stage": "sweep",
             }
-            trainable = _trainable(params, raw, tiles_dir, epochs, child_tags, train_fn)
+            trainable = _trainable(params, tiles_dir, epochs, child_tags, train_fn)
             results = _fit(params, trainable, storage, name, epochs)
             unfinished = len(results) - results.num_terminated - results.num_errors
             if unfinished:  # Ctrl-C: Tune saved its state and returned early
@@ -160,7 +156,7 @@ def _devices(sweep) -> str:
     return "cuda" if sweep.resources.gpu > 0 else "cpu"
 
 
-def _trainable(params: Params, raw, tiles_dir: Path, epochs: int, tags, train_fn):
+def _trainable(params: Params, tiles_dir: Path, epochs: int, tags, train_fn):
     from ray import tune
 
     sweep = params.sweep
@@ -169,8 +165,7 @@ def _trainable(params: Params, raw, tiles_dir: Path, epochs: int, tags, train_fn
         env["DVC_ROOT"] = os.environ["DVC_ROOT"]
     fn = tune.with_parameters(
         run_trial,
-        raw=raw,
-        model=sweep.model,
+        params=params,
         epochs=epochs,
         tiles_dir=str(tiles_dir),
         cwd=str(Path.cwd()),

@@ -1,4 +1,5 @@
-"""One Ray Tune trial: :func:`segbench.train.train` with the trial's values, reporting each epoch.
+"""One Ray Tune trial: :func:`segbench.training.train` with the trial's values, reporting each
+epoch.
 
 Each epoch's metrics go to Tune with the training's own resume checkpoint (the directory
 ``train`` keeps beside its output: model, optimiser, schedule, history, RNG). When a trial crashes,
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from segbench.checkpoint import resume_dir_for
+from segbench.config import Params
 from segbench.io import read_json
+from segbench.modelcard import ModelCard
 from segbench.sweep.space import trial_params
 
 # Starts of a trial from its checkpoints: 1, then 2 after a retry or a resumed sweep (a start
@@ -31,8 +34,7 @@ ATTEMPTS_FILE = "attempts.txt"
 def run_trial(
     config: dict[str, Any],
     *,
-    raw: dict,
-    model: str,
+    params: Params,
     epochs: int | None,
     tiles_dir: str,
     cwd: str,
@@ -43,17 +45,18 @@ def run_trial(
 ) -> None:
     """The trainable Ray Tune calls with a trial's ``config`` (``{"train.lr": 0.001, ...}``).
 
-    ``raw`` is the validated ``params.yaml`` mapping; ``cwd`` the driver's working directory,
+    ``params`` are the validated ``params.yaml`` (the trial's values are applied to them with
+    :func:`segbench.sweep.space.trial_params`); ``cwd`` the driver's working directory,
     where relative paths in params (a SAM checkpoint) start, used when this node has it;
     ``env`` the MLflow settings of the driver (a remote node has none of its own); ``tags`` the
     sweep's MLflow tags (parent run, commit);
     ``threads`` the torch threads (the trial's CPUs: trials side by side must not oversubscribe).
-    ``train_fn`` replaces :func:`segbench.train.train` (tests inject failures with it).
+    ``train_fn`` replaces :func:`segbench.training.train` (tests inject failures with it).
     """
     import torch
     from ray import tune
 
-    from segbench.train import train
+    from segbench.training import train
 
     os.environ.update(env)
     if Path(cwd).is_dir():  # Tune starts trials in their own directory
@@ -63,7 +66,8 @@ def run_trial(
     trial_dir = Path(ctx.get_trial_dir())
     out_dir = trial_dir / "model"
     resume_dir = resume_dir_for(out_dir)
-    params = trial_params(raw, model, config, epochs)
+    model = params.sweep.model
+    params = trial_params(params, config, epochs)
     attempt = 1
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry (or a resumed sweep): continue from the last epoch
@@ -71,9 +75,7 @@ def run_trial(
         with checkpoint.as_directory() as path:
             shutil.copytree(path, resume_dir)
         attempt = int((resume_dir / ATTEMPTS_FILE).read_text()) + 1
-        params = params.model_copy(
-            update={"train": params.train.model_copy(update={"resume": True})}
-        )
+        params = params.with_overrides({"train.resume": True}, source="sweep trial (retry)")
     best = -math.inf
 
     def on_epoch(row: dict) -> None:
@@ -99,7 +101,7 @@ def run_trial(
     )
     history = _history(out_dir)
     last = history[-1] if history else {"epoch": 0, "val_dice": math.nan}
-    final = _metrics(last, summary.get("best_val_dice", best), attempt, out_dir)
+    final = _metrics(last, summary.get("best_val_dice", best), attempt, ModelCard.read(out_dir))
     final.update(
         best_epoch=summary.get("best_epoch", 0),
         train_seconds=summary.get("train_seconds", math.nan),
@@ -108,8 +110,13 @@ def run_trial(
     tune.report(final)
 
 
-def _metrics(row: dict, best: float, attempt: int, run_dir: Path) -> dict[str, Any]:
-    run = run_dir / "mlflow.json"
+def _metrics(row: dict, best: float, attempt: int, run: Path | ModelCard) -> dict[str, Any]:
+    """Tune's metrics of one epoch; ``run`` is where the MLflow run id is (the resume
+    directory's ``mlflow.json`` while training, the model card after)."""
+    if isinstance(run, ModelCard):
+        run_id = run.mlflow_run_id or ""
+    else:
+        run_id = read_json(run / "mlflow.json")["run_id"] if (run / "mlflow.json").is_file() else ""
     return {
         "epoch": int(row["epoch"]),
         "val_dice": float(row["val_dice"]),
@@ -117,7 +124,7 @@ def _metrics(row: dict, best: float, attempt: int, run_dir: Path) -> dict[str, A
         "train_loss": float(row.get("train_loss", math.nan)),
         "best_val_dice": float(best),
         "attempt": attempt,
-        "mlflow_run_id": read_json(run)["run_id"] if run.is_file() else "",
+        "mlflow_run_id": run_id,
     }
 
 

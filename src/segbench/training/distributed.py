@@ -1,11 +1,14 @@
-"""``train.devices > 1``: run ``segbench train`` as that many local DDP processes.
+"""Several processes training one model: where this process stands (:class:`Dist`), joining
+the process group, and ``train.devices > 1``: running ``segbench train`` as that many local DDP
+processes (:func:`launch_local`).
 
 This replaces ``torchrun --standalone`` for one machine because torchrun's rendezvous store (a
 PyTorch TCPStore) listens on every interface whatever address it is given (measured with ``ss``),
 and segbench's servers bind to 127.0.0.1. Here the processes meet through a file
 (``torch.distributed.FileStore`` in a private temporary directory) and Gloo/NCCL are told to use
 the loopback interface, so nothing listens beyond 127.0.0.1. Several machines still need
-``torchrun`` (see README): :func:`segbench.train.train` reads the same environment variables.
+``torchrun`` (see README): :func:`segbench.training.train` reads the same environment
+variables.
 
 Each process gets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE`` and
 ``SEGBENCH_DIST_STORE`` (the store file). As with torchrun, the first process to fail stops the
@@ -21,10 +24,53 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 STORE_ENV = "SEGBENCH_DIST_STORE"
 LOOPBACK = "lo0" if sys.platform == "darwin" else "lo"
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a DDP job (world 1 when not under torchrun or launch_local)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        return cls(
+            int(os.environ.get("RANK", 0)),
+            int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)),
+        )
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(dist: Dist, device) -> None:
+    """Join the process group (NCCL on CUDA, Gloo on CPU) when there is more than one process.
+
+    :func:`launch_local` hands over a store file (nothing listens beyond loopback); under
+    torchrun, its env:// rendezvous is used.
+    """
+    import torch
+    import torch.distributed as td
+
+    if dist.world > 1 and not td.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        store = os.environ.get(STORE_ENV)
+        td.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            init_method=f"file://{store}" if store else "env://",
+            rank=dist.rank,
+            world_size=dist.world,
+        )
 
 
 def launch_local(devices: int, argv: list[str], *, grace_s: float = 10.0) -> int:

@@ -115,9 +115,7 @@ def to_gray(array: np.ndarray) -> np.ndarray:
                 luma = rgb.astype(np.float64) @ _LUMA
                 array = np.rint(luma).astype(rgb.dtype)
         else:
-            raise DecodeError(
-                f"has {array.shape[-1]} channels; save it as grayscale, RGB or RGBA"
-            )
+            raise DecodeError(f"has {array.shape[-1]} channels; save it as grayscale, RGB or RGBA")
     if array.ndim != 2:
         raise DecodeError(f"has shape {array.shape}; expected a 2-D image")
     return _to_uint(array, "image")
@@ -140,9 +138,7 @@ def _to_uint(array: np.ndarray, what: str) -> np.ndarray:
         if np.isfinite(array).all() and (array == np.round(array)).all() and array.min() >= 0:
             return _to_uint(array.astype(np.int64), what)
         raise DecodeError("mask holds non-integer values; save masks as integer label images")
-    raise DecodeError(
-        f"{what} is stored as {array.dtype}; convert it to 8- or 16-bit integers"
-    )
+    raise DecodeError(f"{what} is stored as {array.dtype}; convert it to 8- or 16-bit integers")
 
 
 def interpret_mask(

@@ -1,0 +1,86 @@
+"""``segbench experiment FILE``: run a file of params differences as one DVC experiment.
+
+A file in ``configs/`` holds only the keys that differ from ``params.yaml`` (e.g. the full-scale
+settings, the reference study's sweep). This command checks that the two together are valid
+params, then runs ``dvc exp run -S key=value ...`` with one ``-S`` per leaf of the file (a
+whole value where ``params.yaml`` has no mapping at that key), so ``params.yaml`` itself is never
+edited and DVC records the experiment. ``--print`` shows the command without running it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segbench.commands import add_params_option, parser_for
+from segbench.errors import SegbenchError, exit_on_user_error
+
+NAME, HELP = "experiment", "run a file of params differences (configs/) as a DVC experiment"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("overrides", help="a YAML file of keys that differ, e.g. configs/x.yaml")
+    add_params_option(parser)
+    parser.add_argument("--print", action="store_true", help="print the command, run nothing")
+    parser.add_argument("dvc_args", nargs="*", help="more `dvc exp run` arguments (after --)")
+
+
+def merged(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` written over it, mapping by mapping."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def set_params(base: dict, overrides: dict, prefix: str = "") -> list[str]:
+    """``key=value`` for ``dvc exp run -S``: one per leaf of ``overrides``, descending only
+    where ``base`` has a mapping too (so a list or a new entry is set whole)."""
+    out = []
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out += set_params(base[key], value, f"{dotted}.")
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
+            text = text.removesuffix("...\n").strip()  # a bare scalar ends its document
+            out.append(f"{dotted}={text}")
+    return out
+
+
+def command(params_file: str, overrides_file: str, dvc_args: list[str]) -> list[str]:
+    """The ``dvc exp run`` command line; the merged params are validated first."""
+    from segbench.config import load_raw, parse_params
+
+    base = load_raw(params_file)
+    overrides: Any = load_raw(overrides_file)
+    if not isinstance(overrides, dict):
+        raise SegbenchError(f"{overrides_file}: expected a mapping of params keys")
+    parse_params(merged(base, overrides), source=f"{params_file} + {overrides_file}")
+    sets = [arg for pair in set_params(base, overrides) for arg in ("-S", pair)]
+    return [sys.executable, "-m", "dvc", "exp", "run", *sets, *dvc_args]
+
+
+def run(args) -> None:
+    if Path(args.params).resolve() != Path("params.yaml").resolve():
+        raise SegbenchError(
+            f"--params {args.params}: DVC experiments change params.yaml of the repository; "
+            "run this from the repository root with its params.yaml"
+        )
+    cmd = command(args.params, args.overrides, args.dvc_args)
+    print(shlex.join(["dvc", *cmd[3:]]))
+    if not args.print:
+        sys.exit(subprocess.run(cmd).returncode)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    run(parser_for(NAME, HELP, add_arguments, params=False).parse_args(argv))

@@ -1,0 +1,42 @@
+"""``segbench sweep``: Ray Tune over training keys (the ``sweep`` section of the params)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from segbench.commands import parser_for
+from segbench.errors import exit_on_user_error
+
+NAME, HELP = "sweep", "Ray Tune over training keys (sweep section of params)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--tiles", required=True)
+    parser.add_argument("--plan", required=True, help="the sweep_plan stage's directory")
+    parser.add_argument("--out", required=True, help="trials.csv and best.json go here")
+    parser.add_argument("--state", required=True, help="Ray Tune's state until the sweep ends")
+
+
+def run(args) -> None:
+    from segbench.config import load_params
+    from segbench.sweep.plan import check_plan
+    from segbench.sweep.run import run_sweep
+
+    params = load_params(args.params)
+    check_plan(params, args.plan)
+    summary = run_sweep(params, args.tiles, args.out, state_dir=args.state)
+    if summary["best"] is not None:
+        best = summary["best"]
+        values = ", ".join(f"{k}={v}" for k, v in best["config"].items())
+        counts = Counter(row["status"] for row in summary["rows"])
+        print(
+            f"sweep@{best['model']}: {summary['trials']} trials ("
+            + ", ".join(f"{n} {s}" for s, n in counts.items())
+            + f"); best validation Dice {best['value']:.3f} with {values}"
+        )
+        print(f"sweep: wrote {args.out} (trials.csv, best.json)")
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    run(parser_for(NAME, HELP, add_arguments).parse_args(argv))

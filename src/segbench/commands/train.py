@@ -1,0 +1,64 @@
+"""``segbench train``: train (or fit) one entry of ``models`` on the tiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from segbench.commands import parser_for
+from segbench.errors import SegbenchError, exit_on_user_error
+
+NAME, HELP = "train", "train (or fit) one model on the tiles"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="an entry of models in the params file")
+    parser.add_argument("--tiles", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--promoted", default=None, help="the promote stage's file for this entry (from_sweep)"
+    )
+
+
+def run(args) -> None:
+    from segbench.config import load_params
+    from segbench.sweep.promote import promoted_params
+    from segbench.training import train
+
+    params = load_params(args.params)
+    if args.model in params.ensembles:
+        raise SegbenchError(
+            f"ensembles.{args.model}: ensembles are not trained; `segbench ensemble "
+            f"{args.model}` (DVC stage ensemble@{args.model}) chooses their weights"
+        )
+    params.entry(args.model)  # an entry that is not configured lists those that are
+    params, promoted = promoted_params(params, args.model, args.promoted)
+    if promoted is not None:
+        values = ", ".join(f"{k}={v}" for k, v in promoted["config"].items())
+        print(f"train@{args.model}: the sweep's best configuration ({values})")
+    if params.train.devices > 1 and "LOCAL_RANK" not in os.environ:
+        sys.exit(_launch_local(params.train.devices, args))
+    metrics = train(args.model, params, args.tiles, args.out, promoted=promoted)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"train@{args.model}: " + json.dumps(metrics, default=str))
+
+
+def _launch_local(devices: int, args) -> int:
+    """Re-run this very command as ``devices`` DDP processes; their exit status."""
+    from segbench.training.distributed import launch_local
+
+    argv = ["train", args.model, "--tiles", args.tiles, "--out", args.out]
+    argv += ["--params", args.params]
+    if args.promoted:
+        argv += ["--promoted", args.promoted]
+    print(
+        f"train@{args.model}: launching {devices} processes (DDP; they meet through a file, "
+        "sockets on the loopback interface only)"
+    )
+    return launch_local(devices, argv)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    run(parser_for(NAME, HELP, add_arguments).parse_args(argv))

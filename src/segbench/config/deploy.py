@@ -1,0 +1,43 @@
+"""``deploy``: when the Prefect deployment (``flows/deploy.py``) re-runs the pipeline.
+
+The cron expression is checked with cronsim, the parser Prefect itself schedules with, so a
+schedule that loads here is one Prefect accepts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field, field_validator
+
+from segbench.config.base import Section
+
+
+class DeployConfig(Section):
+    cron: str = Field(description="cron schedule of the pipeline deployment")
+    timezone: str = Field(description="IANA time zone of the schedule")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value):
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(value, datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(
+                f"not a valid cron expression {value!r} ({exc}); five fields, minute hour day "
+                'month weekday, e.g. "0 3 * * *"'
+            ) from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; e.g. UTC, Europe/Berlin") from None
+        return value

@@ -1,0 +1,64 @@
+"""``train``: the optimisation shared by every trained network (an entry may override its loss,
+optimiser and weight decay: :meth:`segbench.config.models.Entry.train_config`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from segbench.config.base import Section
+
+LOSSES = ("dice", "bce", "dice_bce", "focal", "focal_dice", "tversky")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+Loss = Literal["dice", "bce", "dice_bce", "focal", "focal_dice", "tversky"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+
+
+class TverskyConfig(Section):
+    alpha: float = Field(ge=0, le=1, description="weight of false positives")
+    beta: float = Field(ge=0, le=1, description="weight of false negatives")
+
+
+class PlateauConfig(Section):
+    factor: float = Field(gt=0, lt=1)
+    patience: int = Field(ge=0, description="epochs without a better val Dice")
+
+
+class StepConfig(Section):
+    step_size: int = Field(ge=1, description="epochs between drops")
+    gamma: float = Field(gt=0, lt=1)
+
+
+class TrainConfig(Section):
+    """``train``: the optimisation, shared by every torch model."""
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1, description="per process")
+    accumulate: int = Field(ge=1, description="batches per optimiser step")
+    optimizer: Optimizer
+    lr: float = Field(gt=0, le=1)
+    weight_decay: float = Field(ge=0)
+    momentum: float = Field(ge=0, lt=1, description="sgd only")
+    loss: Loss
+    tversky: TverskyConfig
+    scheduler: Literal["none", "plateau", "step", "cosine", "poly"]
+    warmup_epochs: int = Field(ge=0, description="linear warm-up before the schedule")
+    plateau: PlateauConfig
+    step: StepConfig
+    poly_power: float = Field(gt=0)
+    early_stopping: int = Field(ge=0, description="patience in epochs on val Dice; 0 = off")
+    resume: bool = Field(description="continue from the last completed epoch")
+    devices: int = Field(ge=1, description="DDP processes (torchrun) on this machine")
+    device: Literal["auto", "cpu", "cuda"]
+    num_workers: int = Field(ge=0)
+    seed: int
+
+    @model_validator(mode="after")
+    def _warmup(self):
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs: {self.warmup_epochs} leaves no epoch after the warm-up "
+                f"(epochs: {self.epochs}); use fewer"
+            )
+        return self

@@ -1,0 +1,165 @@
+"""The model card: what a model directory is, in one typed file (``card.json``).
+
+``train`` writes it for every entry of ``models``, ``ensemble`` for every ensemble; ``predict``,
+``evaluate`` and ``report`` read it (evaluate also copies it into ``eval/<name>/``, so a row of
+the report is described by its evaluation directory alone). It holds everything needed to
+rebuild the model and to qualify its numbers:
+
+- ``name`` and ``entry``: the ``models`` (or ``ensembles``) entry as validated, with its
+  registered ``model``, so the same builder makes the same network;
+- ``prepare`` and ``in_channels``: the working resolution, tile size and normalisation the
+  model was trained at (prediction repeats them);
+- ``train``: the training configuration it actually used (its entry's own keys and any values
+  promoted from the sweep applied), ``promoted``: those sweep values, if any;
+- ``data_version``: the hash of the tiles it was trained on;
+- ``training``: its cost and outcome (parameters, seconds, device, peak memory, best epoch);
+- ``members`` and ``ensemble``: an ensemble's members (their own cards) and how it was mixed;
+- ``mlflow_run_id``: the MLflow run that recorded it (``evaluate`` logs into the same run).
+
+Weights live beside it (``weights.pt``, ``last.pt`` or ``state.json``), per-epoch figures in
+``history.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from segbench.config.models import (
+    AttentionUnetEntry,
+    EnsembleEntry,
+    OtsuEntry,
+    SamDecoderEntry,
+    SamLoraEntry,
+    SamZeroShotEntry,
+    SegformerEntry,
+    UnetEntry,
+)
+from segbench.config.prepare import PrepareConfig
+from segbench.config.training import TrainConfig
+from segbench.errors import SegbenchError, describe_validation_error
+
+CARD_FILE = "card.json"
+SCHEMA_VERSION = 1
+# Columns of a model directory's history.csv: one row per epoch (empty for untrained models).
+HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+
+AnyEntry = Annotated[
+    UnetEntry
+    | AttentionUnetEntry
+    | SegformerEntry
+    | OtsuEntry
+    | SamZeroShotEntry
+    | SamDecoderEntry
+    | SamLoraEntry
+    | EnsembleEntry,
+    Field(discriminator="model"),
+]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingSummary(_Record):
+    """What training (or fitting) cost and gave."""
+
+    params_total: int = Field(ge=0)
+    params_trainable: int = Field(ge=0)
+    seconds: float = Field(ge=0, description="wall time of training or fitting")
+    device: str
+    device_count: int = Field(ge=1)
+    peak_memory_mb: float = Field(ge=0, description="peak CUDA memory, else peak RSS")
+    best_epoch: int | None = None  # torch models: the epoch whose weights were kept
+    best_val_dice: float | None = None
+    epochs_run: int | None = None
+    stop_reason: str | None = None
+    fit_scores: dict[str, float] = {}  # classical models: training Dice of each choice tried
+
+
+class EnsembleFit(_Record):
+    """How an ensemble's mixing weights were chosen on the validation split."""
+
+    weights: dict[str, float]
+    val_dice: float  # pooled validation Dice of the mix
+    member_val_dice: dict[str, float]  # of each member alone, same computation
+    n_val_images: int
+    weights_tried: int
+    fit_seconds: float
+
+
+class ModelCard(_Record):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str
+    entry: AnyEntry
+    prepare: PrepareConfig
+    in_channels: int = Field(ge=1)
+    train: TrainConfig | None  # None: nothing trained by gradient descent
+    promoted: dict[str, Any] | None  # the sweep's best values this model trained with
+    data_version: str
+    training: TrainingSummary
+    members: dict[str, ModelCard] | None = None
+    ensemble: EnsembleFit | None = None
+    mlflow_run_id: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.entry.kind
+
+    def notes(self) -> dict[str, bool]:
+        """``oracle_prompts`` and ``random_init`` (see :class:`segbench.config.models.Entry`):
+        an ensemble carries what any of its members carries."""
+        own = self.entry.notes()
+        for member in (self.members or {}).values():
+            own = {k: v or member.notes()[k] for k, v in own.items()}
+        return own
+
+    def write(self, model_dir: str | Path) -> Path:
+        path = Path(model_dir) / CARD_FILE
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, model_dir: str | Path) -> ModelCard:
+        """The card of ``model_dir``; a missing, damaged or foreign file is a
+        :class:`SegbenchError` that names it and says what to do."""
+        model_dir = Path(model_dir)
+        path = model_dir / CARD_FILE
+        if not model_dir.is_dir():
+            raise SegbenchError(f"{model_dir}: no such model directory (e.g. models/unet)")
+        if not path.is_file():
+            raise SegbenchError(
+                f"{model_dir}: not a trained segbench model (no {CARD_FILE}); point at a "
+                "directory the train or ensemble stage wrote, such as models/unet, or re-run "
+                "`dvc repro`"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SegbenchError(f"{path}: not valid JSON ({exc}); re-run its train stage") from None
+        if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
+            raise SegbenchError(
+                f"{path}: model card version {data.get('schema_version')!r}, this segbench "
+                f"reads version {SCHEMA_VERSION}; re-run its train stage"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SegbenchError(
+                f"{path}: not a valid model card ({describe_validation_error(exc)}); re-run its "
+                "train stage"
+            ) from None
+
+    def config(self) -> dict[str, Any]:
+        """What determines the trained weights (for resume fingerprints and MLflow params):
+        the entry, the preparation, the training configuration and the data."""
+        return self.model_dump(
+            mode="json",
+            include={"name", "entry", "prepare", "in_channels", "train", "data_version"},
+        )
+
+
+ModelCard.model_rebuild()

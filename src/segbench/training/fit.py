@@ -1,0 +1,287 @@
+"""``train(name, params, tiles_dir, out_dir) -> metrics``: one function for every caller.
+
+The DVC stage, the Prefect task and the Ray trainable all call :func:`train`.
+
+Output layout (``out_dir``)::
+
+    card.json       the model card (segbench.modelcard): entry, preparation, the training
+                    configuration used, data version, cost and outcome, MLflow run id
+    weights.pt      torch models: what was trained, at the best epoch (by validation Dice): the
+                    whole state dict, or for SAM only the decoder and LoRA factors (the frozen
+                    base comes from the checkpoint the card names)
+    last.pt         torch models: the same, at the last epoch
+    state.json      classical models: their fitted state (zero-shot models: no weights at all)
+    history.csv     per epoch: train_loss, val_loss, val_dice, lr, seconds (torch models)
+
+While a torch model trains, every completed epoch is checkpointed (model, optimiser, schedule,
+history, RNG state) to ``<out_dir's parent>/.<name>.resume/``; ``train.resume: true`` continues
+from there after the process was killed, and reaches what an uninterrupted run would have (data
+order and augmentation are seeded per epoch). The directory is removed when training finishes.
+
+Several processes: under ``torchrun`` or :func:`segbench.training.distributed.launch_local`
+(``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel (NCCL on GPUs, Gloo on CPU),
+each process trains on its shard of the tiles, every process validates on all validation tiles
+(so all reach the same decisions), and only rank 0 writes files and logs to MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from segbench.checkpoint import (
+    Progress,
+    fingerprint,
+    model_state,
+    require_checkpoint,
+    restore_checkpoint,
+    resume_dir_for,
+    resumed_run_id,
+    save_atomic,
+    save_checkpoint,
+)
+from segbench.config import Params
+from segbench.cost import count_parameters, peak_memory_mb
+from segbench.data.dataset import load_tiles
+from segbench.devices import resolve_device
+from segbench.errors import SegbenchError
+from segbench.io import atomic_dir, read_json, write_csv, write_json
+from segbench.losses import build_loss
+from segbench.modelcard import HISTORY_FIELDS, ModelCard, TrainingSummary
+from segbench.models import build_model
+from segbench.optim import EpochSchedule, build_optimizer
+from segbench.tracking import flatten, mlflow_run, run_tags
+from segbench.training.distributed import Dist, init_distributed
+from segbench.training.loop import (
+    NonFiniteLoss,
+    loaders,
+    seed_epoch,
+    train_one_epoch,
+    validate,
+)
+
+IN_CHANNELS = 1  # fetch stores every image as grey (one channel)
+
+
+def _fit_torch(card: ModelCard, tiles_dir, device, dist: Dist, on_epoch, log_metrics, ckpt: Path):
+    cfg = card.train
+    torch.manual_seed(cfg.seed)
+    train_ds, sampler, loader, val_loader = loaders(
+        cfg, card.prepare.augment, card.prepare.tile_size, tiles_dir, dist
+    )
+    model = build_model(card.entry, name=card.name, in_channels=card.in_channels).to(device)
+    counts = count_parameters(model)
+    net = model
+    if dist.world > 1:
+        if device.type == "cuda":
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = build_optimizer(cfg, net.parameters())
+    schedule = EpochSchedule(cfg, optimizer)
+    loss_fn = build_loss(cfg.loss, **cfg.tversky.model_dump())
+    prog = Progress(history=[])
+    best_state = None
+    if cfg.resume:
+        best_state = restore_checkpoint(
+            ckpt, fingerprint(card.config()), model, optimizer, schedule, prog
+        )
+    epochs = tqdm(
+        range(prog.epoch + 1, cfg.epochs + 1),
+        desc=f"train@{card.name}",
+        unit="epoch",
+        initial=prog.epoch,
+        total=cfg.epochs,
+        disable=not dist.main or None,
+    )
+    stop_reason = "epochs"
+    for epoch in epochs:
+        start = time.perf_counter()
+        seed_epoch(sampler, cfg.seed, epoch)
+        train_ds.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = train_one_epoch(
+            net, loader, loss_fn, optimizer, device, epoch, accumulate=cfg.accumulate
+        )
+        val_loss, val_dice = validate(model, val_loader, loss_fn, device)
+        schedule.step(val_dice)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_dice": val_dice,
+            "lr": lr,
+            "seconds": time.perf_counter() - start,
+        }
+        prog.history.append(row)
+        prog.epoch = epoch
+        score = -math.inf if math.isnan(val_dice) else val_dice
+        if score > prog.best:
+            prog.best, prog.best_epoch, prog.bad_epochs = score, epoch, 0
+            best_state = model_state(model)
+            if dist.main:
+                save_atomic(best_state, ckpt / "best.pt")
+        else:
+            prog.bad_epochs += 1
+        if dist.main:
+            save_checkpoint(ckpt, fingerprint(card.config()), model, optimizer, schedule, prog)
+            log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            if on_epoch is not None:
+                on_epoch(row)
+        epochs.set_postfix(loss=f"{train_loss:.3f}", val_dice=f"{val_dice:.3f}")
+        if cfg.early_stopping and prog.bad_epochs >= cfg.early_stopping:
+            stop_reason = f"early stopping: no better val Dice for {prog.bad_epochs} epochs"
+            break
+    outcome = {
+        "best_epoch": prog.best_epoch,
+        "best_val_dice": prog.best,
+        "epochs_run": prog.epoch,
+        "stop_reason": stop_reason,
+        **counts,
+    }
+    return {"weights.pt": best_state, "last.pt": model_state(model)}, prog.history, outcome
+
+
+def _fit_classical(card: ModelCard, tiles_dir):
+    model = build_model(card.entry, name=card.name, in_channels=card.in_channels)
+    images, masks, _ = load_tiles(tiles_dir, "train")
+    scores = model.fit(images, masks)
+    outcome = {"fit_scores": scores, "params_total": 0, "params_trainable": 0}
+    return {"state.json": model.state_dict()}, [], outcome
+
+
+def _fit_zero_shot(card: ModelCard):
+    # Nothing to fit: building the model checks the checkpoint (path, sha256, variant, size)
+    # here, so a bad file stops train@, not the evaluation after it.
+    model = build_model(card.entry, name=card.name, in_channels=card.in_channels)
+    return {}, [], count_parameters(model)
+
+
+def model_card(
+    name: str, params: Params, data_version: str, *, promoted: dict[str, Any] | None = None
+) -> ModelCard:
+    """The card of ``models.<name>`` before training (its ``training`` figures still empty)."""
+    entry = params.entry(name)
+    return ModelCard(
+        name=name,
+        entry=entry,
+        prepare=params.prepare,
+        in_channels=IN_CHANNELS,
+        train=entry.train_config(params.train) if entry.kind == "torch" else None,
+        promoted=promoted,
+        data_version=data_version,
+        training=TrainingSummary(
+            params_total=0,
+            params_trainable=0,
+            seconds=0,
+            device="",
+            device_count=1,
+            peak_memory_mb=0,
+        ),
+    )
+
+
+def train(
+    name: str,
+    params: Params,
+    tiles_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    promoted: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict:
+    """Train (or fit) ``models.<name>`` on the tiles and write ``out_dir``; return its metrics.
+
+    ``promoted`` records the sweep values ``params`` already carries (for the card).
+    ``on_epoch`` is called with each epoch's history row (for Ray Tune reporting). ``run_name``
+    and ``tags`` name the MLflow run and add to its tags (a sweep's trials set
+    ``mlflow.parentRunId``, which makes them child runs of the sweep's run).
+    """
+    import mlflow
+
+    tiles_dir, out_dir = Path(tiles_dir), Path(out_dir)
+    data_version = read_json(tiles_dir / "summary.json")["data_version"]
+    card = model_card(name, params, data_version, promoted=promoted)
+    dist = Dist.from_env()
+    device = resolve_device(params.train.device, index=dist.local_rank)
+    init_distributed(dist, device)
+    resume = card.train is not None and card.train.resume
+    ckpt = resume_dir_for(out_dir)
+    if resume:
+        require_checkpoint(ckpt)  # fail before any run or directory is created
+    if dist.main and not resume:
+        shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run never mixes in an old one
+    tags = {
+        **run_tags(stage=f"train@{name}", data_version=data_version, device=str(device)),
+        **(tags or {}),
+    }
+    with ExitStack() as stack:
+        tmp = run = None
+        log_metrics = lambda *a, **k: None  # noqa: E731 - ranks > 0 log nothing
+        if dist.main:
+            tmp = stack.enter_context(atomic_dir(out_dir))
+            run_id = resumed_run_id(ckpt) if resume else None
+            run = stack.enter_context(
+                mlflow_run(run_name=run_name or name, run_id=run_id, tags=tags)
+            )
+            if run_id is None:
+                mlflow.log_params(flatten(card.config()))
+            ckpt.mkdir(parents=True, exist_ok=True)
+            write_json(ckpt / "mlflow.json", {"run_id": run.info.run_id})
+            log_metrics = mlflow.log_metrics
+        start = time.perf_counter()
+        try:
+            if card.kind == "torch":
+                files, history, outcome = _fit_torch(
+                    card, tiles_dir, device, dist, on_epoch, log_metrics, ckpt
+                )
+            elif card.kind == "zero_shot":
+                files, history, outcome = _fit_zero_shot(card)
+            else:
+                files, history, outcome = _fit_classical(card, tiles_dir)
+        except NonFiniteLoss as exc:
+            raise SegbenchError(
+                f"train@{name}: the loss became NaN or infinite in epoch {exc.epoch} "
+                f"(batch {exc.batch}); lower train.lr, try train.loss=dice_bce, or check the "
+                f"data. The last good epoch is kept in {ckpt} (train.resume=true continues "
+                "from it)"
+            ) from None
+        summary = TrainingSummary(
+            seconds=time.perf_counter() - start,
+            device=str(device),
+            device_count=dist.world,
+            peak_memory_mb=peak_memory_mb(device),
+            **outcome,
+        )
+        metrics = {**summary.model_dump(exclude={"fit_scores"}), **card.notes()}
+        metrics |= {f"fit_dice_{k}": v for k, v in summary.fit_scores.items()}
+        metrics["train_seconds"] = metrics.pop("seconds")
+        if not dist.main:
+            return metrics
+        card = card.model_copy(update={"training": summary, "mlflow_run_id": run.info.run_id})
+        for fname, payload in files.items():
+            if fname.endswith(".pt"):
+                torch.save(payload, tmp / fname)
+            else:
+                write_json(tmp / fname, payload)
+        card.write(tmp)
+        write_csv(tmp / "history.csv", history, HISTORY_FIELDS)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if _number(v)})
+        mlflow.log_artifacts(str(tmp), artifact_path="model")
+    shutil.rmtree(ckpt, ignore_errors=True)  # finished: nothing left to resume
+    return metrics
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float)
