@@ -157,3 +157,34 @@ def test_cli_reports_bad_params_without_traceback(tmp_path):
     assert "train.lr" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "raw").exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_override_file_in_configs_is_valid_over_params_yaml(name):
+    from segbench.commands.experiment import command, merged
+
+    overrides = yaml.safe_load((REPO / "configs" / name).read_text())
+    parse_params(merged(real_params_raw(), overrides))
+    cmd = command(str(REPO / "params.yaml"), str(REPO / "configs" / name), [])
+    assert cmd[1:5] == ["-m", "dvc", "exp", "run"]
+    sets = cmd[5::2]
+    assert set(sets) == {"-S"} and len(sets) >= len(overrides)
+
+
+def test_experiment_sets_each_leaf_and_refuses_a_bad_file(tmp_path, capsys):
+    from segbench.cli import main
+
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "train: {epochs: 40}\nmodels: {unet: {decoder_channels: [256, 128, 64, 32, 16]}}\n"
+    )
+    main(["experiment", str(good), "--params", "params.yaml", "--print"])
+    printed = capsys.readouterr().out
+    assert "-S train.epochs=40" in printed
+    assert "'models.unet.decoder_channels=[256, 128, 64, 32, 16]'" in printed
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {lr: -1}\n")
+    with pytest.raises(SystemExit) as info:
+        main(["experiment", str(bad), "--params", "params.yaml", "--print"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"params.yaml + {bad}: train.lr: Input should be" in err

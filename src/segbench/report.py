@@ -226,7 +226,7 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
         }
         env = jinja2.Environment(
             loader=jinja2.PackageLoader("segbench", "templates"),
-            autoescape=jinja2.select_autoescape(["html"]),
+            autoescape=jinja2.select_autoescape(["html", "html.j2"]),  # report.html.j2
         )
 
         def rel(p: Path) -> str:
