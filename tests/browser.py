@@ -108,6 +108,13 @@ async () => {
 """
 
 
+def artifacts_dir() -> Path:
+    """Where browser tests keep screenshots for a human to look at (``SEGBENCH_TEST_ARTIFACTS``,
+    else ``test-artifacts/`` at the repository root)."""
+    repo = Path(__file__).resolve().parents[1]
+    return Path(os.environ.get("SEGBENCH_TEST_ARTIFACTS") or repo / "test-artifacts")
+
+
 def chromium_path() -> Path:
     return Path(os.environ.get("SEGBENCH_CHROMIUM") or DEFAULT_CHROMIUM)
 
