@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from segbench.io import read_csv, read_json
-from tests.browser import browser_available, check_report_in_browser
+from tests.browser import browser_available, check_report_in_browser, overflow
 from tests.conftest import real_params_raw, venv_env
 
 pytestmark = pytest.mark.slow
@@ -86,6 +86,7 @@ def test_prefect_flow_then_dvc_end_to_end(repo_copy, mlflow_store, prefect_serve
             assert 0 < gallery["n_decoded"] == gallery["n_images"], gallery["model"]
             assert all(img["visible"] for img in gallery["images"]), gallery["model"]
         assert all(img["decoded"] and img["embedded"] for img in seen["images"])
+        assert overflow(seen, "comparison") == []  # every model's row fits a 1280 px window
     # The sweep ran its grid (conftest.SHRINK: two one-epoch trials) on a local Ray, and
     # train@sam_lora trained with the best trial's values; nothing else took them.
     trials = read_csv(repo_copy / "sweeps" / "trials.csv")
