@@ -20,7 +20,7 @@ import yaml
 
 from segbench.io import read_csv, read_json
 from segbench.modelcard import ModelCard
-from tests.browser import browser_available, check_report_in_browser
+from tests.browser import browser_available, check_report_in_browser, overflow
 from tests.conftest import real_params_raw, venv_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_e2e")]
@@ -143,6 +143,7 @@ def test_the_report_renders_in_a_browser_without_errors(run):
         assert 0 < gallery["n_decoded"] == gallery["n_images"], gallery["model"]
         assert all(img["visible"] for img in gallery["images"]), gallery["model"]
     assert all(img["decoded"] and img["embedded"] for img in seen["images"])
+    assert overflow(seen, "comparison") == []  # the main table fits a 1280-px window
 
 
 def test_the_sweep_ran_its_grid_and_only_the_entry_that_asked_took_the_best(run):

@@ -11,16 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.browser import check_report_in_browser, require_browser
-from tests.conftest import REPO
+from tests.browser import artifacts_dir, check_report_in_browser, overflow, require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 MODELS = ("otsu", "unet")
-
-
-def artifacts_dir() -> Path:
-    return Path(os.environ.get("SEGBENCH_TEST_ARTIFACTS") or REPO / "test-artifacts")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +44,11 @@ def test_report_loads_without_errors_or_requests(seen):
 
 def test_comparison_table_lists_both_models(seen):
     assert sorted(seen["models"]) == sorted(MODELS)
+
+
+def test_comparison_table_fits_the_window(seen):
+    assert seen["viewport"]["width"] == 1280
+    assert overflow(seen, "comparison") == []  # eleven rows: tests/test_report_layout.py
 
 
 def test_every_gallery_image_is_embedded_decoded_and_visible(seen):
