@@ -43,7 +43,18 @@ def _with_parents(name: str) -> set[str]:
 
 @cache
 def imports_of(path: Path, name: str | None = None) -> frozenset[str]:
-    """The package's modules that the file at ``path`` (module ``name``, if it is one) imports."""
+    """The package's modules that running the file at ``path`` (module ``name``, if it is one)
+    imports: those it names and their parent packages (whose ``__init__`` runs first)."""
+    found: set[str] = set()
+    for target in named_imports(path, name):
+        found |= _with_parents(target)
+    found.discard(name)
+    return frozenset(found)
+
+
+@cache
+def named_imports(path: Path, name: str | None = None) -> frozenset[str]:
+    """The package's modules the file at ``path`` names in its import statements."""
     tree = ast.parse(path.read_text(), filename=str(path))
     is_package = path.name == "__init__.py"
     found: set[str] = set()
@@ -63,15 +74,16 @@ def imports_of(path: Path, name: str | None = None) -> frozenset[str]:
             if target.split(".")[0] != PACKAGE:
                 continue
             resolved = _resolve(target)
-            if resolved:
-                found |= _with_parents(resolved)
-    found.discard(name)
+            if resolved and resolved != name:
+                found.add(resolved)
     return frozenset(found)
 
 
-def graph() -> dict[str, frozenset[str]]:
-    """``{module: modules it imports}`` over the whole package."""
-    return {name: imports_of(path, name) for name, path in modules().items()}
+def graph(*, named: bool = False) -> dict[str, frozenset[str]]:
+    """``{module: modules it imports}`` over the whole package (``named``: only those its
+    import statements name, without their parent packages)."""
+    edges = named_imports if named else imports_of
+    return {name: edges(path, name) for name, path in modules().items()}
 
 
 def closure(path: Path) -> set[str]:
