@@ -11,7 +11,8 @@ request) runs the command in-process instead, exactly as before.
 
 Files, all in ``<dir>`` = ``$SEGBENCH_ZYGOTE_DIR`` or ``${XDG_RUNTIME_DIR:-/tmp}/segbench-<uid>``
 (mode 0700, owned by this user, else unused): ``zygote-<key>.sock`` (AF_UNIX stream, 0600),
-``zygote-<key>.lock`` (flock held by the live zygote), ``zygote-<key>.log``. ``<key>`` is 16 hex
+``zygote-<key>.lock`` (flock held by the live zygote, from before it binds the socket until
+after it removes it; holds its pid), ``zygote-<key>.log``. ``<key>`` is 16 hex
 digits of a sha256 over everything that decides what the preloaded imports did (see
 :func:`zygote_key`).
 
@@ -185,7 +186,7 @@ def _rlimits() -> list[tuple[int, int]]:
 
 def _read_text(path: str) -> str | None:
     try:
-        return Path(path).read_text()
+        return Path(path).read_text(errors="replace")
     except OSError:
         return None
 
@@ -219,8 +220,8 @@ def _run_served(main: Callable[[list[str]], object], argv: list[str]) -> int:
         sock.connect(str(sock_path))
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
-        _start_zygote(key, sock_path, log_path)
-        raise _InProcess("no zygote was listening; started one") from None
+        started = _start_zygote(key, sock_path, log_path)
+        raise _InProcess(f"no zygote was listening; {started}") from None
     except OSError as exc:
         sock.close()
         raise _InProcess(f"cannot connect to {sock_path}: {exc}") from exc
@@ -318,12 +319,13 @@ def _wait_for_exit(replies: io.BufferedIOBase, pid: int, log_path: Path) -> int:
     return 1
 
 
-def _start_zygote(key: str, sock_path: Path, log_path: Path) -> None:
-    """Start a detached zygote unless one holds the lock (starting up, or serving)."""
+def _start_zygote(key: str, sock_path: Path, log_path: Path) -> str:
+    """Start a detached zygote unless one holds the lock; what happened, in a few words."""
     import subprocess
 
-    if not _remove_if_stale(sock_path):
-        return  # a zygote is starting (still importing) or serving: do not start a second
+    holder = _lock_holder(sock_path)
+    if holder is not None:  # starting (still importing), or just stopped taking requests
+        return f"one is starting (pid {holder or '?'})"
     src = str(Path(__file__).resolve().parents[1])
     command = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _BOOTSTRAP]
     try:
@@ -342,9 +344,10 @@ def _start_zygote(key: str, sock_path: Path, log_path: Path) -> None:
                 close_fds=True,
                 start_new_session=True,
             )
-    except OSError:
-        return  # nothing lost: this command runs in-process anyway
+    except OSError as exc:
+        return f"could not start one: {exc}"  # nothing lost: this command runs in-process
     proc.returncode = 0  # it outlives us by design: no "still running" warning, no reaping
+    return "started one"
 
 
 # --- the zygote -----------------------------------------------------------------------------
@@ -398,14 +401,23 @@ class _Zygote:
         self.preloaded: list[str] = []
 
     def lock(self) -> bool:
-        """Take the key's lock, retrying for a second (a client probing it holds it briefly)."""
+        """Take the key's lock and write our pid into it; False if another zygote holds it.
+
+        A client probing the lock holds it for microseconds: that is waited out (up to a
+        second). A zygote holding it has written its pid: then we give up at once, so that a
+        zygote that lost a start race does not linger and take over after a ``stop``."""
         self.lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         for _ in range(20):
             try:
                 fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
             except BlockingIOError:
+                if _alive(_read_pid(self.lock_fd)):
+                    break
                 time.sleep(0.05)
+            else:
+                os.ftruncate(self.lock_fd, 0)
+                os.pwrite(self.lock_fd, f"{os.getpid()}\n".encode(), 0)
+                return True
         os.close(self.lock_fd)
         self.lock_fd = None
         return False
@@ -809,23 +821,49 @@ def _ask(sock_path: Path, command: str) -> str | None:
         return None
 
 
-def _remove_if_stale(sock_path: Path) -> bool:
-    """Remove ``sock_path`` if no zygote holds its lock (a dead zygote's socket, or none);
-    whether no zygote holds it. A live zygote holds the lock from before it binds the socket
-    until after it removes it, so this never removes a live zygote's socket."""
-    lock_path = sock_path.with_suffix(".lock")
+def _lock_holder(sock_path: Path) -> int | None:
+    """The pid of the zygote holding ``sock_path``'s lock (0 if it has not written it yet), or
+    None if nobody holds it, and then a socket file there is a dead zygote's: it is removed.
+    A live zygote holds the lock from before it binds until after it removes its socket."""
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(sock_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError:
-        return False
+        return 0  # cannot tell: act as if one were starting
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        sock_path.unlink(missing_ok=True)
-        return True
     except OSError:
-        return False
+        holder = _read_pid(fd)
+        os.close(fd)
+        return holder
+    try:
+        sock_path.unlink(missing_ok=True)
     finally:
         os.close(fd)
+    return None
+
+
+def _read_pid(fd: int) -> int:
+    """The pid written in a lock file, or 0."""
+    text = os.pread(fd, 32, 0).strip()
+    return int(text) if text.isdigit() else 0
+
+
+def _is_zygote(pid: int, key: str) -> bool:
+    """Whether ``pid`` is the zygote for ``key`` (not a process that reused a stale pid)."""
+    cmdline = _read_text(f"/proc/{pid}/cmdline") or ""
+    return cmdline.split("\0")[-3:] == ["serve", key, ""]
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -844,18 +882,25 @@ def main(argv: list[str] | None = None) -> int:
     except _InProcess as why:
         print(f"error: {why}", file=sys.stderr)
         return 1
-    for sock_path in sorted(directory.glob("zygote-*.sock")):
-        key = sock_path.stem.removeprefix("zygote-")
-        reply = _ask(sock_path, args[0])
-        if reply is None:
-            stale = _remove_if_stale(sock_path)
-            print(f"{key}: {'stale socket removed' if stale else 'not answering'}")
-        elif args[0] == "status":
+    keys = {p.name.split(".")[0].removeprefix("zygote-") for p in directory.glob("zygote-*.*")}
+    for key in sorted(keys):
+        sock_path, _, _ = _paths(directory, key)
+        stale = sock_path.exists()
+        reply = _ask(sock_path, args[0]) if stale else None
+        if reply is not None and args[0] == "status":
             s = json.loads(reply)
             print(f"{key}: pid {s['pid']}, up {s['uptime']} s, running {s['children']}, "
                   f"log {s['log']}")  # fmt: skip
-        else:
+        elif reply is not None:
             print(f"{key}: {reply}")
+        elif (holder := _lock_holder(sock_path)) is None:
+            if stale:
+                print(f"{key}: stale socket removed")
+        elif args[0] == "stop" and _is_zygote(holder, key):
+            os.kill(holder, signal.SIGTERM)  # still importing: nothing to finish
+            print(f"{key}: stopped pid {holder}, which was starting")
+        else:
+            print(f"{key}: starting (pid {holder or '?'})")
     return 0
 
 
