@@ -74,20 +74,25 @@ def exit_with(argv: list[str]) -> object:
 def wait_for_interrupt(argv: list[str]) -> int:
     """Write ``<dir>/ready``, wait for Ctrl-C, then write ``<dir>/interrupted``; exit 130."""
     marker_dir = Path(argv[0])
-    (marker_dir / "ready").write_text(str(os.getpid()))
+    _write_atomically(marker_dir / "ready", str(os.getpid()))
     try:
         time.sleep(60)
     except KeyboardInterrupt:
-        (marker_dir / "interrupted").write_text("yes")
+        _write_atomically(marker_dir / "interrupted", "yes")
         return 130
     return 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader polling for ``path`` never sees it empty."""
+    path.with_suffix(".tmp").write_text(text)
+    os.replace(path.with_suffix(".tmp"), path)
 
 
 def sleep_with_subprocess(argv: list[str]) -> None:
     """Start a sleeping subprocess, write ``{"pid": ..., "sub": ...}`` to ``<argv[0]>``, sleep."""
     sub = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    Path(argv[0] + ".tmp").write_text(json.dumps({"pid": os.getpid(), "sub": sub.pid}))
-    os.replace(argv[0] + ".tmp", argv[0])
+    _write_atomically(Path(argv[0]), json.dumps({"pid": os.getpid(), "sub": sub.pid}))
     time.sleep(60)
 
 
