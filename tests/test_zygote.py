@@ -55,6 +55,7 @@ class Zygotes:
             "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
         }
         self.env.pop("SEGBENCH_ZYGOTE", None)
+        self.env.pop("PYTHONUNBUFFERED", None)  # block-buffered stdio: what is flushed at exit
 
     def command(self, target: str, *argv: str) -> list[str]:
         module, _, name = target.rpartition(":") if ":" in target else (TARGETS, ":", target)
@@ -230,6 +231,22 @@ def test_exit_status_and_output_as_in_process(served):
             plain = served.run("exit_with", *argv, env={**served.env, "SEGBENCH_ZYGOTE": "0"})
             assert (plain.returncode, plain.stdout) == (status, result.stdout)
             assert plain.stderr.endswith(stderr_end)
+
+
+def test_shutdown_joins_threads_then_runs_atexit_as_in_process(served):
+    result = served.run("shutdown_order")
+    plain = served.run("shutdown_order", env={**served.env, "SEGBENCH_ZYGOTE": "0"})
+    assert (result.returncode, plain.returncode) == (0, 0)
+    assert sorted(result.stdout.splitlines()) == sorted(plain.stdout.splitlines())
+    assert result.stdout.splitlines()[-1] == plain.stdout.splitlines()[-1] == "atexit handler ran"
+    assert "running in-process" not in result.stderr
+
+
+def test_an_uncaught_keyboard_interrupt_ends_the_child_by_sigint(served):
+    result = served.run("exit_with", "interrupt", "-")
+    assert result.returncode == 128 + signal.SIGINT
+    assert result.stderr.endswith("KeyboardInterrupt\n")
+    assert "running in-process" not in result.stderr
 
 
 def test_environment_cwd_and_umask_are_the_clients(served, tmp_path):
@@ -511,7 +528,6 @@ def on_pty(zy: Zygotes, target: str, *, env: dict, stream="stderr") -> tuple[int
 
 def test_stdio_buffering_is_a_fresh_interpreters(zy):
     """Line-buffered iff a tty (stderr always), as CPython makes stdio at start-up."""
-    zy.env.pop("PYTHONUNBUFFERED", None)
     zy.run("report")
     zy.wait_serving()
     found = {}

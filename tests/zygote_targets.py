@@ -64,11 +64,26 @@ def exit_with(argv: list[str]) -> object:
         sys.exit(value)
     if kind == "raise":
         raise RuntimeError(value)
+    if kind == "interrupt":
+        raise KeyboardInterrupt
     if kind == "signal":
         sys.stdout.flush()
         os.kill(os.getpid(), int(value))
         time.sleep(60)
     raise ValueError(kind)
+
+
+def shutdown_order(argv: list[str]) -> None:
+    """Leave a non-daemon thread, an executor never shut down and an atexit handler behind;
+    each prints a line (the interpreter joins the thread and the executor, then runs atexit)."""
+    import atexit
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    atexit.register(print, "atexit handler ran")
+    threading.Thread(target=lambda: (time.sleep(0.2), print("thread finished"))).start()
+    ThreadPoolExecutor(1).submit(lambda: (time.sleep(0.1), print("executor job finished")))
+    print("command returned")
 
 
 def wait_for_interrupt(argv: list[str]) -> int:
