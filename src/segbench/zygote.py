@@ -10,10 +10,10 @@ child's status. Anything unusual (disabled, unsupported platform, no zygote yet,
 request) runs the command in-process instead, exactly as before.
 
 Files, all in ``<dir>`` = ``$SEGBENCH_ZYGOTE_DIR`` or ``${XDG_RUNTIME_DIR:-/tmp}/segbench-<uid>``
-(mode 0700, owned by this user, else unused): ``zygote-<key>.sock`` (AF_UNIX stream, 0600),
-``zygote-<key>.lock`` (flock held by the live zygote, from before it binds the socket until
-after it removes it; holds its pid), ``zygote-<key>.log``. ``<key>`` is 16 hex
-digits of a sha256 over everything that decides what the preloaded imports did (see
+(mode 0700, owned by this user, else unused): ``zygote-<key>.sock`` (AF_UNIX stream, 0600);
+``zygote-<key>.lock``, flock'ed by the live zygote from before it binds the socket until after
+it removes it, holding ``<pid> <state>`` (see :class:`_Lock`); ``zygote-<key>.log``. ``<key>``
+is 16 hex digits of a sha256 over everything that decides what the preloaded imports did (see
 :func:`zygote_key`).
 
 Protocol (ASCII lines, one connection per request):
@@ -52,7 +52,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 DEFAULT_PRELOAD = (
     "torch, numpy, scipy.stats, cv2, PIL.Image, yaml, pydantic, jinja2, tqdm, tifffile, skimage, "
@@ -73,6 +73,9 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 HANDSHAKE_SECONDS = 10.0  # generous: a fork of a process holding torch takes milliseconds
 WATCHDOG_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL once the client is gone
 MAX_REQUEST_BYTES = 16 << 20
+# A zygote that crashed or gave up while starting is not started again for this long: each try
+# imports for seconds beside the stage that runs in-process meanwhile.
+RETRY_FAILED_START_SECONDS = 600.0
 # The zygote imports this very file (its package directory goes first on sys.path), whatever the
 # cwd, PYTHONPATH or an editable install would resolve `segbench` to.
 _BOOTSTRAP = (
@@ -323,9 +326,15 @@ def _start_zygote(key: str, sock_path: Path, log_path: Path) -> str:
     """Start a detached zygote unless one holds the lock; what happened, in a few words."""
     import subprocess
 
-    holder = _lock_holder(sock_path)
-    if holder is not None:  # starting (still importing), or just stopped taking requests
-        return f"one is starting (pid {holder or '?'})"
+    lock = _probe_lock(sock_path)
+    if lock.held:
+        return f"one is starting (pid {lock.pid or '?'})"
+    if lock.state in ("starting", "failed") and lock.age < RETRY_FAILED_START_SECONDS:
+        return (
+            f"the last one (pid {lock.pid}) failed to start, see {log_path}; not trying again "
+            f"for {RETRY_FAILED_START_SECONDS - lock.age:.0f} s or until `python -m "
+            "segbench.zygote stop`"
+        )
     src = str(Path(__file__).resolve().parents[1])
     command = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _BOOTSTRAP]
     try:
@@ -401,26 +410,28 @@ class _Zygote:
         self.preloaded: list[str] = []
 
     def lock(self) -> bool:
-        """Take the key's lock and write our pid into it; False if another zygote holds it.
+        """Take the key's lock (state ``starting``); False if another zygote holds it.
 
         A client probing the lock holds it for microseconds: that is waited out (up to a
-        second). A zygote holding it has written its pid: then we give up at once, so that a
+        second). A live zygote that holds it has written so: then we give up at once, so that a
         zygote that lost a start race does not linger and take over after a ``stop``."""
         self.lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         for _ in range(20):
-            try:
-                fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if _alive(_read_pid(self.lock_fd)):
-                    break
-                time.sleep(0.05)
-            else:
-                os.ftruncate(self.lock_fd, 0)
-                os.pwrite(self.lock_fd, f"{os.getpid()}\n".encode(), 0)
+            if _try_lock(self.lock_fd):
+                _write_state(self.lock_fd, "starting")
                 return True
+            pid, state = _read_state(self.lock_fd)
+            if state in ("starting", "serving") and _alive(pid):
+                break
+            time.sleep(0.05)
         os.close(self.lock_fd)
         self.lock_fd = None
         return False
+
+    def fail(self, why: str) -> None:
+        """Give up starting (state ``failed``: clients do not start another for a while)."""
+        _log(f"not serving: {why}")
+        _write_state(self.lock_fd, "failed")
 
     def listen(self) -> None:
         import selectors
@@ -609,6 +620,7 @@ class _Zygote:
         for p in list(self.pending.values()):
             self._drop(p, "refused the zygote is stopping\n")
         if self.lock_fd is not None:
+            _write_state(self.lock_fd, "stopped")
             os.close(self.lock_fd)
             self.lock_fd = None
 
@@ -659,29 +671,29 @@ def _serve(key: str) -> _Job | None:
     import gc
 
     _log(f"starting for key {key}")
-    own_key = zygote_key()
-    if key != own_key:
-        _log(f"not serving: this process's key is {own_key}, not {key} (flags not reproduced?)")
-        return None
-    directory = socket_dir()
     try:
         idle = float(os.environ.get("SEGBENCH_ZYGOTE_IDLE", DEFAULT_IDLE_SECONDS))
     except ValueError:
         idle = DEFAULT_IDLE_SECONDS
-    zygote = _Zygote(key, directory, idle)
+    zygote = _Zygote(key, socket_dir(), idle)
     if not zygote.lock():
         _log("not serving: another zygote for this key is starting or serving")
         return None
+    if key != (own_key := zygote_key()):
+        return zygote.fail(f"this process's key is {own_key}, not {key}: flags not reproduced?")
     os.chdir("/")  # hold no directory; each child changes to its client's
     sys.path[:] = [p for p in sys.path if p != ""]  # `-c` put the cwd there: no imports from "/"
     zygote.preloaded = _preload(preload_list())
     if threading.active_count() != 1:
         names = ", ".join(t.name for t in threading.enumerate())
-        _log(f"not serving: preloading started threads ({names}); a fork would copy no threads")
-        return None
+        return zygote.fail(f"preloading started threads ({names}); a fork copies no threads")
     gc.collect()
     gc.freeze()  # the children's garbage collector then does not write to (copy) these pages
-    zygote.listen()
+    try:
+        zygote.listen()
+    except OSError as exc:
+        return zygote.fail(f"cannot listen on {zygote.sock_path}: {exc}")
+    _write_state(zygote.lock_fd, "serving")
     native = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else "?"
     _log(f"serving {zygote.sock_path} (python {sys.version.split()[0]}, {native} OS threads)")
     job = zygote.serve()
@@ -855,31 +867,63 @@ def _ask(sock_path: Path, command: str) -> str | None:
         return None
 
 
-def _lock_holder(sock_path: Path) -> int | None:
-    """The pid of the zygote holding ``sock_path``'s lock (0 if it has not written it yet), or
-    None if nobody holds it, and then a socket file there is a dead zygote's: it is removed.
-    A live zygote holds the lock from before it binds until after it removes its socket."""
+class _Lock(NamedTuple):
+    """What a key's lock file says: whether a zygote holds it, and the last ``<pid> <state>``
+    written (state: ``starting``, ``serving``, ``failed``, ``stopped`` or ``""``), how many
+    seconds ago."""
+
+    held: bool
+    pid: int
+    state: str
+    age: float
+
+
+def _probe_lock(sock_path: Path) -> _Lock:
+    """Read ``sock_path``'s lock file, taking the lock for a moment only. If nobody held it, a
+    socket file there is a dead zygote's, and is removed: a live zygote holds the lock from
+    before it binds until after it removes its socket."""
     try:
         fd = os.open(sock_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError:
-        return 0  # cannot tell: act as if one were starting
+        return _Lock(True, 0, "", 0.0)  # cannot tell: act as if one were starting
+    try:
+        held = not _try_lock(fd)
+        if not held:
+            sock_path.unlink(missing_ok=True)
+        pid, state = _read_state(fd)
+        return _Lock(held, pid, state, time.time() - os.fstat(fd).st_mtime)
+    except OSError:
+        return _Lock(True, 0, "", 0.0)
+    finally:
+        os.close(fd)  # and with it our lock, if we took it
+
+
+def _try_lock(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = _read_pid(fd)
-        os.close(fd)
-        return holder
-    try:
-        sock_path.unlink(missing_ok=True)
-    finally:
-        os.close(fd)
-    return None
+    except BlockingIOError:
+        return False
+    return True
 
 
-def _read_pid(fd: int) -> int:
-    """The pid written in a lock file, or 0."""
-    text = os.pread(fd, 32, 0).strip()
-    return int(text) if text.isdigit() else 0
+def _read_state(fd: int) -> tuple[int, str]:
+    words = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+    pid = int(words[0]) if words and words[0].isdigit() else 0
+    return pid, words[1] if len(words) > 1 else ""
+
+
+def _write_state(fd: int, state: str) -> None:
+    os.ftruncate(fd, 0)
+    if state:
+        os.pwrite(fd, f"{os.getpid()} {state}\n".encode(), 0)
+
+
+def _forget_state(sock_path: Path) -> None:
+    """Clear a key's recorded state (a failed start), so that the next client tries again."""
+    with contextlib.suppress(OSError):
+        fd = os.open(sock_path.with_suffix(".lock"), os.O_WRONLY | os.O_CLOEXEC)
+        _write_state(fd, "")
+        os.close(fd)
 
 
 def _is_zygote(pid: int, key: str) -> bool:
@@ -918,24 +962,35 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     keys = {p.name.split(".")[0].removeprefix("zygote-") for p in directory.glob("zygote-*.*")}
     for key in sorted(keys):
-        sock_path, _, _ = _paths(directory, key)
-        stale = sock_path.exists()
-        reply = _ask(sock_path, args[0]) if stale else None
-        if reply is not None and args[0] == "status":
-            s = json.loads(reply)
-            print(f"{key}: pid {s['pid']}, up {s['uptime']} s, running {s['children']}, "
-                  f"log {s['log']}")  # fmt: skip
-        elif reply is not None:
-            print(f"{key}: {reply}")
-        elif (holder := _lock_holder(sock_path)) is None:
-            if stale:
-                print(f"{key}: stale socket removed")
-        elif args[0] == "stop" and _is_zygote(holder, key):
-            os.kill(holder, signal.SIGTERM)  # still importing: nothing to finish
-            print(f"{key}: stopped pid {holder}, which was starting")
-        else:
-            print(f"{key}: starting (pid {holder or '?'})")
+        if line := _status_or_stop(directory, key, stop=args[0] == "stop"):
+            print(f"{key}: {line}")
     return 0
+
+
+def _status_or_stop(directory: Path, key: str, *, stop: bool) -> str | None:
+    """Ask (or stop) the zygote ``key`` in ``directory``: one line on what it is or what was
+    done, None if there is nothing (left from an earlier zygote) to tell."""
+    sock_path, _, log_path = _paths(directory, key)
+    stale = sock_path.exists()
+    reply = _ask(sock_path, "stop" if stop else "status") if stale else None
+    if reply is not None and not stop:
+        s = json.loads(reply)
+        return f"pid {s['pid']}, up {s['uptime']} s, running {s['children']}, log {s['log']}"
+    if reply is not None:
+        return reply
+    lock = _probe_lock(sock_path)  # removes a stale socket
+    if lock.held and stop and _is_zygote(lock.pid, key):
+        os.kill(lock.pid, signal.SIGTERM)  # still importing: nothing to finish
+        _forget_state(sock_path)
+        return f"stopped pid {lock.pid}, which was starting"
+    if lock.held:
+        return f"starting (pid {lock.pid or '?'})"
+    if lock.state in ("starting", "failed") and stop:
+        _forget_state(sock_path)
+        return f"forgot the failed start of pid {lock.pid} (log {log_path})"
+    if lock.state in ("starting", "failed"):
+        return f"failed to start {lock.age:.0f} s ago (pid {lock.pid}, log {log_path})"
+    return "stale socket removed" if stale else None
 
 
 if __name__ == "__main__":
