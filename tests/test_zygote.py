@@ -456,6 +456,31 @@ def test_a_refusing_zygote_means_in_process(zy, reply, why):
     assert f"running in-process: {why}" in err
 
 
+@pytest.mark.parametrize("bad", ["crash", "thread"])
+def test_a_zygote_that_fails_to_start_is_not_retried_until_stop(zy, bad):
+    zy.env.update(SEGBENCH_ZYGOTE_PRELOAD="json,tests.zygote_bad_import", ZYGOTE_TEST_BAD=bad)
+    assert "; started one" in zy.run("report").stderr
+
+    def status() -> str:
+        return subprocess.run(
+            [PYTHON, "-m", "segbench.zygote", "status"], env=zy.env, capture_output=True, text=True
+        ).stdout
+
+    wait_until(lambda: "failed to start" in status(), "the zygote to fail")
+    (log,) = zy.dir.glob("zygote-*.log")
+    if bad == "thread":
+        assert "not serving: preloading started threads (MainThread, left-running)" in (
+            log.read_text()
+        )
+    again = zy.run("report")
+    assert again.returncode == 0
+    assert "running in-process: no zygote was listening; the last one (pid " in again.stderr
+    assert "failed to start, see" in again.stderr
+    assert log.read_text().count(" starting for key ") == 1
+    assert "forgot the failed start of pid" in zy.stop().stdout
+    assert "; started one" in zy.run("report").stderr
+
+
 def test_concurrent_clients_are_each_served_with_their_own_output(served):
     (zygote,) = served.status()
     procs = [
