@@ -29,6 +29,13 @@ Protocol (ASCII lines, one connection per request):
                     the zygote died.
   ``status\\n`` -> one line of JSON; ``stop\\n`` -> ``stopping <running children>\\n``.
 
+What still differs from a fresh process: the command's parent (``os.getppid()``) and command
+line (``ps``) are the zygote's, and its CPU time is not counted as the client's children's; its
+hash seed is the zygote's (one per zygote, not one per run); objects still referenced from module
+globals at exit are not finalized (see :func:`_exit`); preloaded third-party modules are not
+re-imported, so edits to an editable install of one need ``stop``; ``__main__`` is an empty
+module naming the client's script.
+
 Knobs: ``SEGBENCH_ZYGOTE=0`` (off), ``SEGBENCH_ZYGOTE_PRELOAD`` (comma-separated modules),
 ``SEGBENCH_ZYGOTE_IDLE`` (seconds, default 300), ``SEGBENCH_ZYGOTE_DEBUG=1`` (say on stderr why a
 command ran in-process). ``python -m segbench.zygote status|stop`` lists or stops this user's
@@ -402,6 +409,7 @@ class _Zygote:
         self.listener: socket.socket | None = None
         self.sock_ino = None
         self.lock_fd: int | None = None
+        self.wake_r = self.wake_w = None  # the self-pipe of signal.set_wakeup_fd, once serving
         self.pending: dict[socket.socket, _Pending] = {}
         self.children: dict[int, socket.socket] = {}
         self.started = time.time()
