@@ -80,6 +80,8 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 HANDSHAKE_SECONDS = 10.0  # generous: a fork of a process holding torch takes milliseconds
 WATCHDOG_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL once the client is gone
 MAX_REQUEST_BYTES = 16 << 20
+REQUEST_KEYS = {"module", "qualname", "argv", "sys_argv", "main_file", "cwd", "env", "sys_path"}
+REQUEST_KEYS |= {"umask", "ignored_signals", "stdio", "unbuffered"}
 # A zygote that crashed or gave up while starting is not started again for this long: each try
 # imports for seconds beside the stage that runs in-process meanwhile.
 RETRY_FAILED_START_SECONDS = 600.0
@@ -384,8 +386,8 @@ class _Job:
 class _Pending:
     """A connection whose request is still arriving."""
 
-    def __init__(self, conn: socket.socket):
-        self.conn, self.buf, self.fds = conn, b"", []
+    def __init__(self, conn: socket.socket, fds: list[int] | None = None):
+        self.conn, self.buf, self.fds = conn, b"", fds or []
         self.deadline = time.monotonic() + HANDSHAKE_SECONDS
 
     def close(self) -> None:
@@ -506,6 +508,10 @@ class _Zygote:
                 conn, _ = self.listener.accept()
             except BlockingIOError:
                 return
+            except OSError as exc:  # out of fds: its client times out and runs in-process
+                _log(f"accept failed: {exc}")
+                time.sleep(0.1)  # the listener stays readable: do not spin on it
+                return
             conn.setblocking(False)
             self.pending[conn] = _Pending(conn)
             self.selector.register(conn, selectors.EVENT_READ, "request")
@@ -542,6 +548,8 @@ class _Zygote:
         try:
             request = json.loads(body)
         except ValueError:
+            request = None
+        if not isinstance(request, dict) or not request.keys() >= REQUEST_KEYS:
             return self._drop(p, "refused bad request\n")
         self._forget(p)
         return _Job(p.conn, request, p.fds)
@@ -558,9 +566,15 @@ class _Zygote:
         p.close()
 
     def _fork(self, job: _Job) -> int:
+        """Fork a child for ``job``: 0 in the child, its pid (or -1 if none) in the zygote."""
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the child would print the zygote's buffered log lines again
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: the client runs it in-process
+            _log(f"fork failed: {exc}")
+            self._drop(_Pending(job.conn, job.fds), f"refused fork failed: {exc}\n")
+            return -1
         if pid == 0:
             self._close_in_child(job)
             return 0
