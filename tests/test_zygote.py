@@ -500,6 +500,27 @@ def test_a_zygote_that_fails_to_start_is_not_retried_until_stop(zy, bad):
     assert "; started one" in zy.run("report").stderr
 
 
+def test_bad_requests_are_refused_and_the_zygote_serves_on(served):
+    (zygote,) = served.status()
+    sock_path = served.dir / f"zygote-{zygote['key']}.sock"
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        for header, body, fds in [
+            (b"run 2\n", b"{}", [null] * 5),  # fields missing
+            (b"run 3\n", b"[1]", [null] * 5),  # not an object
+            (b"run 2\n", b"{}", [null]),  # too few fds
+            (b"hello\n", b"", []),
+        ]:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(WAIT_SECONDS)
+                sock.connect(str(sock_path))
+                socket.send_fds(sock, [header + body], fds)  # one message: it may refuse early
+                assert sock.makefile("rb").readline() == b"refused bad request\n"
+    finally:
+        os.close(null)
+    assert report(served.run("report"))["ppid"] == zygote["pid"]
+
+
 def test_concurrent_clients_are_each_served_with_their_own_output(served):
     (zygote,) = served.status()
     procs = [
