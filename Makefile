@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(abspath .prefect)
 
-.PHONY: setup run test bench bench-sliding bench-sweep lint format clean
+.PHONY: setup run test test-fast bench bench-sliding bench-sweep lint format clean
 
 setup: $(STAMP)
 
@@ -24,12 +24,16 @@ run: setup
 	@echo
 	@segbench summary reports
 
-# Tests run in parallel, one process per core (pytest-xdist, one torch thread each: conftest.py);
-# idle workers steal queued tests, so the long end-to-end test does not hold up the rest.
+# Tests run in parallel, one process per core (pytest-xdist, one torch thread each: conftest.py).
+# loadgroup keeps the tests that share one end-to-end pipeline run (xdist_group) on one worker.
 PYTEST_WORKERS ?= auto
 
 test: setup
-	pytest -n $(PYTEST_WORKERS) --dist worksteal
+	pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# The edit loop: every test not marked slow (no pipeline, server or Ray), under a minute.
+test-fast: setup
+	pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow"
 
 # Stage timings (3 fresh copies) and a fresh-clone `make run` + `make test`: ~35 min on 2 cores.
 bench: setup

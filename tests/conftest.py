@@ -3,8 +3,10 @@ the repository for end-to-end runs, and one session-wide Prefect test server."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import io
 import os
 import sys
 from pathlib import Path
@@ -126,6 +128,18 @@ def small_params(small_params_raw):
     from segbench.config import parse_params
 
     return parse_params(small_params_raw)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stage_zygotes(tmp_path_factory):
+    """Stage processes that tests start (``dvc repro``) are served by this session's own
+    zygotes (segbench.zygote), stopped when the session ends, so none outlives the tests."""
+    from segbench import zygote
+
+    os.environ["SEGBENCH_ZYGOTE_DIR"] = str(tmp_path_factory.mktemp("zygotes"))
+    yield
+    with contextlib.redirect_stdout(io.StringIO()):
+        zygote.main(["stop"])
 
 
 @pytest.fixture(autouse=True)
