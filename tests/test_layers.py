@@ -15,7 +15,7 @@ from tests.static_imports import REPO, graph, imports_of, modules
 # Lowest first. A module's component is its first name under segbench (segbench.config.models
 # is config); stages/ and flows/ sit above all of them.
 LAYERS = [
-    {"segbench", "errors", "io", "decode", "workspace", "zygote"},
+    {"segbench", "errors", "io", "decode", "workspace", "zygote", "timing"},
     {"config", "modelcard"},
     {
         "data",

@@ -33,7 +33,7 @@ from segbench.io import atomic_dir, read_csv, read_image, read_mask, write_csv
 from segbench.modelcard import HISTORY_FIELDS, EnsembleFit, ModelCard, TrainingSummary
 from segbench.models.ensemble import choose_weights, simplex_grid
 from segbench.predict import build_from_card, load_predictor
-from segbench.tracking import flatten, mlflow_run, run_tags
+from segbench.tracking import log_artifacts, log_metrics, log_params, mlflow_run, run_tags
 
 # What must agree between members for their probabilities to be averaged pixel by pixel.
 _SAME = ("data_version", "prepare")
@@ -94,8 +94,6 @@ def fit_ensemble(
     of each member alone, ``weight_<member>``, and the cost figures other models report
     (``train_seconds`` counts the members' training too).
     """
-    import mlflow
-
     raw_dir, models_dir = Path(raw_dir), Path(models_dir)
     label = f"ensemble@{name}"
     entry = params.ensemble(name)
@@ -175,13 +173,13 @@ def fit_ensemble(
     ]
     tags = run_tags(stage=label, data_version=card.data_version, device=str(device))
     with atomic_dir(out_dir) as tmp, mlflow_run(run_name=name, tags=tags) as run:
-        mlflow.log_params(flatten(card.model_dump(mode="json", exclude={"members", "training"})))
-        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        log_params(card.model_dump(mode="json", exclude={"members", "training"}))
+        log_metrics(metrics)
         torch.save(model.state_dict(), tmp / "weights.pt")
         card.model_copy(update={"training": training, "mlflow_run_id": run.info.run_id}).write(tmp)
         write_csv(tmp / "search.csv", search, list(search[0]))
         write_csv(tmp / "history.csv", [], HISTORY_FIELDS)
-        mlflow.log_artifacts(str(tmp), artifact_path="model")
+        log_artifacts(tmp, "model")
     return metrics
 
 

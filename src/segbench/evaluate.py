@@ -47,7 +47,7 @@ from segbench.postprocess import binarize
 from segbench.predict import Predictor, load_predictor
 from segbench.stats import SMALL_TEST_SET, bootstrap_ci
 from segbench.threshold import tune_threshold
-from segbench.tracking import mlflow_run, run_tags
+from segbench.tracking import log_artifacts, log_metrics, mlflow_run, run_tags
 
 PER_IMAGE_FIELDS = [
     "id",
@@ -158,8 +158,6 @@ def _threshold(
 
 def _log_to_mlflow(model_dir: Path, predictor: Predictor, metrics: dict, tmp: Path) -> None:
     """Test metrics into the model's own training run (``evaluate@m`` joins ``train@m``)."""
-    import mlflow
-
     run_id = predictor.card.mlflow_run_id
     tags = run_tags(
         stage=f"evaluate@{predictor.name}",
@@ -167,15 +165,15 @@ def _log_to_mlflow(model_dir: Path, predictor: Predictor, metrics: dict, tmp: Pa
         device=str(predictor.device),
     )
     with mlflow_run(run_id=run_id, run_name=predictor.name, tags=tags):
-        mlflow.log_metrics(
+        log_metrics(
             {
-                f"test_{k}": float(v)
+                f"test_{k}": v
                 for k, v in metrics.items()
                 if isinstance(v, int | float) and not math.isnan(v)
             }
         )
         for name in ("per_image.csv", "threshold.csv"):
-            mlflow.log_artifact(str(tmp / name), artifact_path="eval")
+            log_artifacts(tmp / name, "eval")
 
 
 def _finite(metrics: dict) -> dict:

@@ -104,6 +104,11 @@ def run_stage(main: Callable[[list[str]], object], argv: list[str]) -> NoReturn:
     ``sys.exit(main(argv))``: None -> 0, an int -> that int, ``SystemExit`` -> its code, an
     uncaught exception -> its traceback and 1.
     """
+    if os.environ.get("SEGBENCH_TIMINGS"):
+        # Imported here, not at the top: the zygote itself must not hold a copy of it.
+        from segbench import timing
+
+        timing.client()
     try:
         status = _run_served(main, argv)
     except _InProcess as why:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from segbench.commands import parser_for
 from segbench.errors import exit_on_user_error
+from segbench.timing import phase
 
 NAME, HELP = "ensemble", "choose an ensemble's weights on the validation split"
 
@@ -19,7 +20,9 @@ def run(args) -> None:
     from segbench.config import load_params
     from segbench.ensemble import fit_ensemble
 
-    metrics = fit_ensemble(args.name, load_params(args.params), args.raw, args.models, args.out)
+    params = load_params(args.params)
+    with phase("compute"):
+        metrics = fit_ensemble(args.name, params, args.raw, args.models, args.out)
     weights = ", ".join(f"{k[7:]} {v:.2f}" for k, v in metrics.items() if k.startswith("weight_"))
     alone = ", ".join(f"{k[9:]} {v:.3f}" for k, v in metrics.items() if k.startswith("val_dice_"))
     print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from segbench.commands import parser_for
 from segbench.errors import exit_on_user_error
+from segbench.timing import phase
 
 NAME, HELP = "evaluate", "evaluate a trained model on the full-size test images"
 
@@ -18,7 +19,9 @@ def run(args) -> None:
     from segbench.config import load_params
     from segbench.evaluate import evaluate
 
-    metrics = evaluate(args.model_dir, load_params(args.params), args.raw, args.out)
+    params = load_params(args.params)
+    with phase("compute"):
+        metrics = evaluate(args.model_dir, params, args.raw, args.out)
     print(f"evaluate: Dice {metrics['dice']:.3f} over {metrics['n_images']} test images")
 
 

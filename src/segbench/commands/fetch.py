@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from segbench.commands import parser_for
 from segbench.errors import exit_on_user_error
+from segbench.timing import phase
 
 NAME, HELP = "fetch", "materialise data.source as images, masks and a manifest"
 
@@ -16,7 +17,9 @@ def run(args) -> None:
     from segbench.config import load_params
     from segbench.fetch import describe, fetch
 
-    summary = fetch(load_params(args.params), args.out)
+    params = load_params(args.params)
+    with phase("compute"):
+        summary = fetch(params, args.out)
     print(describe(summary))
     print(f"fetch: wrote {args.out} (manifest.csv, summary.json)")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from segbench.commands import parser_for
 from segbench.errors import exit_on_user_error
+from segbench.timing import phase
 
 NAME, HELP = "prepare", "cut train/val images into tiles"
 
@@ -17,7 +18,9 @@ def run(args) -> None:
     from segbench.config import load_params
     from segbench.prepare import prepare
 
-    summary = prepare(load_params(args.params).prepare, args.raw, args.out)
+    params = load_params(args.params)
+    with phase("compute"):
+        summary = prepare(params.prepare, args.raw, args.out)
     print(
         f"prepare: wrote {summary['tiles']} tiles ({summary['train_tiles_by_kind']} train, "
         f"augment {summary['augment']}) to {args.out}"

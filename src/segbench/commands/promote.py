@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from segbench.commands import parser_for
 from segbench.errors import exit_on_user_error
+from segbench.timing import phase
 
 NAME, HELP = "promote", "hand the sweep's best configuration to train@<entry>"
 
@@ -17,7 +18,9 @@ def run(args) -> None:
     from segbench.config import load_params
     from segbench.sweep.promote import promote
 
-    files = promote(load_params(args.params), args.best, args.out)
+    params = load_params(args.params)
+    with phase("compute"):
+        files = promote(params, args.best, args.out)
     taken = [name for name, f in files.items() if f["from_sweep"]]
     print(
         f"promote: {', '.join(taken)} train with the sweep's best configuration"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from segbench.commands import parser_for
 from segbench.errors import exit_on_user_error
+from segbench.timing import phase
 
 NAME, HELP = "report", "write the HTML report and Markdown summary"
 
@@ -22,13 +23,11 @@ def run(args) -> None:
     from segbench.config import load_params
     from segbench.report import report
 
-    rows = report(
-        load_params(args.params),
-        raw_dir=args.raw,
-        eval_dir=args.eval,
-        out_dir=args.out,
-        sweeps_dir=args.sweeps,
-    )
+    params = load_params(args.params)
+    with phase("compute"):
+        rows = report(
+            params, raw_dir=args.raw, eval_dir=args.eval, out_dir=args.out, sweeps_dir=args.sweeps
+        )
     print(terminal_table(rows))
     print(f"\nreport: {Path(args.out, 'report.html').resolve()}")
 

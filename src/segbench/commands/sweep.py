@@ -6,6 +6,7 @@ from collections import Counter
 
 from segbench.commands import parser_for
 from segbench.errors import exit_on_user_error
+from segbench.timing import phase
 
 NAME, HELP = "sweep", "Ray Tune over training keys (sweep section of params)"
 
@@ -24,7 +25,8 @@ def run(args) -> None:
 
     params = load_params(args.params)
     check_plan(params, args.plan)
-    summary = run_sweep(params, args.tiles, args.out, state_dir=args.state)
+    with phase("compute"):
+        summary = run_sweep(params, args.tiles, args.out, state_dir=args.state)
     if summary["best"] is not None:
         best = summary["best"]
         values = ", ".join(f"{k}={v}" for k, v in best["config"].items())

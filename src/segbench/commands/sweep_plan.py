@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from segbench.commands import parser_for
 from segbench.errors import exit_on_user_error
+from segbench.timing import phase
 
 NAME, HELP = "sweep-plan", "write what the sweep depends on, for its DVC stage to track"
 
@@ -16,7 +17,9 @@ def run(args) -> None:
     from segbench.config import load_params
     from segbench.sweep.plan import write_plan
 
-    plan = write_plan(load_params(args.params), args.out)
+    params = load_params(args.params)
+    with phase("compute"):
+        plan = write_plan(params, args.out)
     what = f"sweep of {plan['entry']}" if plan["enabled"] else "no sweep (sweep.enabled: false)"
     print(f"sweep-plan: {what}; wrote {args.out}")
 

@@ -8,6 +8,7 @@ import sys
 
 from segbench.commands import parser_for
 from segbench.errors import SegbenchError, exit_on_user_error
+from segbench.timing import phase
 
 NAME, HELP = "train", "train (or fit) one model on the tiles"
 
@@ -39,7 +40,8 @@ def run(args) -> None:
         print(f"train@{args.model}: the sweep's best configuration ({values})")
     if params.train.devices > 1 and "LOCAL_RANK" not in os.environ:
         sys.exit(_launch_local(params.train.devices, args))
-    metrics = train(args.model, params, args.tiles, args.out, promoted=promoted)
+    with phase("compute"):
+        metrics = train(args.model, params, args.tiles, args.out, promoted=promoted)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"train@{args.model}: " + json.dumps(metrics, default=str))
 

@@ -35,7 +35,15 @@ from segbench.sweep.cluster import check_fits, ray_session
 from segbench.sweep.plan import sweep_plan
 from segbench.sweep.space import column_names, tune_space
 from segbench.sweep.trainable import run_trial
-from segbench.tracking import flatten, git_commit, mlflow_run, run_tags, tracking_uri
+from segbench.tracking import (
+    git_commit,
+    log_artifacts,
+    log_metrics,
+    log_params,
+    mlflow_run,
+    run_tags,
+    tracking_uri,
+)
 
 METRIC = "best_val_dice"  # what "best" means: the trial's best epoch, as train@ keeps it
 STOPPED_TAG = "segbench.stopped_early"
@@ -89,10 +97,8 @@ def run_sweep(
         run_id = read_json(parent_file)["run_id"] if parent_file.is_file() else None
         tags = run_tags(stage="sweep", data_version=data_version, device=_devices(sweep))
         with mlflow_run(run_name=f"sweep@{sweep.model}", run_id=run_id, tags=tags) as parent:
-            import mlflow
-
             if run_id is None:
-                mlflow.log_params(flatten({"sweep": sweep.model_dump(mode="json")}))
+                log_params({"sweep": sweep.model_dump(mode="json")})
                 Path(storage).mkdir(parents=True, exist_ok=True)
                 write_json(parent_file, {"run_id": parent.info.run_id})
             child_tags = {
@@ -125,9 +131,9 @@ def run_sweep(
                 plain = [{k: v for k, v in r.items() if k != "_config"} for r in rows]
                 write_csv(tmp / "trials.csv", plain, fields)
                 write_json(tmp / "best.json", best)
-                mlflow.log_artifacts(str(tmp), artifact_path="sweep")
-            mlflow.log_params(flatten({"best": best["config"]}))
-            mlflow.log_metrics(_summary_metrics(rows, best))
+                log_artifacts(tmp, "sweep")
+            log_params({"best": best["config"]})
+            log_metrics(_summary_metrics(rows, best))
     _forget(storage, name, parent_file, sweep.storage is None)
     return {"trials": len(rows), "best": best, "rows": rows}
 

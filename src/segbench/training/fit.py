@@ -58,7 +58,8 @@ from segbench.losses import build_loss
 from segbench.modelcard import HISTORY_FIELDS, ModelCard, TrainingSummary
 from segbench.models import build_model
 from segbench.optim import EpochSchedule, build_optimizer
-from segbench.tracking import flatten, mlflow_run, run_tags
+from segbench.tracking import log_artifacts, log_params, mlflow_run, run_tags
+from segbench.tracking import log_metrics as tracking_log_metrics
 from segbench.training.distributed import Dist, init_distributed
 from segbench.training.loop import (
     NonFiniteLoss,
@@ -208,8 +209,6 @@ def train(
     and ``tags`` name the MLflow run and add to its tags (a sweep's trials set
     ``mlflow.parentRunId``, which makes them child runs of the sweep's run).
     """
-    import mlflow
-
     tiles_dir, out_dir = Path(tiles_dir), Path(out_dir)
     data_version = read_json(tiles_dir / "summary.json")["data_version"]
     card = model_card(name, params, data_version, promoted=promoted)
@@ -236,10 +235,10 @@ def train(
                 mlflow_run(run_name=run_name or name, run_id=run_id, tags=tags)
             )
             if run_id is None:
-                mlflow.log_params(flatten(card.config()))
+                log_params(card.config())
             ckpt.mkdir(parents=True, exist_ok=True)
             write_json(ckpt / "mlflow.json", {"run_id": run.info.run_id})
-            log_metrics = mlflow.log_metrics
+            log_metrics = tracking_log_metrics
         start = time.perf_counter()
         try:
             if card.kind == "torch":
@@ -277,11 +276,7 @@ def train(
                 write_json(tmp / fname, payload)
         card.write(tmp)
         write_csv(tmp / "history.csv", history, HISTORY_FIELDS)
-        mlflow.log_metrics({k: v for k, v in metrics.items() if _number(v)})
-        mlflow.log_artifacts(str(tmp), artifact_path="model")
+        tracking_log_metrics(metrics)
+        log_artifacts(tmp, "model")
     shutil.rmtree(ckpt, ignore_errors=True)  # finished: nothing left to resume
     return metrics
-
-
-def _number(value) -> bool:
-    return isinstance(value, int | float)
