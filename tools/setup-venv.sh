@@ -1,5 +1,5 @@
 #!/usr/bin/env sh
-# Create the virtualenv (if missing) and install segbench into it, editable, with its dev extras.
+# Create the virtualenv (if missing) and install segbench into it, editable, with its pipeline and dev extras.
 #
 #   tools/setup-venv.sh VENV PYTHON
 #
@@ -29,9 +29,9 @@ if "$BIN/python" -m pip install --quiet --disable-pip-version-check "uv>=0.5" 2>
     # Compile .pyc at install time as pip does: where PYTHONDONTWRITEBYTECODE is set (CI here),
     # nothing would ever cache them, and every stage would re-compile mlflow, torch, ... (~5 s).
     export UV_COMPILE_BYTECODE=1
-    if "$BIN/uv" pip install --quiet --python "$BIN/python" -e ".[dev]"; then
+    if "$BIN/uv" pip install --quiet --python "$BIN/python" -e ".[pipeline,dev]"; then
         exit 0
     fi
     echo "uv install failed; falling back to pip" >&2
 fi
-"$BIN/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+"$BIN/python" -m pip install --quiet --disable-pip-version-check -e ".[pipeline,dev]"
