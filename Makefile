@@ -24,10 +24,12 @@ $(STAMP): pyproject.toml $(LOCK) tools/setup-venv.sh tools/uv-env.sh
 
 # Re-resolve after a change to pyproject.toml's dependencies and commit the lock; pins that still
 # fit are kept. LOCK_ARGS=--upgrade takes the newest allowed versions, --upgrade-package NAME one.
+# The lock is resolved against PyPI alone (see tools/lock.sh); LOCK_INDEX_URL names another index.
 LOCK_ARGS ?=
+LOCK_INDEX_URL ?= https://pypi.org/simple
 
 lock:
-	sh tools/lock.sh $(VENV) $(PYTHON) $(LOCK) $(LOCK_ARGS)
+	LOCK_INDEX_URL=$(LOCK_INDEX_URL) sh tools/lock.sh $(VENV) $(PYTHON) $(LOCK) $(LOCK_ARGS)
 
 run: setup
 	dvc repro

@@ -2,14 +2,19 @@
 # Write the lock file: every package that `make setup` installs, at one exact version each, with
 # the sha256 hashes of its files.
 #
-#   tools/lock.sh VENV PYTHON [LOCK] [uv pip compile options, e.g. --upgrade]
+#   LOCK_INDEX_URL=URL tools/lock.sh VENV PYTHON [LOCK] [uv pip compile options, e.g. --upgrade]
 #
 # It resolves segbench's dependencies with every extra (pyproject.toml) and the virtualenv's own
 # tools (tools/lock-tools.in) for CPython 3.11 on Linux x86_64 with glibc >= 2.28 (torch's
 # wheels need it), whatever machine it runs on. Versions already in the lock are kept where they
 # still satisfy pyproject.toml; --upgrade takes the newest allowed, --upgrade-package NAME one.
-# Indexes are pip's configured ones, as for `make setup`; the lock names no index or file URL,
-# so it installs from PyPI as well as from a mirror that serves PyPI's files.
+#
+# It reads one index, PyPI unless LOCK_INDEX_URL names another, and none of the extra indexes
+# and find-links that `make setup` uses: a local mirror that holds only some files of a version
+# (one wheel of torch, only the manylinux_2_34 wheel of cryptography) would change the versions
+# chosen and leave the other files' hashes out. So the lock is the same wherever it is made; it
+# names no index or file URL, and `make setup` takes each file from whichever configured index
+# has it, checked against these hashes.
 set -eu
 VENV=${1:-.venv}
 PYTHON=${2:-python3}
@@ -22,11 +27,9 @@ install_uv "$LOCK" || {
     echo "lock: cannot install uv into $VENV" >&2
     exit 1
 }
-uv_env
-# pyproject.toml pins torch exactly; the machine's constraint file would only add its own path
-# to the lock's comments.
-unset UV_CONSTRAINT
+unset UV_EXTRA_INDEX_URL UV_INDEX UV_FIND_LINKS UV_CONSTRAINT UV_INDEX_STRATEGY
 "$BIN/uv" pip compile pyproject.toml tools/lock-tools.in \
+    --index-url "${LOCK_INDEX_URL:-https://pypi.org/simple}" \
     --all-extras --generate-hashes \
     --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
     --custom-compile-command "make lock" --quiet --output-file "$LOCK" "$@"
