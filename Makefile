@@ -5,19 +5,31 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 
 # The pipeline's commands (`python stages/...`) must find the virtualenv's python.
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(abspath .prefect)
 
-.PHONY: setup run test test-fast bench bench-sliding bench-sweep lint format clean
+.PHONY: setup lock run test test-fast bench bench-sliding bench-sweep lint format clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml tools/setup-venv.sh
-	sh tools/setup-venv.sh $(VENV) $(PYTHON)
+# The virtualenv holds exactly the lock file's packages (and segbench, editable); a changed lock
+# re-installs.
+$(STAMP): pyproject.toml $(LOCK) tools/setup-venv.sh tools/uv-env.sh
+	sh tools/setup-venv.sh $(VENV) $(PYTHON) $(LOCK)
 	@touch $(STAMP)
+
+# Re-resolve after a change to pyproject.toml's dependencies and commit the lock; pins that still
+# fit are kept. LOCK_ARGS=--upgrade takes the newest allowed versions, --upgrade-package NAME one.
+# The lock is resolved against PyPI alone (see tools/lock.sh); LOCK_INDEX_URL names another index.
+LOCK_ARGS ?=
+LOCK_INDEX_URL ?= https://pypi.org/simple
+
+lock:
+	LOCK_INDEX_URL=$(LOCK_INDEX_URL) sh tools/lock.sh $(VENV) $(PYTHON) $(LOCK) $(LOCK_ARGS)
 
 run: setup
 	dvc repro

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 
 from segbench.commands import parser_for
-from segbench.errors import exit_on_user_error
+from segbench.errors import SegbenchError, exit_on_user_error
 from segbench.timing import phase
 
 NAME, HELP = "sweep", "Ray Tune over training keys (sweep section of params)"
@@ -25,6 +26,12 @@ def run(args) -> None:
 
     params = load_params(args.params)
     check_plan(params, args.plan)
+    if params.sweep.enabled and importlib.util.find_spec("ray") is None:
+        # Ray is in the pipeline extra, not in segbench itself.
+        raise SegbenchError(
+            "the sweep needs Ray, which is not installed: install the pipeline extra "
+            "(`pip install 'segbench[pipeline]'`, or `make setup`), or set sweep.enabled: false"
+        )
     with phase("compute"):
         summary = run_sweep(params, args.tiles, args.out, state_dir=args.state)
     if summary["best"] is not None:

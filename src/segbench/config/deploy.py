@@ -1,7 +1,8 @@
 """``deploy``: when the Prefect deployment (``flows/deploy.py``) re-runs the pipeline.
 
-The cron expression is checked with cronsim, the parser Prefect itself schedules with, so a
-schedule that loads here is one Prefect accepts.
+The cron expression is checked when params.yaml loads (with cronsim, a small standard cron
+parser), so a typo stops there rather than at 3 am; Prefect parses it again when
+``flows/deploy.py`` registers the deployment.
 """
 
 from __future__ import annotations
