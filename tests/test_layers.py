@@ -36,7 +36,7 @@ LAYERS = [
     },
     {"fetch", "prepare", "training", "evaluate", "predict", "predict_folder"},
     {"sweep", "ensemble", "report", "comparison"},
-    {"dag", "commands", "cli"},
+    {"dag", "codedeps", "commands", "cli"},
 ]
 TOP = len(LAYERS)  # stages/ and flows/
 

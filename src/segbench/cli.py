@@ -13,6 +13,7 @@ import sys
 
 from segbench.commands import (
     add_params_option,
+    code,
     ensemble,
     evaluate,
     experiment,
@@ -29,6 +30,7 @@ from segbench.commands import (
 from segbench.errors import exit_on_user_error
 
 COMMANDS = (
+    code,
     fetch,
     prepare,
     sweep_plan,
@@ -43,7 +45,7 @@ COMMANDS = (
     experiment,
 )
 # Commands that do not read the params file, or take it as their own argument.
-_NO_PARAMS = {summary.NAME, predict.NAME, experiment.NAME}
+_NO_PARAMS = {summary.NAME, predict.NAME, experiment.NAME, code.NAME}
 
 
 def build_parser() -> argparse.ArgumentParser:
