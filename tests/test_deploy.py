@@ -90,12 +90,12 @@ def test_deployments_on_a_real_server(repo_copy, tmp_path):
         assert sweep.schedules == []
 
         ran, logs = run_prepare(client, log)
-        assert ran == ["fetch", "prepare"], logs
+        assert ran == ["code", "fetch", "prepare"], logs
         assert any((repo_copy / "data" / "tiles").iterdir())
         # Nothing changed: DVC's status says so and no stage process starts.
         ran, logs = run_prepare(client, log)
         assert ran == [], logs
-        assert "DVC status: 0 of 2 stages changed" in logs
+        assert "DVC status: 0 of 3 stages changed" in logs
         assert "fetch: up to date" in logs and "prepare: up to date" in logs
         # A fetch param changed: fetch re-runs, and prepare because fetch ran.
         params = yaml.safe_load((repo_copy / "params.yaml").read_text())
@@ -103,7 +103,7 @@ def test_deployments_on_a_real_server(repo_copy, tmp_path):
         (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         ran, logs = run_prepare(client, log)
         assert ran == ["fetch", "prepare"], logs
-        assert "DVC status: 1 of 2 stages changed" in logs
+        assert "DVC status: 1 of 3 stages changed" in logs
 
 
 @contextlib.contextmanager

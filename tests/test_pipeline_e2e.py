@@ -9,6 +9,7 @@ The tests share one run (a module fixture) and so one pytest-xdist worker (``xdi
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -205,6 +206,17 @@ def test_a_second_repro_does_nothing_and_says_so(run):
     again = dvc(run.repo, "repro")
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout.lower()
+
+
+def test_a_code_edit_reruns_only_the_stages_that_can_run_the_file(run):
+    report_py = run.repo / "src" / "segbench" / "report.py"
+    original = report_py.read_text()
+    report_py.write_text(original + "\n# an edit\n")
+    try:
+        out = dvc(run.repo, "repro").stdout
+    finally:
+        report_py.write_text(original)
+    assert re.findall(r"Running stage '([^']+)'", out) == ["code", "report"]
 
 
 def test_an_experiment_reruns_only_what_depends_on_the_changed_key(run):
