@@ -19,6 +19,7 @@ import ray
 from segbench.config import parse_params
 from segbench.errors import SegbenchError
 from segbench.io import read_csv, read_json
+from segbench.sweep.cluster import require_a_node_that_fits
 from segbench.sweep.run import STOPPED_TAG, run_sweep
 from segbench.training import train
 from tests.conftest import venv_env
@@ -216,17 +217,18 @@ def test_unreachable_ray_address_fails_fast(tiny_data, small_params_raw, tmp_pat
     assert not (tmp_path / "sweeps").exists()
 
 
-def test_resources_no_node_has_fail_fast_with_the_numbers(tiny_data, small_params_raw, tmp_path):
-    _, tiles, _ = tiny_data
-    params = sweep_params(small_params_raw, resources={"cpu": 64, "gpu": 0.5})
-    start = time.monotonic()
+def test_resources_no_node_has_fail_with_the_numbers():
+    """What Ray says of its nodes (ray.nodes()' resources) against one trial's request; the
+    real Ray's node list is read by check_fits in every sweep above."""
+    nodes = [{"CPU": 2.0, "GPU": 0.0, "memory": 1e9}, {"CPU": 16.0, "GPU": 0.0}]
     with pytest.raises(SegbenchError) as info:
-        run_sweep(params, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state", num_cpus=2)
+        require_a_node_that_fits(nodes, 64, 0.5)
     message = str(info.value)
     assert "each trial asks for 64 CPU and 0.5 GPU" in message
-    assert "has 2 CPU and 0 GPU" in message
-    assert time.monotonic() - start < 60 and not ray.is_initialized()
-    assert not (tmp_path / "sweeps").exists()
+    assert "largest of the cluster's 2 node(s) has 16 CPU and 0 GPU" in message
+    require_a_node_that_fits(nodes, 16, 0)  # one node holds it
+    with pytest.raises(SegbenchError, match="of the cluster's 0 node"):
+        require_a_node_that_fits([], 1, 0)
 
 
 def test_disabled_sweep_writes_empty_results(tiny_data, small_params_raw, tmp_path):

@@ -22,12 +22,13 @@ from segbench.io import read_csv
 from segbench.modelcard import ModelCard
 from segbench.training import train
 from segbench.training.loop import train_one_epoch
-from tests.conftest import SHRINK, deep_update, only_models, real_params_raw, venv_env
+from tests.conftest import REPO, SHRINK, deep_update, only_models, real_params_raw, venv_env
 
 
 def raw_params(**train_overrides) -> dict:
+    """Only a three-level U-Net: the loop's behaviour, at a quarter of the shipped one's cost."""
     raw = only_models(deep_update(real_params_raw(), SHRINK), ["unet"])
-    raw["models"]["unet"]["decoder_channels"] = [32, 16, 16, 8, 8]
+    raw["models"]["unet"].update(encoder_depth=3, decoder_channels=[16, 8, 8])
     raw["train"].update(train_overrides)
     return raw
 
@@ -37,6 +38,18 @@ def run_cli(cwd, *args, env=None):
         [sys.executable, "-m", "segbench.cli", *args],
         cwd=cwd,
         env=env or venv_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_stage_script(cwd, *args):
+    """``python stages/train.py ...``, as DVC runs it (served by this session's zygote)."""
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "stages" / "train.py"), *args],
+        cwd=cwd,
+        env=venv_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -72,12 +85,12 @@ def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
     _, tiles, _ = tiny_data
     epochs = 3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params(epochs=epochs)))
-    args = ["train", "unet", "--tiles", str(tiles), "--params", "params.yaml"]
+    args = ["unet", "--tiles", str(tiles), "--params", "params.yaml"]
 
     # The uninterrupted reference runs in this process (same thread count as the CLI's).
     train("unet", parse_params(raw_params(epochs=epochs)), tiles, tmp_path / "whole")
 
-    killed = run_cli(tmp_path, *args, "--out", "resumed")
+    killed = run_stage_script(tmp_path, *args, "--out", "resumed")
     last = resume_dir_for(tmp_path / "resumed") / "last.pt"
     deadline = time.time() + 300
     while time.time() < deadline:  # kill it once an epoch is checkpointed
@@ -86,13 +99,14 @@ def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
             if state["progress"]["epoch"] >= 1:
                 break
         time.sleep(0.2)
-    killed.send_signal(signal.SIGKILL)
+    killed.send_signal(signal.SIGKILL)  # the stage's process: a served one dies with it
     killed.wait()
+    time.sleep(0.5)  # a zygote's child ends on its client's death (segbench.zygote's watchdog)
     assert not (tmp_path / "resumed").exists()  # nothing half-written where DVC looks
 
     params = raw_params(epochs=epochs, resume=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    resumed = run_cli(tmp_path, *args, "--out", "resumed")
+    resumed = run_stage_script(tmp_path, *args, "--out", "resumed")
     _out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
 

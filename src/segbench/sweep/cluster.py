@@ -155,11 +155,20 @@ def ray_session(*, num_cpus: int | None = None, num_gpus: int | None = None) -> 
 
 
 def check_fits(cpu: float, gpu: float) -> dict[str, float]:
-    """Stop at once, with the numbers, if no alive node can ever hold one trial (Ray would
-    otherwise wait forever for resources that do not exist); return the cluster's totals."""
+    """Stop at once, with the numbers, if no alive node of the connected Ray can ever hold one
+    trial (Ray would otherwise wait forever for resources that do not exist); return the
+    cluster's totals."""
     import ray
 
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    require_a_node_that_fits(nodes, cpu, gpu)
+    total = ray.cluster_resources()
+    return {"cpu": total.get("CPU", 0.0), "gpu": total.get("GPU", 0.0), "nodes": len(nodes)}
+
+
+def require_a_node_that_fits(nodes: list[dict[str, float]], cpu: float, gpu: float) -> None:
+    """A :class:`SegbenchError` with the numbers unless one of ``nodes`` (each Ray's
+    ``{"CPU": .., "GPU": ..}`` resources) holds ``cpu`` CPUs and ``gpu`` GPUs."""
     fits = [n for n in nodes if n.get("CPU", 0) >= cpu and n.get("GPU", 0) >= gpu]
     if not fits:
         largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
@@ -168,5 +177,3 @@ def check_fits(cpu: float, gpu: float) -> dict[str, float]:
             f"largest of the cluster's {len(nodes)} node(s) has {largest.get('CPU', 0):g} CPU "
             f"and {largest.get('GPU', 0):g} GPU; lower sweep.resources or add nodes"
         )
-    total = ray.cluster_resources()
-    return {"cpu": total.get("CPU", 0.0), "gpu": total.get("GPU", 0.0), "nodes": len(nodes)}

@@ -84,8 +84,13 @@ def _fit_torch(card: ModelCard, tiles_dir, device, dist: Dist, on_epoch, log_met
     if dist.world > 1:
         if device.type == "cuda":
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        # An smp encoder shallower than 5 levels keeps its deepest stages but never runs them:
+        # DDP must be told that some parameters may get no gradient (found by the loop's
+        # two-process test with encoder_depth 3).
         net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
+            net,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
         )
     optimizer = build_optimizer(cfg, net.parameters())
     schedule = EpochSchedule(cfg, optimizer)
