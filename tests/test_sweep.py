@@ -28,8 +28,11 @@ pytestmark = pytest.mark.slow
 
 
 def sweep_params(small_params_raw: dict, **sweep):
+    """The shrunk params with ``sweep`` changed; the U-Net the sweeps here tune has three
+    levels (what is tested is the sweep, not the network)."""
     raw = small_params_raw
     raw["sweep"] = {**raw["sweep"], **sweep}
+    raw["models"]["unet"].update(encoder_depth=3, decoder_channels=[16, 8, 8])
     return parse_params(raw)
 
 
@@ -96,6 +99,11 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
         else:
             assert child.info.status == "FINISHED"
             assert child.data.metrics["val_dice"] == pytest.approx(float(row["val_dice"]))
+    # A trial logs its model card and history, not its weights (train@ trains the best again).
+    run_id = next(r["mlflow_run_id"] for r in rows if r["status"] == "completed")
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model")}
+    assert {"model/card.json", "model/history.csv"} <= logged
+    assert not any(path.endswith(".pt") for path in logged)
 
 
 def crash_once(marker: str, *args, on_epoch, **kwargs):

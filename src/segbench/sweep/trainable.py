@@ -98,6 +98,9 @@ def run_trial(
         on_epoch=on_epoch,
         run_name=f"{model} trial {ctx.get_trial_id()}",
         tags={**tags, "sweep_trial": ctx.get_trial_id()},
+        # A trial's weights (60-200 MB for a U-Net) would fill MLflow's store: train@ trains
+        # the best configuration again, with its weights.
+        log_weights=False,
     )
     history = _history(out_dir)
     last = history[-1] if history else {"epoch": 0, "val_dice": math.nan}

@@ -206,10 +206,13 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
+    log_weights: bool = True,
 ) -> dict:
     """Train (or fit) ``models.<name>`` on the tiles and write ``out_dir``; return its metrics.
 
     ``promoted`` records the sweep values ``params`` already carries (for the card).
+    ``log_weights`` False logs the model card and history to MLflow but not the weights (a sweep
+    trial: its best configuration is trained again by ``train@``).
     ``on_epoch`` is called with each epoch's history row (for Ray Tune reporting). ``run_name``
     and ``tags`` name the MLflow run and add to its tags (a sweep's trials set
     ``mlflow.parentRunId``, which makes them child runs of the sweep's run).
@@ -282,6 +285,8 @@ def train(
         card.write(tmp)
         write_csv(tmp / "history.csv", history, HISTORY_FIELDS)
         tracking_log_metrics(metrics)
-        log_artifacts(tmp, "model")
+        for path in sorted(tmp.iterdir()):
+            if log_weights or path.suffix != ".pt":
+                log_artifacts(path, "model")
     shutil.rmtree(ckpt, ignore_errors=True)  # finished: nothing left to resume
     return metrics
