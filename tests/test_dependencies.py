@@ -257,6 +257,7 @@ def models(tiny_data, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # trains two models, then a fresh process each (~10 s)
 @pytest.mark.parametrize("model", ["otsu", "unet"])
 def test_predict_works_without_ray_prefect_or_dvc(model, models, tmp_path):
     images = tmp_path / "in"

@@ -34,6 +34,7 @@ def run_deploy(
     )
 
 
+@pytest.mark.slow  # two Prefect client processes (~4 s)
 def test_no_server_is_one_line_and_exit_2(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
     start = time.monotonic()
@@ -50,6 +51,7 @@ def test_no_server_is_one_line_and_exit_2(tmp_path):
     assert "prefect server start --host 127.0.0.1" in unset.stderr
 
 
+@pytest.mark.slow  # a Prefect client process each
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -130,12 +130,13 @@ def test_groups_never_cross_splits(tmp_path):
 
 
 def test_synthetic_ultrasound_has_empty_references(tmp_path):
-    params = params_for(
-        synthetic={"domain": "ultrasound", "n_images": 20, "height": 512, "width": 640}
-    )
+    small = {"domain": "ultrasound", "n_images": 20, "height": 256, "width": 320}
+    # At full scale: the shipped 128-px tiles must fit the small frames.
+    raw = deep_update(real_params_raw(), {"data": {"synthetic": small}, "prepare": {"scale": 1.0}})
+    params = parse_params(raw)
     summary = fetch(params, tmp_path / "raw")
     assert 0 < summary["empty_masks"] < 20
-    assert summary["sizes"] == {"640x512": 20}
+    assert summary["sizes"] == {"320x256": 20}
 
 
 def _save_hf(path, n=10, *, split_names=("train", "test")):

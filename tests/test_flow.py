@@ -69,6 +69,10 @@ def test_unknown_targets_list_the_valid_stages():
     message = str(info.value)
     assert "'trian@unet'" in message and "'prepare'" not in message
     assert "train@unet" in message and "report" in message  # the valid names
+
+
+@pytest.mark.slow  # a process importing Prefect (~5 s)
+def test_unknown_targets_on_the_command_line_are_one_line():
     # The command line says so in one line, before any flow run starts.
     proc = subprocess.run(
         [sys.executable, "flows/pipeline.py", "--targets", "trian@unet"],
@@ -122,6 +126,7 @@ def test_only_changed_stages_and_what_follows_a_run_start():
     }
 
 
+@pytest.mark.slow  # two real `dvc repro` runs
 def test_user_errors_are_not_retried(repo_copy):
     params = repo_copy / "params.yaml"
     params.write_text(params.read_text().replace("epochs: 2", "epochs: 0"))

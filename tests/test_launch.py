@@ -4,6 +4,8 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 from segbench.training.distributed import _stop, _wait, launch_local
 
 
@@ -23,6 +25,7 @@ def test_all_succeeding_is_success():
     assert _wait([_python("pass"), _python("pass")]) == 0
 
 
+@pytest.mark.slow  # two processes importing torch and segbench (~5 s)
 def test_workers_get_ranks_and_a_private_store_that_is_removed(tmp_path, capfd, monkeypatch):
     """``segbench.cli`` with a bad command line fails the same way in every rank; the launcher
     returns that status and removes its store directory."""

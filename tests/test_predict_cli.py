@@ -23,6 +23,9 @@ from segbench.io import read_json
 from segbench.predict_folder import predict_folder
 from segbench.training import train
 
+# The module's tests share its trained models: on one xdist worker they are trained once.
+pytestmark = pytest.mark.xdist_group("predict_models")
+
 
 @pytest.fixture(scope="module")
 def models(tiny_data, tmp_path_factory) -> dict[str, Path]:
@@ -40,7 +43,11 @@ def models(tiny_data, tmp_path_factory) -> dict[str, Path]:
     return {"otsu": root / "otsu", "unet": root / "unet"}
 
 
-ONE_EPOCH = {"train": {"epochs": 1}}
+# One epoch of a three-level U-Net: the shipped one's code, a fraction of its time.
+ONE_EPOCH = {
+    "train": {"epochs": 1},
+    "models": {"unet": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}},
+}
 BINARY = {0, 255}
 
 
