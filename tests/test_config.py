@@ -182,6 +182,9 @@ def test_experiment_sets_each_leaf_and_refuses_a_bad_file(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "-S train.epochs=40" in printed
     assert "'models.unet.decoder_channels=[256, 128, 64, 32, 16]'" in printed
+    # After `--`, arguments go to `dvc exp run` verbatim, also after an option of segbench's.
+    main(["experiment", str(good), "--print", "--", "--name", "full", "--queue"])
+    assert capsys.readouterr().out.rstrip().endswith("--name full --queue")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {lr: -1}\n")
     with pytest.raises(SystemExit) as info:

@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == [experiment.NAME]:  # its `-- DVC_ARGS` are handed on verbatim
+        args = experiment.parse_args(parser, argv)
+    else:
+        args = parser.parse_args(argv)
     args.func(args)
 
 

@@ -27,7 +27,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("overrides", help="a YAML file of keys that differ, e.g. configs/x.yaml")
     add_params_option(parser)
     parser.add_argument("--print", action="store_true", help="print the command, run nothing")
-    parser.add_argument("dvc_args", nargs="*", help="more `dvc exp run` arguments (after --)")
+    # More `dvc exp run` arguments come after `--` (split off by parse_args below: an argparse
+    # positional with nargs="*" would be matched, empty, before a later --print).
+    parser.usage = "segbench experiment [-h] [--params PARAMS] [--print] FILE [-- DVC_EXP_RUN_ARGS]"
+    parser.set_defaults(dvc_args=[])
+
+
+def parse_args(parser, argv: list[str]):
+    """``argv`` parsed, with everything after the first ``--`` as ``dvc_args`` verbatim."""
+    head, tail = (
+        (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    )
+    args = parser.parse_args(head)
+    args.dvc_args = tail
+    return args
 
 
 def merged(base: dict, overrides: dict) -> dict:
@@ -83,4 +96,5 @@ def run(args) -> None:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    run(parser_for(NAME, HELP, add_arguments, params=False).parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    run(parse_args(parser_for(NAME, HELP, add_arguments, params=False), argv))
