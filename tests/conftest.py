@@ -8,6 +8,7 @@ import copy
 import functools
 import io
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -47,6 +48,12 @@ SHRINK = {
 }
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# A test run started in the background by a non-interactive shell (`nohup make test &`, a
+# script's `&`) ignores SIGINT, and every process it starts inherits that. The tests that
+# interrupt stage processes, and the stage processes themselves, expect what a terminal gives.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one pytest-xdist worker per core. torch's default of one thread per core
