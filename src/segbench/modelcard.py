@@ -24,20 +24,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from segbench.config.models import (
-    AttentionUnetEntry,
-    EnsembleEntry,
-    OtsuEntry,
-    SamDecoderEntry,
-    SamLoraEntry,
-    SamZeroShotEntry,
-    SegformerEntry,
-    UnetEntry,
-)
+from segbench.config.models import AnyEntry
 from segbench.config.prepare import PrepareConfig
 from segbench.config.training import TrainConfig
 from segbench.errors import SegbenchError, describe_validation_error
@@ -46,18 +37,6 @@ CARD_FILE = "card.json"
 SCHEMA_VERSION = 1
 # Columns of a model directory's history.csv: one row per epoch (empty for untrained models).
 HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
-
-AnyEntry = Annotated[
-    UnetEntry
-    | AttentionUnetEntry
-    | SegformerEntry
-    | OtsuEntry
-    | SamZeroShotEntry
-    | SamDecoderEntry
-    | SamLoraEntry
-    | EnsembleEntry,
-    Field(discriminator="model"),
-]
 
 
 class _Record(BaseModel):

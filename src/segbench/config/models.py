@@ -13,7 +13,7 @@ trained torch models, fitted by :mod:`segbench.ensemble`). Builders live in
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -259,29 +259,21 @@ class SamLoraEntry(_SamTrained):
     blocks: list[int] | None = Field(description="encoder blocks to adapt; null = all")
 
 
-ModelEntry = Annotated[
-    UnetEntry
-    | AttentionUnetEntry
-    | SegformerEntry
-    | OtsuEntry
-    | SamZeroShotEntry
-    | SamDecoderEntry
-    | SamLoraEntry,
-    Field(discriminator="model"),
-]
+# Every entry of `models:`, one class per registered model.
+MODEL_ENTRIES: tuple[type[Entry], ...] = (
+    UnetEntry,
+    AttentionUnetEntry,
+    SegformerEntry,
+    OtsuEntry,
+    SamZeroShotEntry,
+    SamDecoderEntry,
+    SamLoraEntry,
+)
+ModelEntry = Annotated[Union[MODEL_ENTRIES], Field(discriminator="model")]  # noqa: UP007
 
 # Registered model name -> its entry class (the names builders are registered under).
 ENTRY_CLASSES: dict[str, type[Entry]] = {
-    cls.model_fields["model"].annotation.__args__[0]: cls
-    for cls in (
-        UnetEntry,
-        AttentionUnetEntry,
-        SegformerEntry,
-        OtsuEntry,
-        SamZeroShotEntry,
-        SamDecoderEntry,
-        SamLoraEntry,
-    )
+    cls.model_fields["model"].annotation.__args__[0]: cls for cls in MODEL_ENTRIES
 }
 
 
@@ -322,6 +314,10 @@ class EnsembleEntry(Entry):
             if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
                 raise ValueError(f"weights: must be >= 0 and not all 0, got {self.weights}")
         return self
+
+
+# What a model card's `entry` may be: a models entry or an ensembles one.
+AnyEntry = Annotated[Union[(*MODEL_ENTRIES, EnsembleEntry)], Field(discriminator="model")]
 
 
 def resolve_entries(value: Any) -> Any:
