@@ -47,7 +47,7 @@ test: setup
 test-fast: setup
 	pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow"
 
-# Stage timings (3 fresh copies) and a fresh-clone `make run` + `make test`: ~35 min on 2 cores.
+# Stage timings (3 fresh copies) and a fresh-clone `make run` + `make test`: ~20 min on 2 cores.
 bench: setup
 	python benchmarks/stage_times.py --repeats 3
 	python benchmarks/fresh_clone.py
