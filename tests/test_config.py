@@ -136,6 +136,50 @@ def test_missing_and_malformed_files(tmp_path):
         load_params(bad)
 
 
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    text = (REPO / "params.yaml").read_text()
+    assert text.count("\n  epochs: 4\n") >= 1
+    twice = tmp_path / "mine.yaml"
+    # An edit above the old value: PyYAML alone would keep the old one without a word.
+    twice.write_text(text.replace("\n  epochs: 4\n", "\n  epochs: 40\n  epochs: 4\n", 1))
+    line = twice.read_text().splitlines().index("  epochs: 40") + 1
+    with pytest.raises(SegbenchError) as info:
+        load_params(twice)
+    assert str(info.value) == (
+        f"{twice}: key 'epochs' given twice in one mapping, on lines {line} and {line + 1} "
+        "(YAML would keep only the last); keep one"
+    )
+    # The same key in two different mappings is fine (every section has its own `seed`).
+    assert text.count("  seed: 0") > 1 and load_params(REPO / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "says"),
+    [
+        ({"train": {"epochs": True}}, "train.epochs", "not true"),
+        ({"train": {"lr": False}}, "train.lr", "not false"),
+        ({"prepare": {"augment": {"hflip": True}}}, "prepare.augment.hflip", "not true"),
+        ({"models": {"unet": {"from_sweep": 1}}}, "models.unet.from_sweep", "true or false"),
+        ({"sweep": {"enabled": "yes"}}, "sweep.enabled", "true or false"),
+        ({"models": {"unet": {"decoder_channels": [True, 8, 8, 8, 8]}}}, "decoder_channels", ""),
+        ({"data": {"synthetic": {"radius": [True, 20.0]}}}, "data.synthetic.radius", ""),
+    ],
+)
+def test_booleans_and_numbers_are_not_taken_for_each_other(override, key, says):
+    """pydantic alone reads `epochs: true` as 1 and `from_sweep: 1` as true."""
+    with pytest.raises(SegbenchError) as info:
+        parse_params(deep_update(real_params_raw(), override))
+    message = str(info.value)
+    assert key in message and says in message and message.count("\n") == 0
+
+
+def test_the_params_file_named_in_errors_is_the_one_read(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump(deep_update(real_params_raw(), {"train": {"lr": -1}})))
+    with pytest.raises(SegbenchError, match=f"^{re.escape(str(mine))}: train.lr"):
+        load_params(mine)
+
+
 def test_cli_reports_bad_params_without_traceback(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(deep_update(real_params_raw(), {"train": {"lr": -1}})))

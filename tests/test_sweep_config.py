@@ -72,7 +72,7 @@ def test_from_sweep_only_on_the_swept_entry(small_params_raw):
     with pytest.raises(SegbenchError, match=r"models\.unet\.from_sweep: the sweep tunes sam_lora"):
         parse_params(small_params_raw)
     small_params_raw["models"]["unet"]["from_sweep"] = "maybe"
-    with pytest.raises(SegbenchError, match=r"models\.unet\.from_sweep: Input should be a valid"):
+    with pytest.raises(SegbenchError, match=r"models\.unet\.from_sweep: expected true or false"):
         parse_params(small_params_raw)
 
 

@@ -221,13 +221,38 @@ def parse_params(raw: Any, *, source: str = "params.yaml", check_values: bool = 
     return params
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping of a YAML file that gives one key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last one silently, so an edit above an old value would be ignored)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKey(
+                    f"key {key!r} given twice in one mapping, on lines {seen[key]} and {line} "
+                    "(YAML would keep only the last); keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_raw(path: str | Path = "params.yaml") -> dict[str, Any]:
     """A params file as a plain mapping, not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise SegbenchError(f"{path}: no such params file (run from the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        # A SafeLoader: no Python objects are ever built from the file.
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except DuplicateKey as exc:
+        raise SegbenchError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise SegbenchError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
     if raw is None:
