@@ -68,8 +68,10 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
     by_lr = {float(r["lr"]): r for r in rows}
     for lr in (1e-6, 1e-7):
         assert by_lr[lr]["status"] == "stopped early" and by_lr[lr]["epochs_run"] == "1", by_lr
+        assert by_lr[lr]["best_epoch"] == "1", "a stopped trial has a best epoch too"
     finished = [r for r in rows if r["status"] == "completed"]
     assert finished and all(r["epochs_run"] == "2" for r in finished)
+    assert all(r["best_epoch"] in ("1", "2") for r in finished)
 
     best = read_json(tmp_path / "sweeps" / "best.json")
     top = max(rows, key=lambda r: float(r["best_val_dice"]))

@@ -76,17 +76,19 @@ def run_trial(
             shutil.copytree(path, resume_dir)
         attempt = int((resume_dir / ATTEMPTS_FILE).read_text()) + 1
         params = params.with_overrides({"train.resume": True}, source="sweep trial (retry)")
-    best = -math.inf
+    best, best_epoch = -math.inf, 0
 
     def on_epoch(row: dict) -> None:
-        nonlocal best
-        best = max(best, _finite(row["val_dice"]))
+        nonlocal best, best_epoch
+        if _finite(row["val_dice"]) > best:
+            best, best_epoch = _finite(row["val_dice"]), int(row["epoch"])
         if row["epoch"] >= params.train.epochs:
             return  # reported below, once train() has finished writing
         # The count travels in the checkpoint: a restored trial may get a new directory.
         (resume_dir / ATTEMPTS_FILE).write_text(str(attempt))
         tune.report(
-            _metrics(row, best, attempt, resume_dir),
+            # best_epoch with every epoch: a trial ASHA stops never reaches the final report.
+            {**_metrics(row, best, attempt, resume_dir), "best_epoch": best_epoch},
             checkpoint=tune.Checkpoint.from_directory(str(resume_dir)),
         )
 
@@ -106,7 +108,7 @@ def run_trial(
     last = history[-1] if history else {"epoch": 0, "val_dice": math.nan}
     final = _metrics(last, summary.get("best_val_dice", best), attempt, ModelCard.read(out_dir))
     final.update(
-        best_epoch=summary.get("best_epoch", 0),
+        best_epoch=summary.get("best_epoch", best_epoch),
         train_seconds=summary.get("train_seconds", math.nan),
         stop_reason=summary.get("stop_reason", ""),
     )
