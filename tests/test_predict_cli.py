@@ -7,6 +7,7 @@ sliding-window torch model, the case where a size that is not a multiple of the 
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+import torch
 from PIL import Image
 
 from segbench.cli import main
@@ -227,15 +229,26 @@ def _truncate(model: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:1000])
 
 
+def _save_instead(obj):
+    def damage(model: Path) -> None:
+        torch.save(obj, model / "weights.pt")
+
+    return damage
+
+
 @pytest.mark.parametrize(
     ("damage", "names", "message"),
     [
         (_without("card.json"), "card.json", "not a trained segbench model (no card.json)"),
-        (_without("weights.pt"), "weights.pt", "missing, so the model directory is incomplete"),
-        (_truncate, "weights.pt", "unreadable as a weights-only state dict"),
+        (_without("weights.pt"), "weights.pt", "missing; re-run its train stage"),
+        (_truncate, "weights.pt", "unreadable as a weights-only torch file"),
+        (_save_instead([1, 2, 3]), "weights.pt", "holds a list, not a state dict"),
+        # An object weights_only refuses to build: its code never runs.
+        (_save_instead(argparse.Namespace(a=1)), "weights.pt", "unreadable as a weights-only"),
+        (_save_instead({"nope": torch.zeros(1)}), "weights.pt", "does not fit the model"),
         (shutil.rmtree, "unet", "no such model directory"),
     ],
-    ids=["no-config", "no-weights", "truncated-weights", "no-dir"],
+    ids=["no-config", "no-weights", "truncated", "a-list", "an-object", "other-keys", "no-dir"],
 )
 def test_incomplete_model_dir_is_a_clear_error(models, tmp_path, capsys, damage, names, message):
     model = tmp_path / "unet"

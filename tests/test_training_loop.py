@@ -1,5 +1,6 @@
 """The training loop: resume after a kill, early stopping, NaN losses, accumulation, DDP."""
 
+import argparse
 import ipaddress
 import os
 import signal
@@ -129,6 +130,32 @@ def test_resume_needs_a_matching_checkpoint(tiny_data, tmp_path):
     _, tiles, _ = tiny_data
     with pytest.raises(SegbenchError, match=r"train\.resume: no checkpoint"):
         train("unet", parse_params(raw_params(resume=True)), tiles, tmp_path / "unet")
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda last: last.write_bytes(last.read_bytes()[:500]), "unreadable as a weights-only"),
+        (lambda last: torch.save([1, 2], last), "holds a list, not a state dict"),
+        (lambda last: torch.save(argparse.Namespace(), last), "unreadable as a weights-only"),
+        (lambda last: torch.save({"model": {}}, last), "not a segbench resume checkpoint"),
+    ],
+    ids=["truncated", "a-list", "an-object", "other-keys"],
+)
+def test_a_damaged_resume_checkpoint_is_one_line_saying_what_to_do(
+    tiny_data, tmp_path, damage, says
+):
+    _, tiles, _ = tiny_data
+    last = resume_dir_for(tmp_path / "unet") / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    damage(last)
+    with pytest.raises(SegbenchError) as info:
+        train("unet", parse_params(raw_params(resume=True)), tiles, tmp_path / "unet")
+    message = str(info.value)
+    assert message.startswith(f"{last}: ") and says in message and "\n" not in message
+    assert message.endswith("or set train.resume to false")
+    assert not (tmp_path / "unet").exists()
 
 
 def test_early_stopping_and_best_and_last_checkpoints(tiny_data, tmp_path, monkeypatch):

@@ -18,6 +18,24 @@ from segbench.errors import SegbenchError
 from segbench.io import read_json
 
 
+def load_state(path: Path, fix: str) -> dict:
+    """The dict saved in ``path``, read with ``weights_only=True`` (no code in the file ever
+    runs). Missing, damaged, not a torch file, or not a dict: a :class:`SegbenchError` naming
+    ``path`` and ending with ``fix`` (what the user should do)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SegbenchError(f"{path}: missing; {fix}") from None
+    except Exception as exc:  # UnpicklingError (code refused), RuntimeError, EOFError, ...
+        raise SegbenchError(
+            f"{path}: unreadable as a weights-only torch file ({type(exc).__name__}: it is "
+            f"damaged, truncated or not a segbench file); {fix}"
+        ) from None
+    if not isinstance(state, dict):
+        raise SegbenchError(f"{path}: holds a {type(state).__name__}, not a state dict; {fix}")
+    return state
+
+
 def require_checkpoint(ckpt: Path) -> Path:
     """``ckpt/last.pt``, or a user error saying there is nothing to resume."""
     last = ckpt / "last.pt"
@@ -93,10 +111,19 @@ def save_checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: Progress) 
     )
 
 
+# What last.pt holds (save_checkpoint above).
+_LAST_KEYS = ("fingerprint", "model", "optimizer", "schedule", "progress", "torch_rng")
+
+
 def restore_checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: Progress):
     """Load the last checkpoint into the objects; return the best weights so far."""
     last = require_checkpoint(ckpt)
-    state = torch.load(last, map_location="cpu", weights_only=True)
+    fix = f"delete {ckpt} to train from the first epoch, or set train.resume to false"
+    state = load_state(last, fix)
+    missing = sorted(set(_LAST_KEYS) - set(state))
+    if missing or not isinstance(state["fingerprint"], dict):
+        what = ", ".join(missing) or "a valid fingerprint"
+        raise SegbenchError(f"{last}: not a segbench resume checkpoint (missing {what}); {fix}")
     if state["fingerprint"] != fp:
         changed = sorted(
             k for k in fp if fp[k] != state["fingerprint"].get(k) and k != "train"
@@ -109,15 +136,21 @@ def restore_checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: Progres
             f"train.resume: the checkpoint in {ckpt} was made with other settings "
             f"({', '.join(changed)}); restore them, or set train.resume to false"
         )
-    load_model_state(model, state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    p = state["progress"]
-    prog.epoch, prog.best, prog.best_epoch = p["epoch"], p["best"], p["best_epoch"]
-    prog.bad_epochs, prog.history = p["bad_epochs"], list(p["history"])
-    torch.set_rng_state(state["torch_rng"])
+    try:
+        load_model_state(model, state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        p = state["progress"]
+        prog.epoch, prog.best, prog.best_epoch = p["epoch"], p["best"], p["best_epoch"]
+        prog.bad_epochs, prog.history = p["bad_epochs"], list(p["history"])
+        torch.set_rng_state(state["torch_rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise SegbenchError(
+            f"{last}: its saved state does not fit this model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); {fix}"
+        ) from None
     best = ckpt / "best.pt"
-    return torch.load(best, map_location="cpu", weights_only=True) if best.is_file() else None
+    return load_state(best, fix) if best.is_file() else None
 
 
 def resumed_run_id(ckpt: Path) -> str | None:

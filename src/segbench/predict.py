@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from segbench.checkpoint import load_model_state
+from segbench.checkpoint import load_model_state, load_state
 from segbench.data.normalize import intensity_range, standardize, to_unit
 from segbench.data.resize import resize_image, resize_mask, scaled_shape
 from segbench.devices import resolve_device
@@ -128,8 +128,8 @@ def load_predictor(
     else:  # torch models and ensembles: one state dict
         weights = model_dir / "weights.pt"
         try:
-            load_model_state(model, _load_weights(weights))
-        except RuntimeError as exc:  # keys or shapes differ from what the card builds
+            load_model_state(model, load_state(weights, "re-run its train stage"))
+        except (RuntimeError, TypeError, ValueError) as exc:  # not what the card builds
             raise SegbenchError(
                 f"{weights} does not fit the model {model_dir / 'card.json'} describes "
                 f"({str(exc).splitlines()[0]}); re-run its train stage"
@@ -149,18 +149,3 @@ def build_from_card(card: ModelCard):
     members = {m: (c.entry, c.in_channels) for m, c in (card.members or {}).items()}
     weights = [card.ensemble.weights[m] for m in members] if card.ensemble else None
     return build_ensemble(members, weights)
-
-
-def _load_weights(path: Path) -> dict:
-    """A state dict, read without running any code; a user error if missing or damaged."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SegbenchError(
-            f"{path}: missing, so the model directory is incomplete; re-run its train stage"
-        ) from None
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...
-        raise SegbenchError(
-            f"{path}: unreadable as a weights-only state dict ({type(exc).__name__}); the file "
-            "is damaged or not a segbench checkpoint: re-run its train stage"
-        ) from None
