@@ -266,6 +266,35 @@ def test_incomplete_model_dir_is_a_clear_error(models, tmp_path, capsys, damage,
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        (lambda tmp: tmp / "a-file" / "masks", "Not a directory"),
+        (lambda tmp: Path("/proc/segbench-masks"), "No such file or directory"),  # pseudo fs
+    ],
+    ids=["under-a-file", "proc"],
+)
+def test_an_output_folder_that_cannot_be_written_is_refused_first(tmp_path, capsys, where, says):
+    (tmp_path / "a-file").write_text("")
+    write_formats(tmp_path / "in")
+    out = where(tmp_path)
+    # The model directory does not exist: the output folder is checked before the model loads.
+    code, _, err = run_cli(["predict", str(tmp_path / "no-model"), str(tmp_path / "in"), str(out)],
+                           capsys)  # fmt: skip
+    assert code == 2 and err == (
+        f"error: {out}: cannot write there ({says}); choose another folder or fix its permissions\n"
+    )
+
+
+def test_a_refused_model_leaves_no_new_output_folder(tmp_path, capsys):
+    write_formats(tmp_path / "in")
+    out = tmp_path / "new" / "masks"
+    code, _, err = run_cli(["predict", str(tmp_path / "no-model"), str(tmp_path / "in"), str(out)],
+                           capsys)  # fmt: skip
+    assert code == 2 and "no-model" in err
+    assert not (tmp_path / "new").exists()  # both folders it made are gone again
+
+
 def test_overlays_are_rgb_at_image_size_with_the_mask_tinted(models, tmp_path, capsys):
     shapes = write_formats(tmp_path / "in")
     out = tmp_path / "out"

@@ -119,3 +119,41 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     tmp.rename(out)
+
+
+@contextlib.contextmanager
+def writable_dir(path: str | Path) -> Iterator[Path]:
+    """Create the folder ``path`` (with its missing parents) and write a probe file in it, before
+    any slow work; a :class:`SegbenchError` naming it if either fails (a path under a file, no
+    permission, a read-only or pseudo file system). If the body raises, the folders this created
+    are removed again while they are still empty, so a refused run leaves nothing behind."""
+    path = Path(path)
+    created, node = [], path
+    while not node.exists() and node != node.parent:
+        created.append(node)
+        node = node.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".segbench-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        _remove_empty(created)
+        raise SegbenchError(
+            f"{path}: cannot write there ({exc.strerror or type(exc).__name__}); choose another "
+            "folder or fix its permissions"
+        ) from None
+    try:
+        yield path
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) as long as each is empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

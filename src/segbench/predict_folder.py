@@ -14,6 +14,7 @@ file does not cost the masks of all the others.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 
 from segbench.decode import IMAGE_SUFFIXES
 from segbench.errors import SegbenchError
+from segbench.io import writable_dir
 
 OVERLAY_COLOR = np.array([255.0, 40.0, 40.0], dtype=np.float32)  # red: stands out on grey
 OVERLAY_ALPHA = 0.45
@@ -60,9 +62,11 @@ def predict_folder(
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     images, ignored = list_images(input_dir)
     _check_output_dir(input_dir, output_dir)
-    predictor = _load(model_dir, overlap=overlap, batch_size=batch_size, blend=blend)
     overlay_dir = output_dir / "overlays" if overlays else None
-    (overlay_dir or output_dir).mkdir(parents=True, exist_ok=True)
+    # Where the masks go is checked before the model loads (seconds to minutes); a refused
+    # model then leaves no new folder behind.
+    with writable_dir(overlay_dir or output_dir):
+        predictor = _load(model_dir, overlap=overlap, batch_size=batch_size, blend=blend)
     written, reasons = 0, {}
     for path in tqdm(images, desc="predict", unit="img"):
         try:
@@ -188,9 +192,15 @@ def _write_atomic(path: Path, array: np.ndarray, *, rgb: bool = False) -> None:
     try:
         if rgb:
             if not cv2.imwrite(str(tmp), np.ascontiguousarray(array[..., ::-1])):  # cv2: BGR
-                raise SegbenchError(f"{path}: could not write the overlay (is the disk full?)")
+                raise SegbenchError(
+                    f"{path}: could not write the overlay (check the folder's free space and "
+                    "permissions)"
+                )
         else:
             write_mask(tmp, array)
         os.replace(tmp, path)
+    except OSError as exc:  # the folder went away, filled up or turned read-only mid-run
+        raise SegbenchError(f"{path}: could not write it ({exc.strerror or exc})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a failed clean-up must not hide the reason
+            tmp.unlink(missing_ok=True)
