@@ -1,5 +1,10 @@
 """Bad files get a clear error naming them; failed stages leave no half-written output."""
 
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -36,3 +41,52 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
         raise RuntimeError("stage crashed")
     assert (out / "a.txt").read_text() == "first"  # the good output survives
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no partial directory left
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_runs_partial_output_is_removed_by_the_next_run(tmp_path):
+    out = tmp_path / "models" / "unet"
+    dead = tmp_path / "models" / f".unet.partial-{_dead_pid()}"  # kill -9: no clean-up ran
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "weights.pt").write_bytes(b"half")
+    live = tmp_path / "models" / f".unet.partial-{os.getppid()}"  # another run, still going
+    live.mkdir()
+    other = tmp_path / "models" / f".segformer.partial-{_dead_pid()}"  # not this output's
+    other.mkdir()
+    with atomic_dir(out) as tmp:
+        (tmp / "card.json").write_text("{}")
+    assert not dead.exists() and live.is_dir() and other.is_dir()
+    assert (out / "card.json").is_file()
+
+
+def test_dvc_ignores_partial_outputs_and_resume_checkpoints(tmp_path):
+    """A killed run's leftovers under models/ never enter the hash of `models` (the ensembles'
+    dependency) or of an output; the project's .dvcignore says so to a real DVC repo."""
+    from dvc.repo import Repo
+
+    from tests.conftest import REPO
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    shutil.copy(REPO / ".dvcignore", tmp_path / ".dvcignore")
+    repo = Repo.init(str(tmp_path))
+    models = tmp_path / "models"
+    for path in ("unet/weights.pt", ".unet.partial-123/weights.pt", ".unet.resume/last.pt"):
+        (models / path).parent.mkdir(parents=True, exist_ok=True)
+        (models / path).write_bytes(b"x")
+    ignore = repo.dvcignore
+    assert not ignore.is_ignored_dir(str(models / "unet"))
+    assert ignore.is_ignored_dir(str(models / ".unet.partial-123"))
+    assert ignore.is_ignored_dir(str(models / ".unet.resume"))
+    walked = {
+        os.path.relpath(os.path.join(root, f), models)
+        for root, _, files in ignore.walk(repo.fs, str(models))
+        for f in files
+    }
+    assert walked == {"unet/weights.pt"}
+    repo.close()

@@ -108,6 +108,7 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -119,6 +120,34 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     tmp.rename(out)
+
+
+def remove_stale_partials(out: str | Path) -> list[Path]:
+    """Remove ``.<out name>.partial-<pid>`` siblings of ``out`` whose process is gone (a run
+    killed with SIGKILL cannot clean up after itself); return what was removed. A folder of a
+    process that is still alive (another run) is left alone. DVC ignores these folders anyway
+    (``.dvcignore``), so until this runs they do not enter any hash."""
+    out = Path(out)
+    removed = []
+    for path in out.parent.glob(f".{out.name}.partial-*"):
+        pid = path.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
