@@ -8,20 +8,26 @@
 It registers ``segbench-pipeline/scheduled`` (cron schedule) and ``segbench-sweep/on-demand``
 (no schedule) with the server at PREFECT_API_URL, then runs until stopped (Ctrl-C), executing
 their runs in subprocesses of this process, one at a time: both flows run DVC in the same
-repository, and DVC's lock lets only one ``dvc repro`` in at a time.
+repository, and DVC's lock lets only one ``dvc repro`` in at a time. SIGTERM or Ctrl-C stops it
+within STOP_GRACE_S seconds, pausing the schedule on the way out while the server answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import httpx
 from pipeline import REPO, pipeline
-from prefect import serve
+from prefect.runner import Runner
 from prefect.schedules import Cron, Schedule
 from prefect.settings import get_current_settings
 from pydantic import ValidationError
@@ -34,6 +40,9 @@ from segbench.errors import SegbenchError, exit_on_user_error
 PIPELINE_DEPLOYMENT = "scheduled"  # segbench-pipeline/scheduled
 SWEEP_DEPLOYMENT = "on-demand"  # segbench-sweep/on-demand
 HEALTH_TIMEOUT_S = 5.0
+# Stopping, Prefect's runner pauses the schedule on the server; with the server gone its client
+# retries for a minute or more. Past this many seconds after SIGTERM or Ctrl-C, exit anyway.
+STOP_GRACE_S = 8.0
 
 _START_SERVER = (
     "start one with `prefect server start --host 127.0.0.1` (in another terminal), then "
@@ -112,8 +121,51 @@ def main(argv: list[str] | None = None) -> None:
     schedule = cron_schedule(args.cron or defaults.cron, args.timezone or defaults.timezone)
     read_graph(root).select(args.targets)  # an unknown stage fails now, not at 3 am
     check_api(get_current_settings().api.url)
-    # limit=1: one flow run at a time, see the module docstring.
-    serve(*deployments(root, schedule, args.targets), limit=1)
+    serve_until_stopped(deployments(root, schedule, args.targets))
+
+
+def _exit_by_deadline(status: int, grace_s: float = STOP_GRACE_S) -> None:
+    """Exit with ``status`` in ``grace_s`` seconds unless the process has ended by then."""
+
+    def deadline() -> None:
+        time.sleep(grace_s)
+        print(
+            f"error: Prefect did not shut down within {grace_s:.0f} s (is the server gone?); "
+            "exiting without pausing the schedule",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(status)
+
+    threading.Thread(target=deadline, name="stop-deadline", daemon=True).start()
+
+
+class _Runner(Runner):
+    """Prefect's runner, whose SIGTERM handling (graceful: stop, pause, exit 0) has a deadline."""
+
+    def handle_sigterm(self, *args, **kwargs) -> None:
+        _exit_by_deadline(128 + signal.SIGTERM)
+        super().handle_sigterm(*args, **kwargs)
+
+
+def serve_until_stopped(served: list) -> None:
+    """Serve the deployments (flow runs in subprocesses, one at a time: limit=1, see the
+    module docstring) until SIGTERM or Ctrl-C; either stops it within STOP_GRACE_S."""
+    runner = _Runner(pause_on_shutdown=True, limit=1)
+    for deployment in served:
+        runner.add_deployment(deployment)
+
+    def on_sigint(signum, frame):
+        _exit_by_deadline(128 + signal.SIGINT)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    names = ", ".join(f"{d.flow_name}/{d.name}" for d in served)
+    print(f"serving {names} (Ctrl-C to stop)", flush=True)
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
 
 
 if __name__ == "__main__":

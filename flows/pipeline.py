@@ -14,6 +14,7 @@ user errors such as bad params, which would fail the same way again.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Collection
@@ -24,6 +25,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow, get_run_logger, task
+from prefect.exceptions import FailedRun
+from prefect.states import Failed
 
 from segbench.dag import (
     StageFailed,
@@ -37,6 +40,20 @@ from segbench.dag import (
 from segbench.errors import USER_ERROR_EXIT, SegbenchError
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class _ChosenFailure(logging.Filter):
+    """Prefect's engine logs a traceback for a deployment's flow run that ends Failed even when
+    the flow chose that state (FailedRun) after logging the reason in one line; drop that one
+    record. Flows that raise (a stage that failed) keep Prefect's log as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, FailedRun)
+
+
+# Loaded before the engine runs the flow (a served run imports this file first).
+logging.getLogger("prefect.flow_runs").addFilter(_ChosenFailure())
 
 
 def _retry_unless_user_error(task, task_run, state) -> bool:
@@ -91,9 +108,14 @@ def pipeline(
 ) -> dict[str, dict]:
     """Run the stages of ``root``'s ``dvc.yaml`` (only ``targets`` and what they depend on, if
     given) in graph order; return (and print) the DVC metrics of the workspace,
-    ``{metrics file: {name: value}}``."""
+    ``{metrics file: {name: value}}``. Unknown targets (a deployment run's parameters are not
+    checked by the command line) fail the run with one line in its log."""
     graph = read_graph(root)
-    stages = graph.select(targets)
+    try:
+        stages = graph.select(targets)
+    except SegbenchError as exc:
+        get_run_logger().error(f"error: {exc}")
+        return Failed(message=str(exc))
     print(f"stages, in DVC graph order: {', '.join(stages)}")
     run_stages(root, graph, stages, force=stages if force else ())
     metrics = metrics_show(root)

@@ -5,6 +5,7 @@ is no server to talk to or the schedule is invalid."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import sys
 import time
@@ -71,14 +72,18 @@ def test_bad_schedule_or_target_is_one_line_and_exit_2(tmp_path, args, message):
 def test_deployments_on_a_real_server(repo_copy, tmp_path):
     """deploy.py registers the scheduled pipeline and the on-demand sweep; a run triggered
     through the API runs fetch and prepare, the next one finds them up to date and starts no
-    stage, and a changed param re-runs its stage and what depends on it."""
+    stage, and a changed param re-runs its stage and what depends on it. A run with an unknown
+    target fails with one line; with its server gone, deploy.py still stops on SIGTERM."""
     from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     home, log = tmp_path / "prefect_home", tmp_path / "deploy.log"
     args = ["--cron", CRON, "--timezone", "Europe/Berlin"]
+    server = contextlib.ExitStack()
+    url = server.enter_context(prefect_server(home))
     with (
-        prefect_server(home) as url,
+        server,
         serving(repo_copy, args, prefect_env(home, url), log) as deploy,
         # Only this block talks to this server; the session's test harness stays as it is.
         temporary_settings(updates={PREFECT_API_URL: url}),
@@ -106,6 +111,19 @@ def test_deployments_on_a_real_server(repo_copy, tmp_path):
         ran, logs = run_prepare(client, log)
         assert ran == ["fetch", "prepare"], logs
         assert "DVC status: 1 of 3 stages changed" in logs
+
+        # A run's parameters are not checked by deploy.py's command line: a typo fails the run.
+        run = run_deployment(PIPELINE, parameters={"targets": ["prepar"]}, timeout=240)
+        assert run.state.is_failed() and "unknown stage 'prepar'" in run.state.message
+        logs = flow_run_logs(client, run.id, until="Finished in state")
+        assert "error: unknown stage 'prepar'" in logs and "Traceback" not in logs, logs
+        assert task_run_names(client, run.id) == []  # no stage started
+
+        # The server goes away; SIGTERM still stops deploy.py (its shutdown would retry the
+        # server for minutes; it has a deadline of deploy.STOP_GRACE_S = 8 s).
+        server.close()
+        deploy.send_signal(signal.SIGTERM)
+        assert deploy.wait(timeout=30) in (0, 128 + signal.SIGTERM), log.read_text()[-3000:]
 
 
 @contextlib.contextmanager
