@@ -97,20 +97,20 @@ def test_deployments_on_a_real_server(repo_copy, tmp_path):
         assert sweep.schedules == []
 
         ran, logs = run_prepare(client, log)
-        assert ran == ["code", "fetch", "prepare"], logs
+        assert ran == ["code", "check", "fetch", "prepare"], logs
         assert any((repo_copy / "data" / "tiles").iterdir())
         # Nothing changed: DVC's status says so and no stage process starts.
         ran, logs = run_prepare(client, log)
         assert ran == [], logs
-        assert "DVC status: 0 of 3 stages changed" in logs
+        assert "DVC status: 0 of 4 stages changed" in logs
         assert "fetch: up to date" in logs and "prepare: up to date" in logs
-        # A fetch param changed: fetch re-runs, and prepare because fetch ran.
+        # A fetch param changed: check (every key) and fetch re-run, and prepare because fetch ran.
         params = yaml.safe_load((repo_copy / "params.yaml").read_text())
         params["data"]["synthetic"]["n_images"] += 2
         (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         ran, logs = run_prepare(client, log)
-        assert ran == ["fetch", "prepare"], logs
-        assert "DVC status: 1 of 3 stages changed" in logs
+        assert ran == ["check", "fetch", "prepare"], logs
+        assert "DVC status: 2 of 4 stages changed" in logs
 
         # A run's parameters are not checked by deploy.py's command line: a typo fails the run.
         run = run_deployment(PIPELINE, parameters={"targets": ["prepar"]}, timeout=240)

@@ -31,7 +31,7 @@ def load_flow_module(name: str = "pipeline"):
 
 def test_stage_order_comes_from_dvc_yaml():
     order = stage_order(REPO)
-    assert order[:6] == ["code", "fetch", "prepare", "sweep_plan", "sweep", "promote"]
+    assert order[:7] == ["code", "check", "fetch", "prepare", "sweep_plan", "sweep", "promote"]
     assert order[-1] == "report"
     models = tuple(real_params_raw()["models"])  # every entry, SAM's included
     assert {"otsu", "unet", "sam_box", "sam_lora"} <= set(models)
@@ -40,16 +40,18 @@ def test_stage_order_comes_from_dvc_yaml():
         # The ensemble depends on the whole models/ directory: it comes after every train@.
         assert order.index(f"train@{model}") < order.index("ensemble@ensemble")
     assert order.index("ensemble@ensemble") < order.index("evaluate_ensemble@ensemble")
-    assert len(order) == 7 + 2 * len(models) + 2
+    assert len(order) == 8 + 2 * len(models) + 2
 
 
 def test_targets_select_their_upstream_in_graph_order():
     graph = read_graph(REPO)
     assert graph.select(None) == graph.select([]) == list(graph.order)
-    assert graph.select(["prepare"]) == ["code", "fetch", "prepare"]
+    # check validates all of params.yaml before any stage can delete an output.
+    assert graph.select(["prepare"]) == ["code", "check", "fetch", "prepare"]
     # train@ reads the sweep's promoted values, so the sweep is upstream of every model.
     assert graph.select(["evaluate@unet"]) == [
         "code",
+        "check",
         "fetch",
         "prepare",
         "sweep_plan",
@@ -90,7 +92,7 @@ def test_sweep_flow_runs_the_sweep_its_upstream_and_promote():
     sweep_flow = load_flow_module("sweep")
     graph = read_graph(REPO)
     selected = graph.select(sweep_flow.sweep_targets(graph))
-    assert selected == ["code", "fetch", "prepare", "sweep_plan", "sweep", "promote"]
+    assert selected == ["code", "check", "fetch", "prepare", "sweep_plan", "sweep", "promote"]
     without = StageGraph(("fetch", "prepare"), {"fetch": frozenset(), "prepare": {"fetch"}})
     with pytest.raises(SegbenchError, match=r"no stage named 'sweep'.*fetch, prepare"):
         sweep_flow.sweep_targets(without)
@@ -130,9 +132,9 @@ def test_only_changed_stages_and_what_follows_a_run_start():
 def test_user_errors_are_not_retried(repo_copy):
     params = repo_copy / "params.yaml"
     params.write_text(params.read_text().replace("epochs: 2", "epochs: 0"))
-    repro_stage("code", repo_copy)  # fetch depends on the digest of its code
+    repro_stage("code", repo_copy)  # check depends on the digest of its code
     with pytest.raises(StageFailed) as info:
-        repro_stage("fetch", repo_copy)
+        repro_stage("check", repo_copy)  # every key is checked there, before any stage
     assert info.value.user_error and "train.epochs" in str(info.value)
     flow_module = load_flow_module()
     assert not flow_module._retry_unless_user_error(None, None, _FailedState(info.value))

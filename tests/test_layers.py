@@ -34,7 +34,7 @@ LAYERS = [
         "threshold",
         "figures",
     },
-    {"fetch", "prepare", "training", "evaluate", "predict", "predict_folder"},
+    {"check", "fetch", "prepare", "training", "evaluate", "predict", "predict_folder"},
     {"sweep", "ensemble", "report", "comparison"},
     {"dag", "codedeps", "commands", "cli"},
 ]

@@ -219,6 +219,47 @@ def test_a_code_edit_reruns_only_the_stages_that_can_run_the_file(run):
     assert re.findall(r"Running stage '([^']+)'", out) == ["code", "report"]
 
 
+def _outputs(repo: Path) -> dict[str, int]:
+    """Every file of the stages' outputs, with its modification time in nanoseconds."""
+    folders = ("data", "models", "ensembles", "sweeps", "promoted", "eval", "reports", "plans")
+    return {
+        str(path.relative_to(repo)): path.stat().st_mtime_ns
+        for folder in folders
+        for path in (repo / folder).rglob("*")
+        if path.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("data.split.test", 0.35, "data.split.train: train + val + test must sum to 1"),  # fetch's
+        ("prepare.tile_size", 4096, "prepare.tile_size"),  # prepare's: data/tiles was deleted
+        ("train.lr", -0.1, "train.lr"),  # the sweep's and every model's: sweeps/ was deleted
+        ("models.unet.encoder_name", "resnet999", "models.unet.encoder_name: unknown encoder"),
+    ],
+)
+def test_a_bad_value_stops_at_check_and_every_output_stays(run, key, value, named):
+    before = _outputs(run.repo)
+    params = run.repo / "params.yaml"
+    original = params.read_text()
+    raw = yaml.safe_load(original)
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        proc = dvc(run.repo, "repro", check=False)
+    finally:
+        params.write_text(original)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and re.findall(r"Running stage '([^']+)'", said) == ["check"]
+    assert f"error: params.yaml: {named}" in said and "Traceback" not in said, said
+    assert _outputs(run.repo) == before  # nothing deleted, nothing rewritten
+
+
 def test_an_experiment_reruns_only_what_depends_on_the_changed_key(run):
     """Last: it changes the workspace."""
     exp = dvc(run.repo, "exp", "run", "-S", "models.otsu.smooth_sigma=2.0")

@@ -13,6 +13,7 @@ import sys
 
 from segbench.commands import (
     add_params_option,
+    check,
     code,
     ensemble,
     evaluate,
@@ -31,6 +32,7 @@ from segbench.errors import exit_on_user_error
 
 COMMANDS = (
     code,
+    check,
     fetch,
     prepare,
     sweep_plan,
