@@ -233,9 +233,10 @@ def _outputs(repo: Path) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("key", "value", "named"),
     [
-        ("data.split.test", 0.35, "data.split.train: train + val + test must sum to 1"),  # fetch's
-        ("prepare.tile_size", 4096, "prepare.tile_size"),  # prepare's: data/tiles was deleted
-        ("train.lr", -0.1, "train.lr"),  # the sweep's and every model's: sweeps/ was deleted
+        # fetch's (data/raw was emptied); prepare's tile size, the sweep's and every model's
+        # train.lr go through the same check (tests/test_check.py, tests/test_config.py).
+        ("data.split.test", 0.35, "data.split.train: train + val + test must sum to 1"),
+        # Found only by smp, not the schema: models/unet was deleted.
         ("models.unet.encoder_name", "resnet999", "models.unet.encoder_name: unknown encoder"),
     ],
 )
