@@ -37,11 +37,12 @@ run: setup
 	@segbench summary reports
 
 # Tests run in parallel, one process per core (pytest-xdist, one torch thread each: conftest.py).
-# loadgroup keeps the tests that share one end-to-end pipeline run (xdist_group) on one worker.
+# loadfile keeps each test file on one worker, so a module fixture (the end-to-end pipeline run,
+# a trained model, a built report) is made once, not once per worker.
 PYTEST_WORKERS ?= auto
 
 test: setup
-	pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The edit loop: every test not marked slow (no pipeline, server or Ray), under a minute.
 test-fast: setup

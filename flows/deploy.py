@@ -42,7 +42,8 @@ SWEEP_DEPLOYMENT = "on-demand"  # segbench-sweep/on-demand
 HEALTH_TIMEOUT_S = 5.0
 # Stopping, Prefect's runner pauses the schedule on the server; with the server gone its client
 # retries for a minute or more. Past this many seconds after SIGTERM or Ctrl-C, exit anyway.
-STOP_GRACE_S = 8.0
+# SEGBENCH_DEPLOY_STOP_GRACE_S overrides it (the tests shorten it).
+STOP_GRACE_S = float(os.environ.get("SEGBENCH_DEPLOY_STOP_GRACE_S", "8"))
 
 _START_SERVER = (
     "start one with `prefect server start --host 127.0.0.1` (in another terminal), then "

@@ -120,7 +120,7 @@ def test_deployments_on_a_real_server(repo_copy, tmp_path):
         assert task_run_names(client, run.id) == []  # no stage started
 
         # The server goes away; SIGTERM still stops deploy.py (its shutdown would retry the
-        # server for minutes; it has a deadline of deploy.STOP_GRACE_S = 8 s).
+        # server for over a minute; deploy.STOP_GRACE_S, 3 s here, is its deadline).
         server.close()
         deploy.send_signal(signal.SIGTERM)
         assert deploy.wait(timeout=30) in (0, 128 + signal.SIGTERM), log.read_text()[-3000:]
@@ -130,6 +130,7 @@ def test_deployments_on_a_real_server(repo_copy, tmp_path):
 def serving(repo: Path, args: list[str], env: dict[str, str], log: Path):
     """``python flows/deploy.py ARGS`` running in ``repo`` (output to ``log``) until exit."""
     env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}  # take triggered runs at once, not in 10 s
+    env["SEGBENCH_DEPLOY_STOP_GRACE_S"] = "3"  # the shutdown deadline, shortened from 8 s
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "flows/deploy.py", *args],
