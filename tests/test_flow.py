@@ -88,6 +88,7 @@ def test_unknown_targets_on_the_command_line_are_one_line():
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # imports the Prefect flows (~2 s)
 def test_sweep_flow_runs_the_sweep_its_upstream_and_promote():
     sweep_flow = load_flow_module("sweep")
     graph = read_graph(REPO)

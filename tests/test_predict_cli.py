@@ -158,6 +158,7 @@ def test_corrupt_images_are_skipped_and_the_rest_kept(models, tmp_path, capsys):
     assert f"warning: skipped {tmp_path / 'in' / 'cut.png'}: cannot decode image" in err
 
 
+@pytest.mark.slow  # a fresh process importing torch (~2 s)
 def test_cli_exits_2_naming_skipped_files_without_traceback(models, tmp_path):
     """As a real process: the masks of the good images stay, the status says something failed."""
     folder = tmp_path / "in"

@@ -169,6 +169,7 @@ def test_promote_without_a_sweep_of_that_entry_says_what_to_run(small_params_raw
     assert not (tmp_path / "promoted").exists()  # nothing half-written
 
 
+@pytest.mark.slow  # a fresh process importing torch (~2 s)
 def test_cli_reports_a_bad_space_without_traceback(small_params_raw, tmp_path):
     raw = with_sweep(small_params_raw, space={"train": {"learning_rate": [0.1]}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))

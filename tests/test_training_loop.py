@@ -132,6 +132,7 @@ def test_resume_needs_a_matching_checkpoint(tiny_data, tmp_path):
         train("unet", parse_params(raw_params(resume=True)), tiles, tmp_path / "unet")
 
 
+@pytest.mark.slow  # a training set up three times (~4 s)
 @pytest.mark.parametrize(
     ("damage", "says"),
     [
