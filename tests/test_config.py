@@ -149,6 +149,10 @@ def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
         f"{twice}: key 'epochs' given twice in one mapping, on lines {line} and {line + 1} "
         "(YAML would keep only the last); keep one"
     )
+    # A key YAML cannot use (a list) is PyYAML's own error, not a crash of the check.
+    twice.write_text("train:\n  ? [a, b]\n  : 1\n")
+    with pytest.raises(SegbenchError, match=r"not valid YAML .*unhashable"):
+        load_params(twice)
     # The same key in two different mappings is fine (every section has its own `seed`).
     assert text.count("  seed: 0") > 1 and load_params(REPO / "params.yaml")
 

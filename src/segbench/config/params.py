@@ -9,6 +9,7 @@ file itself is validated, so nothing can train with a value the pipeline would r
 from __future__ import annotations
 
 import copy
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, typing.Hashable):
+                continue  # PyYAML's own construct_mapping refuses it, with the line
             if key in seen:
                 raise DuplicateKey(
                     f"key {key!r} given twice in one mapping, on lines {seen[key]} and {line} "
