@@ -109,13 +109,10 @@ def only_models(raw: dict, models, ensembles=()) -> dict:
 
 
 def deep_update(base: dict, overrides: dict) -> dict:
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_update(out[key], value)
-        else:
-            out[key] = value
-    return out
+    """``base`` with ``overrides`` written over it (segbench's own merge of a params mapping)."""
+    from segbench.config.params import merge_raw
+
+    return merge_raw(base, overrides)
 
 
 @pytest.fixture

@@ -209,10 +209,11 @@ def test_cli_reports_bad_params_without_traceback(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_every_override_file_in_configs_is_valid_over_params_yaml(name):
-    from segbench.commands.experiment import command, merged
+    from segbench.commands.experiment import command
+    from segbench.config.params import merge_raw
 
     overrides = yaml.safe_load((REPO / "configs" / name).read_text())
-    parse_params(merged(real_params_raw(), overrides))
+    parse_params(merge_raw(real_params_raw(), overrides))
     cmd = command(str(REPO / "params.yaml"), str(REPO / "configs" / name), [])
     assert cmd[1:5] == ["-m", "dvc", "exp", "run"]
     sets = cmd[5::2]

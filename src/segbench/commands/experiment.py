@@ -43,17 +43,6 @@ def parse_args(parser, argv: list[str]):
     return args
 
 
-def merged(base: dict, overrides: dict) -> dict:
-    """``base`` with ``overrides`` written over it, mapping by mapping."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def set_params(base: dict, overrides: dict, prefix: str = "") -> list[str]:
     """``key=value`` for ``dvc exp run -S``: one per leaf of ``overrides``, descending only
     where ``base`` has a mapping too (so a list or a new entry is set whole)."""
@@ -72,12 +61,13 @@ def set_params(base: dict, overrides: dict, prefix: str = "") -> list[str]:
 def command(params_file: str, overrides_file: str, dvc_args: list[str]) -> list[str]:
     """The ``dvc exp run`` command line; the merged params are validated first."""
     from segbench.config import load_raw, parse_params
+    from segbench.config.params import merge_raw
 
     base = load_raw(params_file)
     overrides: Any = load_raw(overrides_file)
     if not isinstance(overrides, dict):
         raise SegbenchError(f"{overrides_file}: expected a mapping of params keys")
-    parse_params(merged(base, overrides), source=f"{params_file} + {overrides_file}")
+    parse_params(merge_raw(base, overrides), source=f"{params_file} + {overrides_file}")
     sets = [arg for pair in set_params(base, overrides) for arg in ("-S", pair)]
     return [sys.executable, "-m", "dvc", "exp", "run", *sets, *dvc_args]
 

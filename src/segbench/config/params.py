@@ -222,6 +222,18 @@ def parse_params(raw: Any, *, source: str = "params.yaml", check_values: bool = 
     return params
 
 
+def merge_raw(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` written over it, mapping by mapping (a raw params mapping and
+    a file of differences, e.g. ``configs/full-scale.yaml``); neither is modified."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_raw(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 class DuplicateKey(yaml.YAMLError):
     """A mapping of a YAML file that gives one key twice."""
 
