@@ -105,11 +105,11 @@ def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
     time.sleep(0.5)  # a zygote's child ends on its client's death (segbench.zygote's watchdog)
     assert not (tmp_path / "resumed").exists()  # nothing half-written where DVC looks
 
-    params = raw_params(epochs=epochs, resume=True)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    # The same command again, params untouched: it continues by itself.
     resumed = run_stage_script(tmp_path, *args, "--out", "resumed")
-    _out, err = resumed.communicate(timeout=300)
+    out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
+    assert "train@unet: resuming after epoch " in out
 
     a = read_csv(tmp_path / "whole" / "history.csv")
     b = read_csv(tmp_path / "resumed" / "history.csv")
@@ -126,36 +126,106 @@ def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
     assert not resume_dir_for(tmp_path / "resumed").exists()  # finished: checkpoints cleared
 
 
-def test_resume_needs_a_matching_checkpoint(tiny_data, tmp_path):
+class Killed(Exception):
+    """Stands for a kill -9 after an epoch was checkpointed (the process dies, files stay)."""
+
+
+def _killed_after_first_epoch(tiles, out, params):
+    def on_epoch(row):
+        if row["epoch"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train("unet", params, tiles, out, on_epoch=on_epoch)
+    assert (resume_dir_for(out) / "last.pt").is_file()
+
+
+def test_a_killed_training_continues_by_itself_unless_told_to_start_afresh(
+    tiny_data, tmp_path, capsys
+):
     _, tiles, _ = tiny_data
-    with pytest.raises(SegbenchError, match=r"train\.resume: no checkpoint"):
-        train("unet", parse_params(raw_params(resume=True)), tiles, tmp_path / "unet")
+    params, out = parse_params(raw_params(epochs=2)), tmp_path / "unet"
+    _killed_after_first_epoch(tiles, out, params)
+    assert not out.exists()  # nothing half-written where DVC looks
+    seen = []
+    train("unet", params, tiles, out, on_epoch=lambda row: seen.append(row["epoch"]))
+    assert seen == [2]  # epoch 1 came from the checkpoint
+    assert f"train@unet: resuming after epoch 1 from the checkpoint in {resume_dir_for(out)}" in (
+        capsys.readouterr().out
+    )
+    assert len(read_csv(out / "history.csv")) == 2 and not resume_dir_for(out).exists()
+
+    _killed_after_first_epoch(tiles, out, params)
+    seen.clear()
+    train("unet", params, tiles, out, on_epoch=lambda row: seen.append(row["epoch"]), resume=False)
+    assert seen == [1, 2]
+    assert "starting from the first epoch as asked" in capsys.readouterr().out
 
 
-@pytest.mark.slow  # a training set up three times (~4 s)
+def test_the_cli_opt_out_reaches_training(tiny_data, tmp_path, monkeypatch):
+    from segbench.commands import train as command
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: seen.update(k) or {})
+    monkeypatch.setattr("segbench.training.train", train_module.train)
+    _, tiles, _ = tiny_data
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params()))
+    argv = ["unet", "--tiles", str(tiles), "--out", str(tmp_path / "u")]
+    argv += ["--params", str(tmp_path / "params.yaml")]
+    for env, extra, fresh in [(None, [], False), ("0", [], True), (None, ["--fresh"], True)]:
+        if env is None:
+            monkeypatch.delenv("SEGBENCH_RESUME", raising=False)
+        else:
+            monkeypatch.setenv("SEGBENCH_RESUME", env)
+        command.main(argv + extra)
+        assert seen["resume"] is not fresh
+
+
+def _other_settings(last):
+    state = {k: {} for k in ("model", "optimizer", "schedule")}
+    state |= {"fingerprint": {"train": {"lr": 9.0}}, "progress": {"epoch": 1}, "torch_rng": None}
+    torch.save(state, last)
+
+
+@pytest.mark.slow  # a training set up five times (~6 s)
 @pytest.mark.parametrize(
     ("damage", "says"),
     [
         (lambda last: last.write_bytes(last.read_bytes()[:500]), "unreadable as a weights-only"),
         (lambda last: torch.save(argparse.Namespace(), last), "unreadable as a weights-only"),
         (lambda last: torch.save({"model": {}}, last), "not a segbench resume checkpoint"),
+        (lambda last: torch.save([1, 2], last), "holds a list, not a state dict"),
+        (_other_settings, "made with other settings (the training code, data_version, entry, "),
     ],
-    ids=["truncated", "an-object", "other-keys"],  # a list: tests/test_predict_cli.py
+    ids=["truncated", "an-object", "other-keys", "a-list", "other-settings"],
 )
-def test_a_damaged_resume_checkpoint_is_one_line_saying_what_to_do(
-    tiny_data, tmp_path, damage, says
+def test_a_checkpoint_that_cannot_be_resumed_starts_afresh_saying_why(
+    tiny_data, tmp_path, capsys, damage, says
 ):
     _, tiles, _ = tiny_data
     last = resume_dir_for(tmp_path / "unet") / "last.pt"
     last.parent.mkdir(parents=True)
-    last.write_bytes(b"")
+    torch.save({}, last)
     damage(last)
-    with pytest.raises(SegbenchError) as info:
-        train("unet", parse_params(raw_params(resume=True)), tiles, tmp_path / "unet")
-    message = str(info.value)
-    assert message.startswith(f"{last}: ") and says in message and "\n" not in message
-    assert message.endswith("or set train.resume to false")
-    assert not (tmp_path / "unet").exists()
+    metrics = train("unet", parse_params(raw_params(epochs=1)), tiles, tmp_path / "unet")
+    assert metrics["epochs_run"] == 1
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("train@unet: ")]
+    assert says in line and line.endswith(": starting from the first epoch")
+
+
+def test_a_checkpoint_written_by_other_code_is_not_continued(tiny_data, tmp_path, monkeypatch):
+    _, tiles, _ = tiny_data
+    params, out = parse_params(raw_params(epochs=2)), tmp_path / "unet"
+    _killed_after_first_epoch(tiles, out, params)
+    monkeypatch.setattr(train_module, "module_digest", lambda name: "edited")
+    seen = []
+    train("unet", params, tiles, out, on_epoch=lambda row: seen.append(row["epoch"]))
+    assert seen == [1, 2]
+
+
+def test_the_removed_resume_key_is_one_line_saying_what_to_do():
+    with pytest.raises(SegbenchError, match=r"train\.resume: no longer a setting \(remove it\)"):
+        parse_params(raw_params(resume=True))
 
 
 def test_early_stopping_and_best_and_last_checkpoints(tiny_data, tmp_path, monkeypatch):
@@ -196,7 +266,7 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(
         return poisoned
 
     monkeypatch.setattr(train_module, "build_loss", build_loss)
-    with pytest.raises(SegbenchError, match=r"NaN or infinite in epoch \d .*train\.resume"):
+    with pytest.raises(SegbenchError, match=r"NaN or infinite in epoch \d .*continues from it"):
         train("unet", parse_params(raw_params(epochs=3)), tiles, tmp_path / "unet")
     assert not (tmp_path / "unet").exists()
     kept = torch.load(resume_dir_for(tmp_path / "unet") / "last.pt", weights_only=True)

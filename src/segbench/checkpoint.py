@@ -1,9 +1,12 @@
-"""Per-epoch training checkpoints, so a killed run can continue (``train.resume``).
+"""Per-epoch training checkpoints, so a killed run continues by itself when it is run again.
 
 While ``models/<m>`` trains, ``models/.<m>.resume/`` holds ``last.pt`` (model, optimiser,
 schedule, progress and RNG state of the last completed epoch, written atomically), ``best.pt``
 (the best weights so far) and ``mlflow.json`` (the run to keep logging into). A checkpoint is
-only resumed under the settings that made it (its fingerprint).
+resumed only when its fingerprint matches: the same model, preparation and training settings,
+the same data version and the same training code (:func:`resumable`); otherwise training starts
+from the first epoch and says why. No setting turns this on, so none can be left on by mistake;
+``SEGBENCH_RESUME=0`` (or ``segbench train --fresh``) is the opt-out.
 """
 
 from __future__ import annotations
@@ -36,26 +39,65 @@ def load_state(path: Path, fix: str) -> dict:
     return state
 
 
-def require_checkpoint(ckpt: Path) -> Path:
-    """``ckpt/last.pt``, or a user error saying there is nothing to resume."""
-    last = ckpt / "last.pt"
-    if not last.is_file():
-        raise SegbenchError(
-            f"train.resume: no checkpoint at {last} (training finished or never completed an "
-            "epoch); set train.resume to false to start afresh"
-        )
-    return last
-
-
 def resume_dir_for(out_dir: Path) -> Path:
     """Where the per-epoch checkpoints of ``out_dir`` live while it trains."""
     return out_dir.parent / f".{out_dir.name}.resume"
 
 
-def fingerprint(config: dict) -> dict:
-    """What must match for a checkpoint to be resumed: all but the resume switch itself."""
-    train = {k: v for k, v in config["train"].items() if k not in ("resume", "devices")}
-    return {**config, "train": train}
+def fingerprint(config: dict, code: str) -> dict:
+    """What must match for a checkpoint to be resumed: the model card's configuration (entry,
+    preparation, training settings, data version) less the number of DDP processes (a resumed
+    run may use other hardware), and ``code``, the digest of the training code
+    (:func:`segbench.codedeps.module_digest`)."""
+    train = {k: v for k, v in (config["train"] or {}).items() if k != "devices"}
+    return {**config, "train": train, "code": code}
+
+
+def _changed(fp: dict, old: dict) -> list[str]:
+    """The dotted keys whose values differ between two fingerprints."""
+    out = []
+    for key in sorted(set(fp) | set(old)):
+        a, b = fp.get(key), old.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append("the training code" if key == "code" else key)
+    return out
+
+
+def resumable(ckpt: Path, fp: dict) -> tuple[dict | None, str]:
+    """``(state, why)``: the state of ``ckpt/last.pt`` when it can be resumed under the
+    fingerprint ``fp`` (``why`` then says from which epoch); else ``(None, why)``, ``why``
+    saying why training starts afresh ("" when there is simply no checkpoint). Nothing here
+    raises: a damaged or foreign file is a reason to start afresh, and is never executed
+    (``weights_only``)."""
+    last = ckpt / "last.pt"
+    if not last.is_file():
+        return None, ""
+    try:
+        state = load_state(last, "")
+    except SegbenchError as exc:
+        return None, f"{str(exc).rstrip('; ')}: starting from the first epoch"
+    missing = sorted(set(_LAST_KEYS) - set(state))
+    if missing or not isinstance(state["fingerprint"], dict):
+        what = ", ".join(missing) or "a valid fingerprint"
+        return None, (
+            f"{last}: not a segbench resume checkpoint (missing {what}): starting from the "
+            "first epoch"
+        )
+    if state["fingerprint"] != fp:
+        changed = _changed(fp, state["fingerprint"])
+        more = f" and {len(changed) - 4} more" if len(changed) > 5 else ""
+        changed = ", ".join(changed[:4] if more else changed) + more
+        return None, (
+            f"the checkpoint in {ckpt} was made with other settings ({changed}): starting "
+            "from the first epoch"
+        )
+    progress = state["progress"]
+    epoch = progress.get("epoch") if isinstance(progress, dict) else None
+    if not isinstance(epoch, int):
+        return None, f"{last}: its progress is unreadable: starting from the first epoch"
+    return state, f"resuming after epoch {epoch} from the checkpoint in {ckpt}"
 
 
 def model_state(model) -> dict:
@@ -115,27 +157,11 @@ def save_checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: Progress) 
 _LAST_KEYS = ("fingerprint", "model", "optimizer", "schedule", "progress", "torch_rng")
 
 
-def restore_checkpoint(ckpt: Path, fp, model, optimizer, schedule, prog: Progress):
-    """Load the last checkpoint into the objects; return the best weights so far."""
-    last = require_checkpoint(ckpt)
-    fix = f"delete {ckpt} to train from the first epoch, or set train.resume to false"
-    state = load_state(last, fix)
-    missing = sorted(set(_LAST_KEYS) - set(state))
-    if missing or not isinstance(state["fingerprint"], dict):
-        what = ", ".join(missing) or "a valid fingerprint"
-        raise SegbenchError(f"{last}: not a segbench resume checkpoint (missing {what}); {fix}")
-    if state["fingerprint"] != fp:
-        changed = sorted(
-            k for k in fp if fp[k] != state["fingerprint"].get(k) and k != "train"
-        ) + sorted(
-            f"train.{k}"
-            for k in fp["train"]
-            if fp["train"][k] != state["fingerprint"]["train"].get(k)
-        )
-        raise SegbenchError(
-            f"train.resume: the checkpoint in {ckpt} was made with other settings "
-            f"({', '.join(changed)}); restore them, or set train.resume to false"
-        )
+def restore_checkpoint(ckpt: Path, state: dict, model, optimizer, schedule, prog: Progress):
+    """Load ``state`` (from :func:`resumable`) into the objects; return the best weights so
+    far."""
+    last = ckpt / "last.pt"
+    fix = f"delete {ckpt} (or set SEGBENCH_RESUME=0) to train from the first epoch"
     try:
         load_model_state(model, state["model"])
         optimizer.load_state_dict(state["optimizer"])

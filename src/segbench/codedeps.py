@@ -111,6 +111,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@cache
+def module_digest(module: str) -> str:
+    """The sha256 of the files running ``module`` (a segbench module, dotted) can execute: the
+    module, its import closure and the files they read, as installed. Training keeps it in its
+    resume checkpoint, so a checkpoint is never continued by code that did not write it."""
+    graph = ImportGraph(Path(__file__).resolve().parents[1])  # the src/ (or site-packages/)
+    path = graph.modules[module]
+    digest = hashlib.sha256()
+    for file in graph.files(path):
+        digest.update(file.relative_to(graph.src).as_posix().encode() + b"\0")
+        digest.update(_sha256(file).encode())
+    return digest.hexdigest()
+
+
 def code_digests(root: str | Path, stages_dir: str | Path, src: str | Path) -> dict[str, dict]:
     """``{script stem: {"script": path, "files": {path: sha256}}}`` for every stage script,
     paths relative to the repository ``root``."""

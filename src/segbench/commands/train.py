@@ -1,4 +1,9 @@
-"""``segbench train``: train (or fit) one entry of ``models`` on the tiles."""
+"""``segbench train``: train (or fit) one entry of ``models`` on the tiles.
+
+A killed training continues from its checkpoint when run again (same settings, data and code);
+``--fresh``, or ``SEGBENCH_RESUME=0`` in the environment (which reaches the stage through
+``dvc repro`` and Prefect), starts from the first epoch instead.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from segbench.errors import SegbenchError, exit_on_user_error
 from segbench.timing import phase
 
 NAME, HELP = "train", "train (or fit) one model on the tiles"
+FRESH = ("0", "false", "no", "off")  # SEGBENCH_RESUME values that mean "start afresh"
 
 
 def add_arguments(parser) -> None:
@@ -19,6 +25,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument(
         "--promoted", default=None, help="the promote stage's file for this entry (from_sweep)"
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        default=os.environ.get("SEGBENCH_RESUME", "1").strip().lower() in FRESH,
+        help="start from the first epoch even where a killed run left a matching checkpoint "
+        "(default: continue it; SEGBENCH_RESUME=0 sets this too)",
     )
 
 
@@ -41,7 +54,9 @@ def run(args) -> None:
     if params.train.devices > 1 and "LOCAL_RANK" not in os.environ:
         sys.exit(_launch_local(params.train.devices, args))
     with phase("compute"):
-        metrics = train(args.model, params, args.tiles, args.out, promoted=promoted)
+        metrics = train(
+            args.model, params, args.tiles, args.out, promoted=promoted, resume=not args.fresh
+        )
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"train@{args.model}: " + json.dumps(metrics, default=str))
 
@@ -54,6 +69,8 @@ def _launch_local(devices: int, args) -> int:
     argv += ["--params", args.params]
     if args.promoted:
         argv += ["--promoted", args.promoted]
+    if args.fresh:
+        argv.append("--fresh")
     print(
         f"train@{args.model}: launching {devices} processes (DDP; they meet through a file, "
         "sockets on the loopback interface only)"

@@ -27,10 +27,9 @@ from segbench.config.base import Section
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "randint": 2, "lograndint": 2}
 
 # Training keys a trial must not change: the sweep sets epochs itself (sweep.epochs, the ASHA
-# horizon), Ray places the trial (device, devices), and resuming is the sweep's business.
+# horizon) and Ray places the trial (device, devices).
 RESERVED_TRAIN_KEYS = {
     "epochs": "use sweep.epochs (every trial runs the same number of epochs)",
-    "resume": "the sweep resumes interrupted trials itself",
     "devices": "Ray places each trial (sweep.resources); DDP inside a trial is not supported",
     "device": "Ray places each trial (sweep.resources.gpu)",
 }

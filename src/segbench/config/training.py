@@ -48,11 +48,21 @@ class TrainConfig(Section):
     step: StepConfig
     poly_power: float = Field(gt=0)
     early_stopping: int = Field(ge=0, description="patience in epochs on val Dice; 0 = off")
-    resume: bool = Field(description="continue from the last completed epoch")
     devices: int = Field(ge=1, description="DDP processes (torchrun) on this machine")
     device: Literal["auto", "cpu", "cuda"]
     num_workers: int = Field(ge=0)
     seed: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_resume_switch(cls, data):
+        # Removed on 2026-11-29: left set to true it broke every later training and the sweep.
+        if isinstance(data, dict) and "resume" in data:
+            raise ValueError(
+                "resume: no longer a setting (remove it): a killed training continues by itself "
+                "when its checkpoint matches; SEGBENCH_RESUME=0 starts it afresh"
+            )
+        return data
 
     @model_validator(mode="after")
     def _warmup(self):

@@ -14,9 +14,12 @@ Output layout (``out_dir``)::
     history.csv     per epoch: train_loss, val_loss, val_dice, lr, seconds (torch models)
 
 While a torch model trains, every completed epoch is checkpointed (model, optimiser, schedule,
-history, RNG state) to ``<out_dir's parent>/.<name>.resume/``; ``train.resume: true`` continues
-from there after the process was killed, and reaches what an uninterrupted run would have (data
-order and augmentation are seeded per epoch). The directory is removed when training finishes.
+history, RNG state) to ``<out_dir's parent>/.<name>.resume/``. When the process was killed, the
+next :func:`train` of the same model continues from there by itself if the checkpoint's
+fingerprint matches (settings, data version, training code: :func:`segbench.checkpoint.resumable`)
+and reaches what an uninterrupted run would have (data order and augmentation are seeded per
+epoch); otherwise it starts afresh and says why. ``resume=False`` always starts afresh. The
+directory is removed when training finishes.
 
 Several processes: under ``torchrun`` or :func:`segbench.training.distributed.launch_local`
 (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel (NCCL on GPUs, Gloo on CPU),
@@ -41,13 +44,14 @@ from segbench.checkpoint import (
     Progress,
     fingerprint,
     model_state,
-    require_checkpoint,
     restore_checkpoint,
+    resumable,
     resume_dir_for,
     resumed_run_id,
     save_atomic,
     save_checkpoint,
 )
+from segbench.codedeps import module_digest
 from segbench.config import Params
 from segbench.cost import count_parameters, peak_memory_mb
 from segbench.data.dataset import load_tiles
@@ -72,7 +76,9 @@ from segbench.training.loop import (
 IN_CHANNELS = 1  # fetch stores every image as grey (one channel)
 
 
-def _fit_torch(card: ModelCard, tiles_dir, device, dist: Dist, on_epoch, log_metrics, ckpt: Path):
+def _fit_torch(
+    card: ModelCard, tiles_dir, device, dist: Dist, on_epoch, log_metrics, ckpt: Path, fp, state
+):
     cfg = card.train
     torch.manual_seed(cfg.seed)
     train_ds, sampler, loader, val_loader = loaders(
@@ -97,10 +103,8 @@ def _fit_torch(card: ModelCard, tiles_dir, device, dist: Dist, on_epoch, log_met
     loss_fn = build_loss(cfg.loss, **cfg.tversky.model_dump())
     prog = Progress(history=[])
     best_state = None
-    if cfg.resume:
-        best_state = restore_checkpoint(
-            ckpt, fingerprint(card.config()), model, optimizer, schedule, prog
-        )
+    if state is not None:
+        best_state = restore_checkpoint(ckpt, state, model, optimizer, schedule, prog)
     epochs = tqdm(
         range(prog.epoch + 1, cfg.epochs + 1),
         desc=f"train@{card.name}",
@@ -139,7 +143,7 @@ def _fit_torch(card: ModelCard, tiles_dir, device, dist: Dist, on_epoch, log_met
         else:
             prog.bad_epochs += 1
         if dist.main:
-            save_checkpoint(ckpt, fingerprint(card.config()), model, optimizer, schedule, prog)
+            save_checkpoint(ckpt, fp, model, optimizer, schedule, prog)
             log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             if on_epoch is not None:
                 on_epoch(row)
@@ -207,6 +211,7 @@ def train(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     log_weights: bool = True,
+    resume: bool = True,
 ) -> dict:
     """Train (or fit) ``models.<name>`` on the tiles and write ``out_dir``; return its metrics.
 
@@ -216,6 +221,8 @@ def train(
     ``on_epoch`` is called with each epoch's history row (for Ray Tune reporting). ``run_name``
     and ``tags`` name the MLflow run and add to its tags (a sweep's trials set
     ``mlflow.parentRunId``, which makes them child runs of the sweep's run).
+    ``resume`` False starts from the first epoch even where a matching checkpoint of a killed
+    run exists (by default it is continued).
     """
     tiles_dir, out_dir = Path(tiles_dir), Path(out_dir)
     data_version = read_json(tiles_dir / "summary.json")["data_version"]
@@ -223,11 +230,10 @@ def train(
     dist = Dist.from_env()
     device = resolve_device(params.train.device, index=dist.local_rank)
     init_distributed(dist, device)
-    resume = card.train is not None and card.train.resume
     ckpt = resume_dir_for(out_dir)
-    if resume:
-        require_checkpoint(ckpt)  # fail before any run or directory is created
-    if dist.main and not resume:
+    fp = fingerprint(card.config(), module_digest(__name__))
+    state = _resume_state(name, ckpt, fp, resume, dist) if card.kind == "torch" else None
+    if dist.main and state is None:
         shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run never mixes in an old one
     tags = {
         **run_tags(stage=f"train@{name}", data_version=data_version, device=str(device)),
@@ -238,7 +244,7 @@ def train(
         log_metrics = lambda *a, **k: None  # noqa: E731 - ranks > 0 log nothing
         if dist.main:
             tmp = stack.enter_context(atomic_dir(out_dir))
-            run_id = resumed_run_id(ckpt) if resume else None
+            run_id = resumed_run_id(ckpt) if state is not None else None
             run = stack.enter_context(
                 mlflow_run(run_name=run_name or name, run_id=run_id, tags=tags)
             )
@@ -251,7 +257,7 @@ def train(
         try:
             if card.kind == "torch":
                 files, history, outcome = _fit_torch(
-                    card, tiles_dir, device, dist, on_epoch, log_metrics, ckpt
+                    card, tiles_dir, device, dist, on_epoch, log_metrics, ckpt, fp, state
                 )
             elif card.kind == "zero_shot":
                 files, history, outcome = _fit_zero_shot(card)
@@ -261,8 +267,8 @@ def train(
             raise SegbenchError(
                 f"train@{name}: the loss became NaN or infinite in epoch {exc.epoch} "
                 f"(batch {exc.batch}); lower train.lr, try train.loss=dice_bce, or check the "
-                f"data. The last good epoch is kept in {ckpt} (train.resume=true continues "
-                "from it)"
+                f"data. The last good epoch is kept in {ckpt}: training the same model with the "
+                "same settings again continues from it"
             ) from None
         summary = TrainingSummary(
             seconds=time.perf_counter() - start,
@@ -290,3 +296,19 @@ def train(
                 log_artifacts(path, "model")
     shutil.rmtree(ckpt, ignore_errors=True)  # finished: nothing left to resume
     return metrics
+
+
+def _resume_state(name: str, ckpt: Path, fp: dict, resume: bool, dist: Dist) -> dict | None:
+    """The checkpoint state to continue from, or None to start afresh; says which, and why.
+    Every DDP process decides on the same file before rank 0 may delete it."""
+    state, why = resumable(ckpt, fp)
+    if state is not None and not resume:
+        state, why = (
+            None,
+            f"starting from the first epoch as asked (the checkpoint in {ckpt} is discarded)",
+        )
+    if why and dist.main:
+        print(f"train@{name}: {why}", flush=True)
+    if dist.world > 1:
+        torch.distributed.barrier()
+    return state
