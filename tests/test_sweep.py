@@ -304,3 +304,64 @@ def test_an_interrupted_sweep_writes_nothing_and_resumes(
     steps = [m.step for m in client.get_metric_history(resumed["mlflow_run_id"], "val_dice")]
     assert sorted(set(steps)) == [1, 2, 3]
     assert not [p for p in state.iterdir() if p.is_dir()]  # finished: the state is gone
+
+
+class Planted:
+    """A pickle that, when loaded, leaves a file: what a planted tuner.pkl would do."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_planted_or_damaged_sweep_state_is_never_executed_and_is_refused_in_one_line(
+    tiny_data, small_params_raw, tmp_path, capsys
+):
+    import pickle
+
+    from segbench.sweep.run import experiment_name
+    from segbench.sweep.store import Store, trial_key
+
+    _, tiles, _ = tiny_data
+    params = sweep_params(
+        small_params_raw, model="unet", space={"train": {"lr": [0.003]}}, epochs=1
+    )
+    state, out = tmp_path / "state", tmp_path / "sweeps"
+    name = experiment_name(params, read_json(tiles / "summary.json")["data_version"])
+    marker = tmp_path / "code-ran"
+    # Where Ray Tune's restore would look, and where its working files go: pickles that run code.
+    for folder in (state / name, state / "tune" / name):
+        folder.mkdir(parents=True)
+        for file in ("tuner.pkl", "experiment_state-2026.json", "trainable.pkl"):
+            (folder / file).write_bytes(pickle.dumps(Planted(str(marker))))
+    # A trial state whose checkpoint is not the one its trial.json names.
+    store = Store(str(state / name))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    torch_file = ckpt / "last.pt"
+    torch_file.write_bytes(b"not the checkpoint")
+    epochs = [{"epoch": 1, "val_dice": 0.5}]
+    key = trial_key("a1b2c_00000", {"train.lr": 0.003})
+    store.save(
+        key,
+        {"train.lr": 0.003},
+        attempt=1,
+        epochs=epochs,
+        resume_dir=ckpt,
+        mlflow_run_id=None,
+    )
+    (state / name / "trials" / key / "last-0001.pt").write_bytes(b"planted")
+    with pytest.raises(SegbenchError) as info:
+        run_sweep(params, tiles, out, state_dir=state)
+    message = str(info.value)
+    assert "\n" not in message and "last-0001.pt: damaged or not written by segbench" in message
+    assert "its sha256 is not the one recorded" in message and "SEGBENCH_RESUME=0" in message
+    assert not out.exists() and not marker.exists() and not ray.is_initialized()
+
+    summary = run_sweep(params, tiles, out, state_dir=state, fresh=True)
+    assert "starting afresh as asked" in capsys.readouterr().out
+    assert summary["trials"] == 1 and read_csv(out / "trials.csv")[0]["status"] == "completed"
+    assert not marker.exists()  # nothing planted was ever unpickled
+    assert not (state / name).exists()  # finished: the state is gone

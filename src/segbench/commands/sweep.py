@@ -1,8 +1,13 @@
-"""``segbench sweep``: Ray Tune over training keys (the ``sweep`` section of the params)."""
+"""``segbench sweep``: Ray Tune over training keys (the ``sweep`` section of the params).
+
+An interrupted sweep resumes from its verified saved progress when run again; ``--fresh``, or
+``SEGBENCH_RESUME=0`` in the environment (through ``dvc repro`` too), starts it afresh.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections import Counter
 
 from segbench.commands import parser_for
@@ -10,13 +15,21 @@ from segbench.errors import SegbenchError, exit_on_user_error
 from segbench.timing import phase
 
 NAME, HELP = "sweep", "Ray Tune over training keys (sweep section of params)"
+FRESH = ("0", "false", "no", "off")  # SEGBENCH_RESUME values that mean "start afresh"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--tiles", required=True)
     parser.add_argument("--plan", required=True, help="the sweep_plan stage's directory")
     parser.add_argument("--out", required=True, help="trials.csv and best.json go here")
-    parser.add_argument("--state", required=True, help="Ray Tune's state until the sweep ends")
+    parser.add_argument("--state", required=True, help="the sweep's state until it ends")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        default=os.environ.get("SEGBENCH_RESUME", "1").strip().lower() in FRESH,
+        help="start afresh even where an interrupted sweep saved its progress (default: "
+        "resume it; SEGBENCH_RESUME=0 sets this too)",
+    )
 
 
 def run(args) -> None:
@@ -33,7 +46,7 @@ def run(args) -> None:
             "(`pip install 'segbench[pipeline]'`, or `make setup`), or set sweep.enabled: false"
         )
     with phase("compute"):
-        summary = run_sweep(params, args.tiles, args.out, state_dir=args.state)
+        summary = run_sweep(params, args.tiles, args.out, state_dir=args.state, fresh=args.fresh)
     if summary["best"] is not None:
         best = summary["best"]
         values = ", ".join(f"{k}={v}" for k, v in best["config"].items())

@@ -3,7 +3,9 @@
 Every trial calls :func:`segbench.training.train` (through :mod:`segbench.sweep.trainable`) on the
 same tiles as ``train@``; ASHA stops trials whose validation Dice trails at a rung; crashed
 trials are retried from their last epoch; an interrupted sweep (killed, machine lost) resumes
-from Ray Tune's experiment state in ``state_dir`` when run again with the same settings.
+when run again with the same settings, from the progress each trial saved
+(:mod:`segbench.sweep.store`: JSON and weights-only checkpoints, verified first; Tune's own
+pickled state is never restored).
 
 Outputs (``out_dir``, written only when the sweep has finished)::
 
@@ -34,6 +36,7 @@ from segbench.io import atomic_dir, read_json, write_csv, write_json
 from segbench.sweep.cluster import check_fits, ray_session
 from segbench.sweep.plan import sweep_plan
 from segbench.sweep.space import column_names, tune_space
+from segbench.sweep.store import Store
 from segbench.sweep.trainable import run_trial
 from segbench.tracking import (
     git_commit,
@@ -69,13 +72,16 @@ def run_sweep(
     state_dir: str | Path,
     train_fn: Callable | None = None,
     num_cpus: int | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Run the sweep ``params.sweep`` describes; write ``out_dir``; return a summary.
 
-    ``state_dir`` holds Ray Tune's experiment (results, checkpoints) until
-    the sweep finishes, unless ``sweep.storage`` names shared storage. ``num_cpus`` caps a local
-    Ray (default: this process's CPUs); it is ignored when ``RAY_ADDRESS`` joins a cluster.
-    ``train_fn`` stands in for :func:`segbench.training.train` (tests inject crashes with it).
+    ``state_dir`` holds the sweep's saved progress (:mod:`segbench.sweep.store`) until the
+    sweep finishes, unless ``sweep.storage`` names shared storage, and Ray Tune's own working
+    files. An interrupted sweep resumes from that progress unless ``fresh``. ``num_cpus`` caps
+    a local Ray (default: this process's CPUs); it is ignored when ``RAY_ADDRESS`` joins a
+    cluster. ``train_fn`` stands in for :func:`segbench.training.train` (tests inject crashes
+    with it).
     """
     sweep = params.sweep
     if not sweep.enabled:
@@ -85,6 +91,18 @@ def run_sweep(
     epochs = sweep.epochs or params.train.epochs
     name = experiment_name(params, data_version)
     storage = sweep.storage or str(Path(state_dir).resolve())
+    store = Store(f"{storage.rstrip('/')}/{name}")
+    if fresh and store.exists():
+        print(f"sweep@{sweep.model}: starting afresh as asked (removing {store.uri})")
+        store.delete()
+    saved = store.verify()  # before Ray starts: a damaged or planted state stops here
+    run_id = store.parent_run()
+    if saved:
+        print(
+            f"sweep@{sweep.model}: resuming the interrupted sweep in {store.uri} "
+            f"({saved} trial(s) saved, verified)"
+        )
+    tune_dir = Path(state_dir).resolve() / "tune"
     columns = column_names(sweep)
     with ray_session(num_cpus=num_cpus) as where:
         totals = check_fits(sweep.resources.cpu, sweep.resources.gpu)
@@ -93,27 +111,26 @@ def run_sweep(
             f"{totals['gpu']:g} GPU); each trial {sweep.resources.cpu:g} CPU, "
             f"{sweep.resources.gpu:g} GPU, {epochs} epochs"
         )
-        parent_file = Path(storage) / f"{name}.parent.json"
-        run_id = read_json(parent_file)["run_id"] if parent_file.is_file() else None
         tags = run_tags(stage="sweep", data_version=data_version, device=_devices(sweep))
         with mlflow_run(run_name=f"sweep@{sweep.model}", run_id=run_id, tags=tags) as parent:
             if run_id is None:
                 log_params({"sweep": sweep.model_dump(mode="json")})
-                Path(storage).mkdir(parents=True, exist_ok=True)
-                write_json(parent_file, {"run_id": parent.info.run_id})
+                store.set_parent_run(parent.info.run_id)
             child_tags = {
                 "mlflow.parentRunId": parent.info.run_id,
                 "git_commit": git_commit(Path.cwd()),
                 "dvc_stage": "sweep",
             }
-            trainable = _trainable(params, tiles_dir, epochs, child_tags, train_fn)
-            results = _fit(params, trainable, storage, name, epochs)
+            trainable = _trainable(params, tiles_dir, epochs, child_tags, train_fn, store.uri)
+            # Tune's working files: never read back (a fresh experiment every run).
+            shutil.rmtree(tune_dir / name, ignore_errors=True)
+            results = _fit(params, trainable, str(tune_dir), name, epochs)
             unfinished = len(results) - results.num_terminated - results.num_errors
             if unfinished:  # Ctrl-C: Tune saved its state and returned early
                 print(
                     f"sweep@{sweep.model}: interrupted with {unfinished} of {len(results)} "
                     f"trials unfinished; nothing written to {out_dir}. Run it again with the "
-                    f"same settings to resume (state in {storage}/{name})"
+                    f"same settings to resume (state in {store.uri})"
                 )
                 raise KeyboardInterrupt
             rows = [_row(r, columns, epochs) for r in results]
@@ -134,7 +151,9 @@ def run_sweep(
                 log_artifacts(tmp, "sweep")
             log_params({"best": best["config"]})
             log_metrics(_summary_metrics(rows, best))
-    _forget(storage, name, parent_file, sweep.storage is None)
+    # Finished: the results are in the outputs and MLflow; a later run starts afresh.
+    store.delete()
+    shutil.rmtree(tune_dir, ignore_errors=True)
     return {"trials": len(rows), "best": best, "rows": rows}
 
 
@@ -162,7 +181,7 @@ def _devices(sweep) -> str:
     return "cuda" if sweep.resources.gpu > 0 else "cpu"
 
 
-def _trainable(params: Params, tiles_dir: Path, epochs: int, tags, train_fn):
+def _trainable(params: Params, tiles_dir: Path, epochs: int, tags, train_fn, store: str):
     from ray import tune
 
     sweep = params.sweep
@@ -179,6 +198,7 @@ def _trainable(params: Params, tiles_dir: Path, epochs: int, tags, train_fn):
         tags=tags,
         threads=max(1, int(sweep.resources.cpu)),
         train_fn=train_fn,
+        store=store,
     )
     return tune.with_resources(fn, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
 
@@ -193,11 +213,6 @@ def _fit(params: Params, trainable, storage: str, name: str, epochs: int):
     # handler returns partial results, which would be written as the sweep's): it raises
     # KeyboardInterrupt here, and the state Tune saves as trials report is resumed next time.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    path = f"{storage.rstrip('/')}/{name}"
-    if tune.Tuner.can_restore(path):
-        print(f"sweep@{sweep.model}: resuming the interrupted sweep in {path}")
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-        return tuner.fit()
     if sweep.scheduler == "asha":
         scheduler = ASHAScheduler(
             time_attr="epoch",
@@ -229,7 +244,6 @@ def _fit(params: Params, trainable, storage: str, name: str, epochs: int):
             name=name,
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1,
         ),
     )
@@ -319,14 +333,6 @@ def _close_stopped_runs(parent_id: str, rows) -> None:
         if client.get_run(run_id).info.status in ("RUNNING", "FAILED"):
             client.set_tag(run_id, STOPPED_TAG, f"asha after epoch {row['epochs_run']}")
             client.set_terminated(run_id, status="KILLED")
-
-
-def _forget(storage: str, name: str, parent_file: Path, local: bool) -> None:
-    """A finished sweep's Ray state is not needed again (results are in the outputs and
-    MLflow); a later run with other settings must start afresh, not resume this one."""
-    parent_file.unlink(missing_ok=True)
-    if local:
-        shutil.rmtree(Path(storage) / name, ignore_errors=True)
 
 
 def _write_off(out_dir) -> dict[str, Any]:

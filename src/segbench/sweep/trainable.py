@@ -1,10 +1,13 @@
 """One Ray Tune trial: :func:`segbench.training.train` with the trial's values, reporting each
 epoch.
 
-Each epoch's metrics go to Tune with the training's own resume checkpoint (the directory
-``train`` keeps beside its output: model, optimiser, schedule, history, RNG). When a trial crashes,
-Tune starts it again (``sweep.max_failures``) from the last checkpoint: it is copied back where
-``train`` looks for it and training continues with ``train.resume`` (same epochs, same MLflow run).
+Each epoch, the trial saves its progress to the sweep's store (:mod:`segbench.sweep.store`: the
+metrics reported so far and training's own resume checkpoint, the directory ``train`` keeps
+beside its output: model, optimiser, schedule, history, RNG), then reports the epoch to Tune.
+When a trial starts again (a crash retried, ``sweep.max_failures``, or an interrupted sweep run
+again), it replays the epochs it reported (so ASHA sees them) and copies its checkpoint back where
+``train`` looks for it: training continues from it (same epochs, same MLflow run). A trial that
+had finished only replays its reports.
 
 The last epoch is reported only after ``train`` has returned: ASHA stops a trial as soon as it
 reaches its horizon, and a stop while ``train`` still writes its outputs and ends its MLflow run
@@ -25,10 +28,7 @@ from segbench.config import Params
 from segbench.io import read_json
 from segbench.modelcard import ModelCard
 from segbench.sweep.space import trial_params
-
-# Starts of a trial from its checkpoints: 1, then 2 after a retry or a resumed sweep (a start
-# before the first checkpoint is a fresh start and counts as 1 again).
-ATTEMPTS_FILE = "attempts.txt"
+from segbench.sweep.store import Store, trial_key
 
 
 def run_trial(
@@ -42,6 +42,7 @@ def run_trial(
     tags: dict[str, str],
     threads: int,
     train_fn: Callable | None = None,
+    store: str,
 ) -> None:
     """The trainable Ray Tune calls with a trial's ``config`` (``{"train.lr": 0.001, ...}``).
 
@@ -50,7 +51,8 @@ def run_trial(
     where relative paths in params (a SAM checkpoint) start, used when this node has it;
     ``env`` the MLflow settings of the driver (a remote node has none of its own); ``tags`` the
     sweep's MLflow tags (parent run, commit);
-    ``threads`` the torch threads (the trial's CPUs: trials side by side must not oversubscribe).
+    ``threads`` the torch threads (the trial's CPUs: trials side by side must not oversubscribe);
+    ``store`` the sweep's saved progress (:class:`segbench.sweep.store.Store`'s URI).
     ``train_fn`` replaces :func:`segbench.training.train` (tests inject failures with it).
     """
     import torch
@@ -68,29 +70,46 @@ def run_trial(
     resume_dir = resume_dir_for(out_dir)
     model = params.sweep.model
     params = trial_params(params, config, epochs)
-    attempt = 1
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a retry (or a resumed sweep): continue from the last epoch
+    store, key = Store(store), trial_key(ctx.get_trial_id(), config)
+    saved = store.read_trial(key)
+    horizon = params.train.epochs
+    # Starts of a trial from a checkpoint: 1, then 2 after a retry or a resumed sweep (a start
+    # before the first checkpoint is a fresh start and counts as 1 again).
+    attempt, reported = 1, []
+    if saved is not None and saved.final is not None:  # it had finished: replay, nothing more
+        for row in saved.epochs:
+            if row["epoch"] < horizon:
+                tune.report(row)
+        tune.report(saved.final)
+        return
+    if saved is not None and saved.files:
+        store.restore(saved, key, resume_dir)
+        attempt, reported = saved.attempt + 1, list(saved.epochs)
+        for row in reported:
+            tune.report(row)
+    else:  # a first start never continues anything left in its directory
         shutil.rmtree(resume_dir, ignore_errors=True)
-        with checkpoint.as_directory() as path:
-            shutil.copytree(path, resume_dir)
-        attempt = int((resume_dir / ATTEMPTS_FILE).read_text()) + 1
-        params = params.with_overrides({"train.resume": True}, source="sweep trial (retry)")
-    best, best_epoch = -math.inf, 0
+    best = max((_finite(r["val_dice"]) for r in reported), default=-math.inf)
+    best_epoch = next((r["epoch"] for r in reported if _finite(r["val_dice"]) == best), 0)
 
     def on_epoch(row: dict) -> None:
         nonlocal best, best_epoch
         if _finite(row["val_dice"]) > best:
             best, best_epoch = _finite(row["val_dice"]), int(row["epoch"])
-        if row["epoch"] >= params.train.epochs:
-            return  # reported below, once train() has finished writing
-        # The count travels in the checkpoint: a restored trial may get a new directory.
-        (resume_dir / ATTEMPTS_FILE).write_text(str(attempt))
-        tune.report(
-            # best_epoch with every epoch: a trial ASHA stops never reaches the final report.
-            {**_metrics(row, best, attempt, resume_dir), "best_epoch": best_epoch},
-            checkpoint=tune.Checkpoint.from_directory(str(resume_dir)),
+        # best_epoch with every epoch: a trial ASHA stops never reaches the final report.
+        metrics = {**_metrics(row, best, attempt, resume_dir), "best_epoch": best_epoch}
+        reported.append(metrics)
+        store.save(
+            key,
+            config,
+            attempt=attempt,
+            epochs=reported,
+            resume_dir=resume_dir,
+            mlflow_run_id=metrics["mlflow_run_id"] or None,
         )
+        if row["epoch"] >= horizon:
+            return  # reported below, once train() has finished writing
+        tune.report(metrics)
 
     summary = (train_fn or train)(
         model,
@@ -111,6 +130,15 @@ def run_trial(
         best_epoch=summary.get("best_epoch", best_epoch),
         train_seconds=summary.get("train_seconds", math.nan),
         stop_reason=summary.get("stop_reason", ""),
+    )
+    store.save(
+        key,
+        config,
+        attempt=attempt,
+        epochs=reported,
+        resume_dir=None,
+        mlflow_run_id=final["mlflow_run_id"] or None,
+        final=final,
     )
     tune.report(final)
 
