@@ -11,6 +11,7 @@ from segbench.config import parse_params
 from segbench.io import write_csv, write_json
 from segbench.report import pick_examples
 from tests.conftest import only_models
+from tests.test_evalmetrics import example_metrics
 
 
 def _model(root, name, dice, **extra):
@@ -18,7 +19,7 @@ def _model(root, name, dice, **extra):
     rows = [{"id": f"img{i:02d}", "dice": d, "fp": 0} for i, d in enumerate(dice)]
     (root / "eval" / name).mkdir(parents=True)
     write_csv(root / "eval" / name / "per_image.csv", rows, ["id", "dice", "fp"])
-    metrics = {"dice": float(np.nanmean(dice)), "n_images": len(dice), "params_total": 1000}
+    metrics = example_metrics(dice=float(np.nanmean(dice)), n_images=len(dice))
     write_json(root / "eval" / name / "metrics.json", metrics | extra)
     return name
 
@@ -59,13 +60,13 @@ def test_undefined_dice_is_left_out_of_the_pairs(tmp_path):
 
 
 def test_galleries_take_the_best_and_worst_never_twice_and_empty_references_apart():
-    rows = [{"id": f"i{k}", "dice": str(d), "fp": "0"} for k, d in enumerate([0.9, 0.2, 0.5])]
-    rows += [{"id": "e1", "dice": "", "fp": "40"}, {"id": "e2", "dice": "", "fp": "3"}]
+    rows = [{"id": f"i{k}", "dice": d, "fp": 0} for k, d in enumerate([0.9, 0.2, 0.5])]
+    rows += [{"id": "e1", "dice": np.nan, "fp": 40}, {"id": "e2", "dice": np.nan, "fp": 3}]
     picks = pick_examples(rows, 2)
     assert [r["id"] for r in picks["best"]] == ["i0", "i2"]
     assert [r["id"] for r in picks["worst"]] == ["i1"]  # i2 is already among the best
     assert [r["id"] for r in picks["empty reference"]] == ["e1", "e2"]  # most FP first
-    many = [{"id": f"i{k}", "dice": str(k / 20), "fp": "0"} for k in range(20)]
+    many = [{"id": f"i{k}", "dice": k / 20, "fp": 0} for k in range(20)]
     picks = pick_examples(many, 5)
     assert [r["id"] for r in picks["best"]] == ["i19", "i18", "i17", "i16", "i15"]
     assert [r["id"] for r in picks["worst"]] == ["i0", "i1", "i2", "i3", "i4"]

@@ -9,9 +9,10 @@ per-image Dice (paired Wilcoxon, Holm over all rows, :mod:`segbench.stats`).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 
-from segbench.io import read_csv, read_json
+from segbench.evalmetrics import PER_IMAGE_FILE, EvalMetrics, evaluate_stage, read_per_image
 from segbench.stats import SMALL_TEST_SET, compare_to_best
 
 # (key, title) of the main table's columns, in order (accuracy, its certainty, and cost);
@@ -129,17 +130,25 @@ def _verdict(row: dict) -> str:
     return f"{words} (p={row['p_holm']:.3g})"
 
 
-def comparison_rows(names: list[str], eval_dir: Path, *, alpha: float = 0.05):
-    """One dict per model of ``names`` (evaluated in ``eval_dir/<name>``), best test Dice
-    first, with the paired comparison against the reference row (``reference``, ``p``,
-    ``p_holm``, ``verdict``, ``significant``, ``n_pairs``, ``mean_diff``)."""
-    rows = [{"model": name, **read_json(eval_dir / name / "metrics.json")} for name in names]
+def comparison_rows(
+    names: list[str], eval_dir: Path, *, alpha: float = 0.05, ensembles: Collection[str] = ()
+):
+    """One dict per model of ``names`` (evaluated in ``eval_dir/<name>``; those in
+    ``ensembles`` are ensembles), best test Dice first, with the paired comparison against
+    the reference row (``reference``, ``p``, ``p_holm``, ``verdict``, ``significant``,
+    ``n_pairs``, ``mean_diff``). A missing or damaged ``metrics.json`` or ``per_image.csv``
+    is a :class:`SegbenchError` naming the file and the stage that rewrites it."""
+    stages = {name: evaluate_stage(name, ensembles) for name in names}
+    rows = [
+        {"model": name, **EvalMetrics.read(eval_dir / name, stage=stages[name]).model_dump()}
+        for name in names
+    ]
     rows.sort(key=lambda r: -(r["dice"] if not _missing(r.get("dice")) else -1))
     ref = reference_row(rows)
     if ref is None:
         return rows
     ref["reference"] = True
-    dice = {r["model"]: _per_image_dice(eval_dir / r["model"] / "per_image.csv") for r in rows}
+    dice = {m: _per_image_dice(eval_dir / m / PER_IMAGE_FILE, stages[m]) for m in names}
     ids = list(dice[ref["model"]])
     scores = {m: [d.get(i, math.nan) for i in ids] for m, d in dice.items()}
     tests = compare_to_best(scores, ref["model"], alpha=alpha)
@@ -148,11 +157,8 @@ def comparison_rows(names: list[str], eval_dir: Path, *, alpha: float = 0.05):
     return rows
 
 
-def _per_image_dice(path: Path) -> dict[str, float]:
-    return {
-        r["id"]: float(r["dice"]) if r["dice"] not in ("", "nan") else math.nan
-        for r in read_csv(path)
-    }
+def _per_image_dice(path: Path, stage: str) -> dict[str, float]:
+    return {r["id"]: r["dice"] for r in read_per_image(path, stage=stage, columns=("id", "dice"))}
 
 
 def reference_row(rows: list[dict]) -> dict | None:

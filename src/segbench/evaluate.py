@@ -10,7 +10,8 @@ Output layout (``out_dir``)::
     metrics.json     means, stds and 95% bootstrap intervals over test images, counts, the
                      threshold used, cost figures (training's and inference's), the
                      ``oracle_prompts`` / ``random_init`` notes (the DVC metrics file; the same
-                     dict goes to MLflow as ``test_*``)
+                     dict goes to MLflow as ``test_*``), written through its schema,
+                     :class:`segbench.evalmetrics.EvalMetrics`
     per_image.csv    id, the metrics, the confusion counts, foreground fractions (DVC plots)
     threshold.csv    pooled validation Dice at each candidate threshold (``threshold: tune``;
                      the header alone otherwise)
@@ -32,13 +33,13 @@ from tqdm import tqdm
 
 from segbench.config import Params
 from segbench.cost import peak_memory_mb
+from segbench.evalmetrics import EvalMetrics
 from segbench.io import (
     atomic_dir,
     read_csv,
     read_image,
     read_mask,
     write_csv,
-    write_json,
     write_mask,
 )
 from segbench.metrics import METRICS, binary_metrics, summarize
@@ -122,7 +123,9 @@ def evaluate(
                 c["val_dice"] for c in curve if c["threshold"] == threshold
             )
         write_csv(tmp / "per_image.csv", rows, PER_IMAGE_FIELDS)
-        write_json(tmp / "metrics.json", _finite(metrics))
+        # Through the schema the report reads it with: a key evaluate adds or renames without
+        # it fails here, not in the report. NaN is written as null.
+        EvalMetrics.model_validate(metrics).write(tmp)
         for name in (CARD_FILE, "history.csv"):
             shutil.copyfile(model_dir / name, tmp / name)
         _log_to_mlflow(model_dir, predictor, metrics, tmp)
@@ -174,8 +177,3 @@ def _log_to_mlflow(model_dir: Path, predictor: Predictor, metrics: dict, tmp: Pa
         )
         for name in ("per_image.csv", "threshold.csv"):
             log_artifacts(tmp / name, "eval")
-
-
-def _finite(metrics: dict) -> dict:
-    """NaN -> None so the DVC metrics file is valid JSON."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}

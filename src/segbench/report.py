@@ -38,6 +38,7 @@ from segbench.comparison import (
 )
 from segbench.config import Params
 from segbench.data.normalize import intensity_range, to_unit
+from segbench.evalmetrics import PER_IMAGE_FILE, evaluate_stage, read_per_image
 from segbench.io import atomic_dir, read_csv, read_image, read_json, read_mask, write_csv
 from segbench.metrics import METRICS
 from segbench.modelcard import ModelCard
@@ -56,13 +57,15 @@ def _display(image: np.ndarray, params: Params) -> np.ndarray:
 def pick_examples(per_image: list[dict], k: int) -> dict[str, list[dict]]:
     """The ``k`` best and ``k`` worst test images by Dice (never the same image twice), and the
     ``k`` empty-reference images with the most false-positive pixels (their Dice is undefined).
+    ``per_image``: rows of :func:`segbench.evalmetrics.read_per_image` (``id``, ``dice`` a
+    float, NaN where undefined, ``fp`` an int).
     """
-    scored = [r for r in per_image if r["dice"] not in ("", "nan")]
-    scored.sort(key=lambda r: (-float(r["dice"]), r["id"]))
+    scored = [r for r in per_image if not math.isnan(r["dice"])]
+    scored.sort(key=lambda r: (-r["dice"], r["id"]))
     best = scored[:k]
     worst = [r for r in scored[::-1] if r not in best][:k]
-    empty = [r for r in per_image if r["dice"] in ("", "nan")]
-    empty.sort(key=lambda r: (-int(r["fp"]), r["id"]))
+    empty = [r for r in per_image if math.isnan(r["dice"])]
+    empty.sort(key=lambda r: (-r["fp"], r["id"]))
     return {"best": best, "worst": worst, "empty reference": empty[:k]}
 
 
@@ -70,7 +73,14 @@ def _galleries(params, raw_dir: Path, eval_dir: Path, models: list[str], fig_dir
     """``{model: {group: [(png path, caption), ...]}}`` for the best/worst/empty images."""
     manifest = {r["id"]: r for r in read_csv(raw_dir / "manifest.csv")}
     picks = {
-        m: pick_examples(read_csv(eval_dir / m / "per_image.csv"), params.report.gallery_size)
+        m: pick_examples(
+            read_per_image(
+                eval_dir / m / PER_IMAGE_FILE,
+                stage=evaluate_stage(m, params.ensembles),
+                columns=("id", "dice", "fp"),
+            ),
+            params.report.gallery_size,
+        )
         for m in models
     }
     needed = sorted({r["id"] for p in picks.values() for g in p.values() for r in g})
@@ -88,9 +98,9 @@ def _galleries(params, raw_dir: Path, eval_dir: Path, models: list[str], fig_dir
                 path = fig_dir / f"gallery_{m}_{image_id}.jpg"
                 path.write_bytes(figures.jpeg_bytes(figures.gallery_panel(image, ref, pred)))
                 caption = (
-                    f"{image_id}: Dice {float(row['dice']):.3f}"
+                    f"{image_id}: Dice {row['dice']:.3f}"
                     if group != "empty reference"
-                    else f"{image_id}: empty reference, {int(row['fp'])} false-positive px"
+                    else f"{image_id}: empty reference, {row['fp']} false-positive px"
                 )
                 out[m][group].append((path, caption))
     return out
@@ -198,7 +208,7 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
     ``trials.csv``; return the comparison rows, best test Dice first."""
     raw_dir, eval_dir = Path(raw_dir), Path(eval_dir)
     names = [*params.models, *params.ensembles]
-    rows = comparison_rows(names, eval_dir, alpha=params.report.alpha)
+    rows = comparison_rows(names, eval_dir, alpha=params.report.alpha, ensembles=params.ensembles)
     order = [r["model"] for r in rows]
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
