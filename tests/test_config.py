@@ -93,7 +93,6 @@ def test_an_entry_without_model_key_is_the_model_of_its_name():
         ({"train": {"epochs": "ten"}}, "train.epochs"),  # wrong type
         ({"train": {"lr": -0.1}}, "train.lr"),  # impossible value
         ({"train": {"batch_size": 0}}, "train.batch_size"),
-        ({"prepare": {"tile_size": 2048}}, "prepare.tile_size"),  # larger than the images
         ({"prepare": {"tile_size": 300}}, "prepare.tile_size"),  # not a multiple of 32
         ({"prepare": {"stride": 600}}, "prepare.stride"),  # leaves pixels uncovered
         ({"data": {"split": {"train": 0.9}}}, "data.split.train"),  # fractions sum > 1
@@ -116,6 +115,12 @@ def test_bad_values_name_the_dotted_key(override, key):
     message = str(info.value)
     assert f"{key}:" in message
     assert "\n" not in message
+
+
+def test_a_tile_larger_than_the_images_loads_for_every_source():
+    """One rule for every source: prepare pads such images and says so (tests/test_prepare.py)."""
+    params = parse_params(deep_update(real_params_raw(), {"prepare": {"tile_size": 2048}}))
+    assert params.data.source == "synthetic" and params.prepare.tile_size == 2048
 
 
 def test_unknown_model_lists_valid_names():

@@ -11,7 +11,7 @@ from segbench.fetch import fetch
 from segbench.io import read_csv, read_image, read_json, read_mask
 from segbench.prepare import prepare
 from tests.conftest import deep_update, real_params_raw
-from tests.datasets import write_tiff_dataset
+from tests.datasets import particle_pair, write_png_dataset, write_tiff_dataset
 
 SMALL = {"scale": 1.0, "tile_size": 64, "stride": 48, "random_crops": 2, "workers": 1}
 
@@ -139,7 +139,7 @@ def test_an_image_tiles_the_same_when_others_are_removed(raw16, tmp_path):
         )
 
 
-def test_images_smaller_than_a_tile_are_padded(tmp_path):
+def test_images_smaller_than_a_tile_are_padded(tmp_path, capsys):
     root = tmp_path / "in"
     for sub in ("images", "masks"):
         (root / sub).mkdir(parents=True)
@@ -157,8 +157,69 @@ def test_images_smaller_than_a_tile_are_padded(tmp_path):
         )
     )
     fetch(params, tmp_path / "raw")
+    capsys.readouterr()
     summary = prepare(params.prepare, tmp_path / "raw", tmp_path / "t")
     assert summary["tiles"]["val"] == summary["images"]["val"]  # one padded window each
+    assert summary["padded_images"] == summary["images"]  # every train/val image, counted
+    assert read_json(tmp_path / "t" / "summary.json")["padded_images"] == summary["images"]
+    n = sum(summary["images"].values())
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warning.startswith(f"warning: prepare: {n} of {n} train/val images (")
+    assert "prepare.tile_size=64 after prepare.scale=1 (smallest 40x50)" in warning
+    assert warning.endswith("prepare.tile_size: 32 or less would tile every image without padding")
+
+
+def test_a_tile_larger_than_synthetic_images_pads_them_all_and_says_so(tmp_path, capsys):
+    """The same rule as for any source: generated images smaller than a tile are padded, not
+    refused (96x128 at scale 0.5 is 48x64, under the 64 px tile)."""
+    params = parse_params(
+        deep_update(
+            real_params_raw(),
+            {
+                "data": {"synthetic": {"n_images": 10, "height": 96, "width": 128}},
+                "prepare": SMALL | {"scale": 0.5},
+            },
+        )
+    )
+    fetch(params, tmp_path / "raw")
+    capsys.readouterr()
+    summary = prepare(params.prepare, tmp_path / "raw", tmp_path / "t")
+    tiled = [r for r in read_csv(tmp_path / "raw" / "manifest.csv") if r["split"] != "test"]
+    assert sum(summary["padded_images"].values()) == len(tiled) > 0
+    assert read_json(tmp_path / "t" / "summary.json")["padded_images"] == summary["images"]
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert f"warning: prepare: {len(tiled)} of {len(tiled)} train/val images (" in err
+    assert "smaller than prepare.tile_size=64 after prepare.scale=0.5 (smallest 48x64)" in err
+
+
+def test_one_small_image_among_large_ones_is_the_one_counted(tmp_path, capsys):
+    root = write_png_dataset(tmp_path / "in", 9)  # 96 x 128: at least one 64 px tile
+    image, mask = particle_pair(7, height=96, width=128)
+    Image.fromarray(image[:40, :50]).save(root / "images" / "small.png")
+    Image.fromarray(mask[:40, :50] * 255).save(root / "masks" / "small.png")
+    params = parse_params(
+        deep_update(
+            real_params_raw(), {"data": {"source": "folder", "path": str(root)}, "prepare": SMALL}
+        )
+    )
+    fetch(params, tmp_path / "raw")
+    split = next(
+        r["split"] for r in read_csv(tmp_path / "raw" / "manifest.csv") if r["id"] == "small"
+    )
+    assert split in ("train", "val")  # the seeded split tiles it
+    capsys.readouterr()
+    summary = prepare(params.prepare, tmp_path / "raw", tmp_path / "t")
+    assert summary["padded_images"] == {"train": 0, "val": 0} | {split: 1}
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert f"1 of {sum(summary['images'].values())} train/val images (1 {split})" in warning
+    assert "(smallest 40x50)" in warning
+
+
+def test_images_at_least_a_tile_are_not_padded_and_nothing_is_said(raw16, tmp_path, capsys):
+    summary = prepare(prep_cfg(), raw16, tmp_path / "t")  # 100 x 150 images, 64 px tiles
+    assert summary["padded_images"] == {"train": 0, "val": 0}
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_bad_prepare_params_name_the_key():

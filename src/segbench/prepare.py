@@ -16,12 +16,19 @@ is therefore one image per worker, whatever the dataset size. Every random draw 
 change for an image when others are added or removed. Test images are not tiled: evaluation
 runs on them at full size.
 
+An image smaller than ``tile_size`` on either side (after ``scale``), whatever its source, is
+reflect-padded at the bottom/right up to one tile (real datasets mix sizes; refusing them would
+reject the dataset). This is never silent: ``prepare`` prints one warning with how many train/val
+images were padded, the smallest of them and a tile size that would need no padding, and
+``summary.json`` counts them per split (``padded_images``).
+
 Output layout (``out_dir``)::
 
     train/images/<tile>.png, train/masks/<tile>.png, val/...   (8/16-bit as the source)
     manifest.csv    tile, split, source, kind (window|crop), copy, y, x, foreground_fraction,
                     lo, hi (the image's intensity range, see segbench.data.normalize)
-    summary.json    tile counts per split and kind, and the data version (a hash of the tiles)
+    summary.json    tile counts per split and kind, images and padded images per split, and
+                    the data version (a hash of the tiles and the manifest)
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,8 +161,9 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; nested threads only contend
 
 
-def _tile_one(job: _Job, cfg: PrepareConfig) -> tuple[list[dict], str]:
-    """Tile one image and write its PNGs; return its manifest rows and a digest of its tiles."""
+def _tile_one(job: _Job, cfg: PrepareConfig) -> tuple[list[dict], str, tuple[int, int]]:
+    """Tile one image and write its PNGs; return its manifest rows, a digest of its tiles and
+    its (H, W) at working resolution."""
     image, mask = read_image(job.image), read_mask(job.mask)
     shape = scaled_shape(*image.shape[:2], cfg.scale)
     image, mask = resize_image(image, shape), resize_mask(mask, shape)
@@ -184,7 +193,7 @@ def _tile_one(job: _Job, cfg: PrepareConfig) -> tuple[list[dict], str]:
                 "hi": hi,
             }
         )
-    return rows, digest.hexdigest()
+    return rows, digest.hexdigest(), shape
 
 
 class _Worker:
@@ -193,7 +202,7 @@ class _Worker:
     def __init__(self, cfg: PrepareConfig):
         self.cfg = cfg
 
-    def __call__(self, job: _Job) -> tuple[list[dict], str]:
+    def __call__(self, job: _Job) -> tuple[list[dict], str, tuple[int, int]]:
         return _tile_one(job, self.cfg)
 
 
@@ -226,6 +235,7 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> dic
     raw_dir = Path(raw_dir)
     manifest = [r for r in read_csv(raw_dir / "manifest.csv") if r["split"] in TILED_SPLITS]
     rows: list[dict] = []
+    padded: dict[str, list[tuple[int, int]]] = {split: [] for split in TILED_SPLITS}
     digest = hashlib.sha256()
     with atomic_dir(out_dir) as tmp:
         for split in TILED_SPLITS:
@@ -245,9 +255,11 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> dic
             pool = _pool(workers)
             results = pool.imap(worker, jobs, chunksize=1)  # in order: a stable manifest
         try:
-            for image_rows, image_digest in results:
+            for job, (image_rows, image_digest, shape) in zip(jobs, results, strict=True):
                 rows.extend(image_rows)
                 digest.update(image_digest.encode())
+                if min(shape) < cfg.tile_size:
+                    padded[job.split].append(shape)
                 progress.update()
         finally:
             progress.close()
@@ -257,13 +269,43 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> dic
         write_csv(tmp / "manifest.csv", rows, TILE_FIELDS)
         # The manifest carries the intensity ranges training uses, so it is part of the version.
         digest.update((tmp / "manifest.csv").read_bytes())
-        summary = summarise(rows, cfg, digest.hexdigest()[:16])
+        counts = {split: len(shapes) for split, shapes in padded.items()}
+        summary = summarise(rows, cfg, digest.hexdigest()[:16], padded_images=counts)
         write_json(tmp / "summary.json", summary)
+    warning = padding_warning(padded, cfg, n_images=len(jobs))
+    if warning:
+        print(warning, file=sys.stderr)
     return summary
 
 
-def summarise(rows: list[dict], cfg: PrepareConfig, data_version: str) -> dict:
-    """Tile counts per split and kind, augmentation mode, and the data version."""
+def padding_warning(
+    padded: dict[str, list[tuple[int, int]]], cfg: PrepareConfig, *, n_images: int
+) -> str | None:
+    """The one warning line for the train/val images smaller than a tile (``padded``: their
+    (H, W) at working resolution, per split), or None when there are none."""
+    shapes = [shape for split in padded.values() for shape in split]
+    if not shapes:
+        return None
+    h, w = min(shapes, key=lambda s: (min(s), s[0] * s[1]))
+    per_split = ", ".join(f"{len(v)} {split}" for split, v in padded.items() if v)
+    fits = min(h, w) // 32 * 32  # tile sizes are multiples of 32
+    advice = (
+        f"prepare.tile_size: {fits} or less would tile every image without padding"
+        if fits >= 32
+        else "no tile size (a multiple of 32) fits it: raise prepare.scale or drop such images"
+    )
+    return (
+        f"warning: prepare: {len(shapes)} of {n_images} train/val images ({per_split}) are "
+        f"smaller than prepare.tile_size={cfg.tile_size} after prepare.scale={cfg.scale:g} "
+        f"(smallest {h}x{w}) and were reflect-padded up to one tile; {advice}"
+    )
+
+
+def summarise(
+    rows: list[dict], cfg: PrepareConfig, data_version: str, *, padded_images: dict[str, int]
+) -> dict:
+    """Tile counts per split and kind, augmentation mode, images and ``padded_images`` (those
+    smaller than a tile) per split, and the data version."""
     fg = np.array([r["foreground_fraction"] for r in rows if r["split"] == "train"], dtype=float)
     return {
         "tile_size": cfg.tile_size,
@@ -277,5 +319,6 @@ def summarise(rows: list[dict], cfg: PrepareConfig, data_version: str) -> dict:
         },
         "train_empty_tiles": int((fg == 0).sum()),
         "images": {s: len({r["source"] for r in rows if r["split"] == s}) for s in TILED_SPLITS},
+        "padded_images": padded_images,
         "data_version": data_version,
     }

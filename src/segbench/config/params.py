@@ -58,7 +58,6 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self):
-        _check_tile(self)
         _check_ensembles(self)
         _check_sweep(self)
         return self
@@ -98,19 +97,6 @@ class Params(Section):
                 raise SegbenchError(f"{source}: {dotted}: no such key")
             node[leaf] = copy.deepcopy(value)
         return parse_params(data, source=source, check_values=False)
-
-
-def _check_tile(params: Params) -> None:
-    syn, prep = params.data.synthetic, params.prepare
-    smallest = int(min(syn.height, syn.width) * prep.scale)
-    # Real data may hold images smaller than a tile (they are reflect-padded); generated data
-    # has one known size, so a tile larger than it is a mistake worth stopping on.
-    if params.data.source == "synthetic" and prep.tile_size > smallest:
-        raise ValueError(
-            f"prepare.tile_size: {prep.tile_size} is larger than the images "
-            f"({int(syn.height * prep.scale)}x{int(syn.width * prep.scale)} after "
-            f"prepare.scale={prep.scale:g}); use at most {smallest}"
-        )
 
 
 def _trained(params: Params) -> str:
