@@ -45,7 +45,7 @@ def child_runs(parent_id: str) -> list:
 
 
 def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
-    tiny_data, small_params_raw, tmp_path, mlflow_store
+    tiny_data, small_params_raw, tmp_path, mlflow_store, capsys
 ):
     _, tiles, _ = tiny_data
     # Two learning rates that learn and, queued behind them, two that cannot (1e-6, 1e-7):
@@ -57,7 +57,13 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
         space={"train": {"lr": [0.003, 0.002, 1e-6, 1e-7]}},
         epochs=2,
     )
-    summary = run_sweep(params, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state")
+    # A damaged state with planted pickles is left where the sweep keeps its own: --fresh.
+    marker = plant(params, tiles, tmp_path / "state", tmp_path)
+    summary = run_sweep(
+        params, tiles, tmp_path / "sweeps", state_dir=tmp_path / "state", fresh=True
+    )
+    assert "starting afresh as asked" in capsys.readouterr().out
+    assert not marker.exists()  # nothing planted was ever unpickled
     assert not ray.is_initialized()  # shut down, so the process can exit
 
     rows = read_csv(tmp_path / "sweeps" / "trials.csv")
@@ -316,52 +322,49 @@ class Planted:
         return (Path.touch, (Path(self.marker),))
 
 
-def test_a_planted_or_damaged_sweep_state_is_never_executed_and_is_refused_in_one_line(
-    tiny_data, small_params_raw, tmp_path, capsys
-):
+def plant(params, tiles: Path, state: Path, tmp_path: Path) -> Path:
+    """Plant, where the sweep of ``params`` keeps its state, pickles that run code when loaded
+    (where Ray Tune's restore would look, and where its working files go) and a trial whose
+    checkpoint is not the one its trial.json names; the file the pickles would create."""
     import pickle
 
     from segbench.sweep.run import experiment_name
     from segbench.sweep.store import Store, trial_key
 
-    _, tiles, _ = tiny_data
-    params = sweep_params(
-        small_params_raw, model="unet", space={"train": {"lr": [0.003]}}, epochs=1
-    )
-    state, out = tmp_path / "state", tmp_path / "sweeps"
     name = experiment_name(params, read_json(tiles / "summary.json")["data_version"])
     marker = tmp_path / "code-ran"
-    # Where Ray Tune's restore would look, and where its working files go: pickles that run code.
     for folder in (state / name, state / "tune" / name):
         folder.mkdir(parents=True)
         for file in ("tuner.pkl", "experiment_state-2026.json", "trainable.pkl"):
             (folder / file).write_bytes(pickle.dumps(Planted(str(marker))))
-    # A trial state whose checkpoint is not the one its trial.json names.
-    store = Store(str(state / name))
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    torch_file = ckpt / "last.pt"
-    torch_file.write_bytes(b"not the checkpoint")
-    epochs = [{"epoch": 1, "val_dice": 0.5}]
+    (ckpt / "last.pt").write_bytes(b"a checkpoint")
     key = trial_key("a1b2c_00000", {"train.lr": 0.003})
-    store.save(
+    Store(str(state / name)).save(
         key,
         {"train.lr": 0.003},
         attempt=1,
-        epochs=epochs,
+        epochs=[{"epoch": 1, "val_dice": 0.5}],
         resume_dir=ckpt,
         mlflow_run_id=None,
     )
     (state / name / "trials" / key / "last-0001.pt").write_bytes(b"planted")
+    return marker
+
+
+def test_a_planted_or_damaged_sweep_state_is_never_executed_and_is_refused_in_one_line(
+    tiny_data, small_params_raw, tmp_path
+):
+    _, tiles, _ = tiny_data
+    params = sweep_params(small_params_raw, model="unet", space={"train": {"lr": [0.003]}})
+    state, out = tmp_path / "state", tmp_path / "sweeps"
+    marker = plant(params, tiles, state, tmp_path)
     with pytest.raises(SegbenchError) as info:
         run_sweep(params, tiles, out, state_dir=state)
     message = str(info.value)
     assert "\n" not in message and "last-0001.pt: damaged or not written by segbench" in message
     assert "its sha256 is not the one recorded" in message and "SEGBENCH_RESUME=0" in message
+    # Refused before Ray starts (the old restore unpickled tuner.pkl, running the planted code).
     assert not out.exists() and not marker.exists() and not ray.is_initialized()
-
-    summary = run_sweep(params, tiles, out, state_dir=state, fresh=True)
-    assert "starting afresh as asked" in capsys.readouterr().out
-    assert summary["trials"] == 1 and read_csv(out / "trials.csv")[0]["status"] == "completed"
-    assert not marker.exists()  # nothing planted was ever unpickled
-    assert not (state / name).exists()  # finished: the state is gone
+    # (--fresh on such a state: the ASHA test above.)
