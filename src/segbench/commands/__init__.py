@@ -8,7 +8,10 @@ are imported inside ``run``, so building the parser costs nothing.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+
+FRESH = ("0", "false", "no", "off")  # SEGBENCH_RESUME values that mean "start afresh"
 
 
 def parser_for(name: str, help_: str, add_arguments: Callable, *, params: bool = True):
@@ -22,3 +25,16 @@ def parser_for(name: str, help_: str, add_arguments: Callable, *, params: bool =
 
 def add_params_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file")
+
+
+def add_fresh_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--fresh``: start ``what`` afresh instead of continuing where a killed run stopped; its
+    default comes from ``SEGBENCH_RESUME`` (``0``, ``false``, ``no``, ``off``), which reaches a
+    stage through ``dvc repro`` and Prefect, where no argument can be added."""
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        default=os.environ.get("SEGBENCH_RESUME", "1").strip().lower() in FRESH,
+        help=f"start {what} afresh even where a killed run left its progress (default: "
+        "continue it; SEGBENCH_RESUME=0 sets this too)",
+    )

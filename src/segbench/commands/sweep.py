@@ -7,15 +7,13 @@ An interrupted sweep resumes from its verified saved progress when run again; ``
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections import Counter
 
-from segbench.commands import parser_for
+from segbench.commands import add_fresh_option, parser_for
 from segbench.errors import SegbenchError, exit_on_user_error
 from segbench.timing import phase
 
 NAME, HELP = "sweep", "Ray Tune over training keys (sweep section of params)"
-FRESH = ("0", "false", "no", "off")  # SEGBENCH_RESUME values that mean "start afresh"
 
 
 def add_arguments(parser) -> None:
@@ -23,13 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--plan", required=True, help="the sweep_plan stage's directory")
     parser.add_argument("--out", required=True, help="trials.csv and best.json go here")
     parser.add_argument("--state", required=True, help="the sweep's state until it ends")
-    parser.add_argument(
-        "--fresh",
-        action="store_true",
-        default=os.environ.get("SEGBENCH_RESUME", "1").strip().lower() in FRESH,
-        help="start afresh even where an interrupted sweep saved its progress (default: "
-        "resume it; SEGBENCH_RESUME=0 sets this too)",
-    )
+    add_fresh_option(parser, "the sweep")
 
 
 def run(args) -> None:

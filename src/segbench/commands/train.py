@@ -11,12 +11,11 @@ import json
 import os
 import sys
 
-from segbench.commands import parser_for
+from segbench.commands import add_fresh_option, parser_for
 from segbench.errors import SegbenchError, exit_on_user_error
 from segbench.timing import phase
 
 NAME, HELP = "train", "train (or fit) one model on the tiles"
-FRESH = ("0", "false", "no", "off")  # SEGBENCH_RESUME values that mean "start afresh"
 
 
 def add_arguments(parser) -> None:
@@ -26,13 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--promoted", default=None, help="the promote stage's file for this entry (from_sweep)"
     )
-    parser.add_argument(
-        "--fresh",
-        action="store_true",
-        default=os.environ.get("SEGBENCH_RESUME", "1").strip().lower() in FRESH,
-        help="start from the first epoch even where a killed run left a matching checkpoint "
-        "(default: continue it; SEGBENCH_RESUME=0 sets this too)",
-    )
+    add_fresh_option(parser, "training")
 
 
 def run(args) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -51,6 +51,17 @@ class Section(BaseModel):
     """Base of every section and sub-section of ``params.yaml``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Keys a section refuses with its own reason (one that was removed, one that cannot apply
+    # to this kind of entry) rather than pydantic's "extra inputs are not permitted".
+    refused_keys: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refused(cls, data: Any) -> Any:
+        for key in cls.refused_keys if isinstance(data, dict) else ():
+            if key in data:
+                raise ValueError(f"{key}: {cls.refused_keys[key]}")
+        return data
 
     @model_validator(mode="before")
     @classmethod

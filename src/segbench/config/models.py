@@ -243,15 +243,10 @@ class SamLoraEntry(_SamTrained):
     model: Literal["sam_lora"]
     rank: int = Field(ge=1, description="LoRA rank (ViT-B's projection width is 768)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_cache(cls, data):
-        if isinstance(data, dict) and "embedding_cache" in data:
-            raise ValueError(
-                "embedding_cache: LoRA trains the image encoder, so its embeddings change at "
-                "every step and none can be cached; remove the key"
-            )
-        return data
+    refused_keys: ClassVar[dict[str, str]] = {
+        "embedding_cache": "LoRA trains the image encoder, so its embeddings change at every "
+        "step and none can be cached; remove the key"
+    }
 
     alpha: float | None = Field(gt=0, description="scaling alpha / rank; null = rank")
     dropout: float = Field(ge=0, lt=1)

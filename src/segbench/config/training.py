@@ -3,7 +3,7 @@ optimiser and weight decay: :meth:`segbench.config.models.Entry.train_config`)."
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -53,16 +53,11 @@ class TrainConfig(Section):
     num_workers: int = Field(ge=0)
     seed: int
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_resume_switch(cls, data):
-        # Removed on 2026-11-29: left set to true it broke every later training and the sweep.
-        if isinstance(data, dict) and "resume" in data:
-            raise ValueError(
-                "resume: no longer a setting (remove it): a killed training continues by itself "
-                "when its checkpoint matches; SEGBENCH_RESUME=0 starts it afresh"
-            )
-        return data
+    # Removed on 2026-11-29: left set to true it broke every later training and the sweep.
+    refused_keys: ClassVar[dict[str, str]] = {
+        "resume": "no longer a setting (remove it): a killed training continues by itself "
+        "when its checkpoint matches; SEGBENCH_RESUME=0 starts it afresh"
+    }
 
     @model_validator(mode="after")
     def _warmup(self):

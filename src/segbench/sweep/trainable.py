@@ -16,6 +16,7 @@ would leave both unfinished.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -89,6 +90,7 @@ def run_trial(
             tune.report(row)
     else:  # a first start never continues anything left in its directory
         shutil.rmtree(resume_dir, ignore_errors=True)
+    save = functools.partial(store.save, key, config, attempt=attempt, epochs=reported)
     best = max((_finite(r["val_dice"]) for r in reported), default=-math.inf)
     best_epoch = next((r["epoch"] for r in reported if _finite(r["val_dice"]) == best), 0)
 
@@ -99,14 +101,7 @@ def run_trial(
         # best_epoch with every epoch: a trial ASHA stops never reaches the final report.
         metrics = {**_metrics(row, best, attempt, resume_dir), "best_epoch": best_epoch}
         reported.append(metrics)
-        store.save(
-            key,
-            config,
-            attempt=attempt,
-            epochs=reported,
-            resume_dir=resume_dir,
-            mlflow_run_id=metrics["mlflow_run_id"] or None,
-        )
+        save(resume_dir=resume_dir, mlflow_run_id=metrics["mlflow_run_id"] or None)
         if row["epoch"] >= horizon:
             return  # reported below, once train() has finished writing
         tune.report(metrics)
@@ -131,15 +126,7 @@ def run_trial(
         train_seconds=summary.get("train_seconds", math.nan),
         stop_reason=summary.get("stop_reason", ""),
     )
-    store.save(
-        key,
-        config,
-        attempt=attempt,
-        epochs=reported,
-        resume_dir=None,
-        mlflow_run_id=final["mlflow_run_id"] or None,
-        final=final,
-    )
+    save(resume_dir=None, mlflow_run_id=final["mlflow_run_id"] or None, final=final)
     tune.report(final)
 
 
