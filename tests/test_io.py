@@ -57,12 +57,45 @@ def test_a_killed_runs_partial_output_is_removed_by_the_next_run(tmp_path):
     (dead / "sub" / "weights.pt").write_bytes(b"half")
     live = tmp_path / "models" / f".unet.partial-{os.getppid()}"  # another run, still going
     live.mkdir()
-    other = tmp_path / "models" / f".segformer.partial-{_dead_pid()}"  # not this output's
+    # Another output's, in the same folder (its own stage may never run again: DVC restores a
+    # stage it has run before from its run cache without running it).
+    other = tmp_path / "models" / f".segformer.partial-{_dead_pid()}"
     other.mkdir()
     with atomic_dir(out) as tmp:
         (tmp / "card.json").write_text("{}")
-    assert not dead.exists() and live.is_dir() and other.is_dir()
+    assert not dead.exists() and live.is_dir() and not other.exists()
     assert (out / "card.json").is_file()
+
+
+def test_a_kill_between_the_two_renames_is_finished_by_the_next_run(tmp_path):
+    models, pid = tmp_path / "models", _dead_pid()
+    # Killed after moving the old output aside, before moving the new one in:
+    (models / f".unet.old-{pid}").mkdir(parents=True)
+    (models / f".unet.old-{pid}" / "v").write_text("old")
+    (models / f".unet.partial-{pid}").mkdir()
+    (models / f".unet.partial-{pid}" / "v").write_text("new")
+    # ... and an old copy whose new output did get in, left by another killed swap.
+    (models / "segformer").mkdir()
+    (models / "segformer" / "v").write_text("new")
+    (models / f".segformer.old-{_dead_pid()}").mkdir()
+    with atomic_dir(models / "otsu") as tmp:
+        (tmp / "v").write_text("x")
+    assert sorted(p.name for p in models.iterdir()) == ["otsu", "segformer", "unet"]
+    assert (models / "unet" / "v").read_text() == "new"
+
+
+def test_atomic_dir_replaces_by_renames_never_deleting_in_place(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "a").write_text("1")
+    deleted = []
+    real = shutil.rmtree
+    monkeypatch.setattr(shutil, "rmtree", lambda p, **k: deleted.append(p) or real(p, **k))
+    with atomic_dir(out) as tmp:
+        (tmp / "a").write_text("2")
+    assert (out / "a").read_text() == "2"
+    assert out not in deleted  # the old output went aside first; only then was it deleted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_dvc_ignores_partial_outputs_and_resume_checkpoints(tmp_path):

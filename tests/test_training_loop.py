@@ -2,6 +2,7 @@
 
 import argparse
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -209,13 +210,20 @@ def test_a_checkpoint_that_cannot_be_resumed_is_a_reason_to_start_afresh(tmp_pat
     assert why.endswith(": starting from the first epoch")
 
 
-def test_training_starts_afresh_over_a_planted_checkpoint_saying_why(tiny_data, tmp_path, capsys):
+def test_training_starts_afresh_over_a_planted_checkpoint_saying_why(
+    tiny_data, tmp_path, capsys, mlflow_store
+):
     _, tiles, _ = tiny_data
     last = resume_dir_for(tmp_path / "unet") / "last.pt"
     last.parent.mkdir(parents=True)
     torch.save(argparse.Namespace(), last)  # a pickle of an object: code, were it unpickled
+    # The run of the training killed before (kill -9 ends no run: it stays RUNNING).
+    client = mlflow.MlflowClient(mlflow_store)
+    killed = client.create_run(client.create_experiment("earlier")).info.run_id
+    (last.parent / "mlflow.json").write_text(json.dumps({"run_id": killed}))
     metrics = train("unet", parse_params(raw_params(epochs=1)), tiles, tmp_path / "unet")
     assert metrics["epochs_run"] == 1
+    assert client.get_run(killed).info.status == "KILLED"
     (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("train@unet: ")]
     assert f"{last}: unreadable as a weights-only torch file" in line
     assert line.endswith(": starting from the first epoch")

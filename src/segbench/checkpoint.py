@@ -182,4 +182,9 @@ def restore_checkpoint(ckpt: Path, state: dict, model, optimizer, schedule, prog
 def resumed_run_id(ckpt: Path) -> str | None:
     """The MLflow run a resumed training continues (so its epochs land in one run)."""
     path = ckpt / "mlflow.json"
-    return read_json(path)["run_id"] if path.is_file() else None
+    try:
+        data = read_json(path) if path.is_file() else None
+    except SegbenchError:  # damaged: the training logs into a new run
+        return None
+    run_id = data.get("run_id") if isinstance(data, dict) else None
+    return run_id if isinstance(run_id, str) else None

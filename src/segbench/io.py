@@ -104,40 +104,61 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary sibling of ``out``: on success it replaces ``out``, else it goes.
 
     A stage that fails half-way therefore never leaves a half-written output where a later
-    stage (or DVC) would take it for a finished one.
+    stage (or DVC) would take it for a finished one. The replacement is two renames (the old
+    output aside, the new one in), never a deletion of the old one in place: a kill in between
+    leaves both whole, and the next run finishes the swap (:func:`remove_stale_partials`).
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove(tmp)
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    tmp.rename(out)
+    if out.exists() or out.is_symlink():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        _remove(old)
+        out.rename(old)
+        tmp.rename(out)
+        _remove(old)
+    else:
+        tmp.rename(out)
 
 
 def remove_stale_partials(out: str | Path) -> list[Path]:
-    """Remove ``.<out name>.partial-<pid>`` siblings of ``out`` whose process is gone (a run
-    killed with SIGKILL cannot clean up after itself); return what was removed. A folder of a
-    process that is still alive (another run) is left alone. DVC ignores these folders anyway
-    (``.dvcignore``), so until this runs they do not enter any hash."""
-    out = Path(out)
+    """Clean up after runs killed with SIGKILL (which cannot clean up after themselves) in the
+    folder of ``out``, whatever output they were writing: remove every ``.<name>.partial-<pid>``
+    and ``.<name>.old-<pid>`` whose process is gone, except that a kill between
+    :func:`atomic_dir`'s two renames (the old output aside, the new one not yet in) is
+    finished: the new output, complete by then, is moved into place. Return what was removed.
+    A folder of a process that is still alive (another run) is left alone. DVC ignores these
+    folders (``.dvcignore``), so until this runs they do not enter any hash."""
+    parent = Path(out).parent
     removed = []
-    for path in out.parent.glob(f".{out.name}.partial-*"):
-        pid = path.name.rsplit("-", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+    for path in sorted(parent.glob(".*.old-*")) + sorted(parent.glob(".*.partial-*")):
+        name, _, pid = path.name[1:].rpartition(".")
+        kind, _, pid = pid.partition("-")
+        if not (pid.isdigit() and kind in ("old", "partial")) or _alive(int(pid)):
+            continue
+        target = parent / name
+        new = parent / f".{name}.partial-{pid}"
+        if kind == "old" and not target.exists() and new.is_dir():
+            new.rename(target)  # the swap was half done: finish it
+        if path.exists():
+            _remove(path)
             removed.append(path)
     return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -117,6 +117,25 @@ def mlflow_run(
             mlflow.end_run(status)
 
 
+def end_abandoned_run(run_id: str, reason: str) -> None:
+    """Mark a run a killed process left RUNNING as KILLED, with ``reason`` as a tag (a training
+    that starts afresh over a killed one's checkpoint); a run this store does not know, or one
+    already ended, is left as it is."""
+    with phase("mlflow"):
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        mlflow.set_tracking_uri(tracking_uri())
+        client = mlflow.MlflowClient()
+        try:
+            if client.get_run(run_id).info.status != "RUNNING":
+                return
+            client.set_tag(run_id, "segbench.abandoned", reason)
+            client.set_terminated(run_id, status="KILLED")
+        except MlflowException:
+            pass
+
+
 # MLflow calls go through these, so that their cost is counted as MLflow's (segbench.timing).
 
 

@@ -62,7 +62,7 @@ from segbench.losses import build_loss
 from segbench.modelcard import HISTORY_FIELDS, ModelCard, TrainingSummary
 from segbench.models import build_model
 from segbench.optim import EpochSchedule, build_optimizer
-from segbench.tracking import log_artifacts, log_params, mlflow_run, run_tags
+from segbench.tracking import end_abandoned_run, log_artifacts, log_params, mlflow_run, run_tags
 from segbench.tracking import log_metrics as tracking_log_metrics
 from segbench.training.distributed import Dist, init_distributed
 from segbench.training.loop import (
@@ -234,6 +234,7 @@ def train(
     fp = fingerprint(card.config(), module_digest(__name__))
     state = _resume_state(name, ckpt, fp, resume, dist) if card.kind == "torch" else None
     if dist.main and state is None:
+        _end_abandoned(ckpt)
         shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run never mixes in an old one
     tags = {
         **run_tags(stage=f"train@{name}", data_version=data_version, device=str(device)),
@@ -312,3 +313,11 @@ def _resume_state(name: str, ckpt: Path, fp: dict, resume: bool, dist: Dist) -> 
     if dist.world > 1:
         torch.distributed.barrier()
     return state
+
+
+def _end_abandoned(ckpt: Path) -> None:
+    """The MLflow run of a killed training that is not continued stays RUNNING forever unless
+    it is ended here (its id is in the checkpoint folder about to be removed)."""
+    run_id = resumed_run_id(ckpt)
+    if run_id is not None:
+        end_abandoned_run(run_id, "killed; a later training started afresh")
