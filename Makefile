@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(abspath .prefect)
 
-.PHONY: setup lock run test test-fast bench bench-sliding bench-sweep lint format clean
+.PHONY: setup lock run test test-fast bench bench-sliding bench-sweep bench-faults lint format clean
 
 setup: $(STAMP)
 
@@ -70,6 +70,11 @@ SWEEP_ARGS ?=
 
 bench-sweep: setup
 	python benchmarks/sweep_scaling.py $(SWEEP_ARGS)
+
+# kill -9 of every stage at seeded random moments, then a rerun (~12 min on 2 cores).
+FAULTS_ARGS ?= --seeds 10 --dvc
+bench-faults: setup
+	python benchmarks/faults.py $(FAULTS_ARGS)
 
 lint: setup
 	ruff check .
