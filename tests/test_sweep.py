@@ -57,6 +57,7 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
         space={"train": {"lr": [0.003, 0.002, 1e-6, 1e-7]}},
         epochs=2,
     )
+    started = time.time()
     # A damaged state with planted pickles is left where the sweep keeps its own: --fresh.
     marker = plant(params, tiles, tmp_path / "state", tmp_path)
     summary = run_sweep(
@@ -85,6 +86,12 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
     assert best["value"] == pytest.approx(float(top["best_val_dice"]))
     assert best["config"]["train.lr"] in (0.003, 0.002)
     assert not (tmp_path / "state" / best["experiment"]).exists()  # finished: nothing to resume
+    # No trial's weights or checkpoints are left behind, here or in Ray's session folders (which
+    # Ray never cleans: a sweep of full-size models used to leave GBs there).
+    assert not list((tmp_path / "state").rglob("*.pt"))
+    ray_tmp = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+    pattern = f"session_*/artifacts/*/{best['experiment']}/**/*.pt"
+    assert not [p for p in ray_tmp.glob(pattern) if p.stat().st_mtime >= started]
 
     mlflow.set_tracking_uri(mlflow_store)
     parents = mlflow.search_runs(

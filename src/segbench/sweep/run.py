@@ -121,7 +121,8 @@ def run_sweep(
                 "git_commit": git_commit(Path.cwd()),
                 "dvc_stage": "sweep",
             }
-            trainable = _trainable(params, tiles_dir, epochs, child_tags, train_fn, store.uri)
+            work = tune_dir / name / "work"
+            trainable = _trainable(params, tiles_dir, epochs, child_tags, train_fn, store.uri, work)
             # Tune's working files: never read back (a fresh experiment every run).
             shutil.rmtree(tune_dir / name, ignore_errors=True)
             results = _fit(params, trainable, str(tune_dir), name, epochs)
@@ -181,7 +182,7 @@ def _devices(sweep) -> str:
     return "cuda" if sweep.resources.gpu > 0 else "cpu"
 
 
-def _trainable(params: Params, tiles_dir: Path, epochs: int, tags, train_fn, store: str):
+def _trainable(params: Params, tiles_dir: Path, epochs: int, tags, train_fn, store: str, work):
     from ray import tune
 
     sweep = params.sweep
@@ -199,6 +200,7 @@ def _trainable(params: Params, tiles_dir: Path, epochs: int, tags, train_fn, sto
         threads=max(1, int(sweep.resources.cpu)),
         train_fn=train_fn,
         store=store,
+        work_dir=str(work),
     )
     return tune.with_resources(fn, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
 

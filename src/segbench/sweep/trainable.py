@@ -44,6 +44,7 @@ def run_trial(
     threads: int,
     train_fn: Callable | None = None,
     store: str,
+    work_dir: str,
 ) -> None:
     """The trainable Ray Tune calls with a trial's ``config`` (``{"train.lr": 0.001, ...}``).
 
@@ -53,7 +54,10 @@ def run_trial(
     ``env`` the MLflow settings of the driver (a remote node has none of its own); ``tags`` the
     sweep's MLflow tags (parent run, commit);
     ``threads`` the torch threads (the trial's CPUs: trials side by side must not oversubscribe);
-    ``store`` the sweep's saved progress (:class:`segbench.sweep.store.Store`'s URI).
+    ``store`` the sweep's saved progress (:class:`segbench.sweep.store.Store`'s URI);
+    ``work_dir`` where the trial trains (its model and checkpoints, removed when it ends; the
+    driver removes the folder when the sweep ends, with what stopped trials left: Ray's own
+    trial folders are never cleaned, and a sweep would leave GBs of weights in /tmp/ray).
     ``train_fn`` replaces :func:`segbench.training.train` (tests inject failures with it).
     """
     import torch
@@ -66,8 +70,7 @@ def run_trial(
         os.chdir(cwd)
     torch.set_num_threads(threads)
     ctx = tune.get_context()
-    trial_dir = Path(ctx.get_trial_dir())
-    out_dir = trial_dir / "model"
+    out_dir = Path(work_dir) / ctx.get_trial_id() / "model"
     resume_dir = resume_dir_for(out_dir)
     model = params.sweep.model
     params = trial_params(params, config, epochs)
@@ -126,6 +129,7 @@ def run_trial(
         train_seconds=summary.get("train_seconds", math.nan),
         stop_reason=summary.get("stop_reason", ""),
     )
+    shutil.rmtree(out_dir.parent, ignore_errors=True)  # the weights: train@ trains the best again
     save(resume_dir=None, mlflow_run_id=final["mlflow_run_id"] or None, final=final)
     tune.report(final)
 
