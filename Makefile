@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(abspath .prefect)
 
-.PHONY: setup lock run test test-fast bench bench-sliding bench-sweep bench-faults lint format clean
+.PHONY: setup lock run test test-fast bench bench-sliding bench-sweep bench-faults bench-multiclass lint format clean
 
 setup: $(STAMP)
 
@@ -70,6 +70,14 @@ SWEEP_ARGS ?=
 
 bench-sweep: setup
 	python benchmarks/sweep_scaling.py $(SWEEP_ARGS)
+
+# Multi-class metrics, segbench's against torchmetrics' (~2 min). torchmetrics is installed for
+# this benchmark only, beside the virtualenv (--no-deps: it must never change torch).
+TORCHMETRICS_VERSION ?= 1.9.0
+bench-multiclass: setup
+	@test -d .bench-deps/torchmetrics/torchmetrics || python -m pip install --no-deps --upgrade \
+		--target .bench-deps/torchmetrics torchmetrics==$(TORCHMETRICS_VERSION) lightning-utilities==0.15.3
+	python benchmarks/multiclass_metrics.py
 
 # kill -9 of every stage at seeded random moments, then a rerun (~12 min on 2 cores).
 FAULTS_ARGS ?= --seeds 10 --dvc

@@ -200,3 +200,59 @@ def test_false_positives_on_empty_images_are_reported_on_their_own():
     assert s["dice"] == 1.0 and s["dice_n"] == 1  # the empty images are not in the Dice mean
     assert s["n_empty_prediction"] == 1
     assert s["miou"] == pytest.approx((1.0 + (12 / 16 + 0) / 2 + 1.0) / 3)
+
+
+def test_multiclass_metrics_by_hand():
+    from segbench.metrics import multiclass_metrics
+
+    target = np.array([[0, 0, 1, 1], [0, 2, 2, 1]])
+    pred = np.array([[0, 1, 1, 1], [0, 2, 0, 3]])
+    m = multiclass_metrics(pred, target, 4)
+    # Reference rows, predicted columns.
+    assert m["confusion"].tolist() == [[2, 1, 0, 0], [0, 2, 0, 1], [1, 0, 1, 0], [0, 0, 0, 0]]
+    assert m["iou"][:3] == pytest.approx([2 / 4, 2 / 4, 1 / 2])
+    assert m["iou"][3] == 0.0  # predicted, never in the reference: a mistake, IoU 0
+    assert m["dice"][:3] == pytest.approx([4 / 6, 4 / 6, 2 / 3])
+    assert m["precision"] == pytest.approx([2 / 3, 2 / 3, 1.0, 0.0])
+    assert m["recall"][:3] == pytest.approx([2 / 3, 2 / 3, 1 / 2]) and np.isnan(m["recall"][3])
+    assert m["pixel_accuracy"] == pytest.approx(5 / 8)
+    assert m["miou"] == pytest.approx((0.5 + 0.5 + 0.5 + 0.0) / 4)
+    assert m["mpa"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 2) / 3)  # classes in the reference
+
+
+def test_a_class_absent_from_both_masks_is_left_out_of_the_means():
+    from segbench.metrics import multiclass_metrics
+
+    target = pred = np.array([[0, 1], [1, 0]])
+    m = multiclass_metrics(pred, target, 3)
+    assert np.isnan(m["iou"][2]) and np.isnan(m["dice"][2])
+    assert m["miou"] == 1.0 and m["mpa"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_with_two_classes_multiclass_metrics_are_the_binary_ones(seed):
+    from segbench.metrics import multiclass_metrics
+
+    rng = np.random.default_rng(seed)
+    target = (rng.random((16, 16)) < [0.0, 0.3, 0.9, 1.0, 0.5, 0.05][seed]).astype(np.uint8)
+    pred = (rng.random((16, 16)) < 0.4).astype(np.uint8)
+    b, m = binary_metrics(pred, target), multiclass_metrics(pred, target, 2)
+    for key in ("miou", "mpa", "pixel_accuracy"):
+        assert m[key] == pytest.approx(b[key], nan_ok=True)
+    if not np.isnan(b["iou"]):
+        assert m["iou"][1] == pytest.approx(b["iou"]) and m["dice"][1] == pytest.approx(b["dice"])
+
+
+def test_ignored_pixels_and_values_that_are_not_classes():
+    from segbench.metrics import MetricInputError, multiclass_metrics
+
+    target = np.array([[0, 255], [1, 1]])
+    pred = np.array([[0, 0], [1, 0]])
+    m = multiclass_metrics(pred, target, 2, ignore_index=255)
+    assert m["confusion"].tolist() == [[1, 0], [1, 1]]
+    with pytest.raises(MetricInputError, match=r"reference mask holds \[255\], not class indices"):
+        multiclass_metrics(pred, target, 2)
+    with pytest.raises(MetricInputError, match="differ in shape"):
+        multiclass_metrics(pred[:1], target, 2)
+    with pytest.raises(MetricInputError, match="float64, not class indices"):
+        multiclass_metrics(pred * 0.5, target, 2, ignore_index=255)

@@ -95,6 +95,75 @@ def binary_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     }
 
 
+def confusion_matrix(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, *, ignore_index: int | None = None
+) -> np.ndarray:
+    """The (C, C) int64 confusion matrix of two (H, W) index masks: row = reference class,
+    column = predicted class. Pixels whose reference is ``ignore_index`` are left out. Raises
+    :class:`MetricInputError` on masks of different shapes, or on values that are not class
+    indices in ``[0, num_classes)``."""
+    pred, target = np.asarray(pred), np.asarray(target)
+    if pred.shape != target.shape:
+        raise MetricInputError(
+            f"prediction {pred.shape} and reference {target.shape} differ in shape; resize the "
+            "prediction to the reference's size before scoring it"
+        )
+    if ignore_index is not None:
+        keep = target != ignore_index
+        pred, target = pred[keep], target[keep]
+    for mask, what in ((pred, "prediction"), (target, "reference")):
+        if mask.dtype.kind not in "biu" and mask.dtype != bool:
+            raise MetricInputError(f"{what} mask holds {mask.dtype}, not class indices")
+        if mask.size and (int(mask.min()) < 0 or int(mask.max()) >= num_classes):
+            bad = np.unique(mask[(mask < 0) | (mask >= num_classes)])[:5]
+            raise MetricInputError(
+                f"{what} mask holds {bad.tolist()}, not class indices in [0, {num_classes})"
+            )
+    # One pass over the pixels: each (reference, prediction) pair is one bin.
+    flat = target.astype(np.int64).ravel() * num_classes + pred.astype(np.int64).ravel()
+    counts = np.bincount(flat, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def multiclass_metrics(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, *, ignore_index: int | None = None
+) -> dict:
+    """The metrics of one (H, W) index prediction against its reference, over ``num_classes``
+    classes (0 = background), from their confusion matrix (:func:`confusion_matrix`).
+
+    Per class k (lists of C floats, NaN where undefined): ``iou`` = TP/(TP+FP+FN) and ``dice`` =
+    2TP/(2TP+FP+FN), undefined for a class absent from both masks; ``precision`` = TP/(TP+FP),
+    undefined where k is never predicted; ``recall`` = TP/(TP+FN), undefined where k is not in
+    the reference. Over classes: ``miou`` = mean IoU over the classes present in the reference or
+    the prediction; ``mpa`` = mean recall over the classes present in the reference (the share of
+    each class's pixels predicted as it: per-class pixel accuracy); ``pixel_accuracy`` = the
+    share of all pixels predicted right. A class absent from both masks says nothing about the
+    model on that image, so it is left out of the means rather than counted as 0 or 1. With
+    ``num_classes`` 2 these are exactly :func:`binary_metrics`' ``miou``, ``mpa`` and
+    ``pixel_accuracy``. ``confusion`` is the matrix itself (rows: reference).
+    """
+    matrix = confusion_matrix(pred, target, num_classes, ignore_index=ignore_index)
+    tp = np.diag(matrix).astype(np.float64)
+    in_ref, in_pred = matrix.sum(axis=1), matrix.sum(axis=0)
+    fp, fn = in_pred - tp, in_ref - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
+        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+        precision = np.where(in_pred > 0, tp / in_pred, np.nan)
+        recall = np.where(in_ref > 0, tp / in_ref, np.nan)
+    total = int(matrix.sum())
+    return {
+        "pixel_accuracy": float(tp.sum() / total) if total else math.nan,
+        "miou": _nanmean(*iou.tolist()),
+        "mpa": _nanmean(*recall.tolist()),
+        "iou": iou.tolist(),
+        "dice": dice.tolist(),
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "confusion": matrix,
+    }
+
+
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
     """Mean and std (NaN excluded) of each metric over images, plus counts.
 
