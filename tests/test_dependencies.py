@@ -29,6 +29,8 @@ FIRST_PARTY = {"segbench", "tests"}
 OUTSIDE_THE_VENV = {
     ("monai", "benchmarks/sliding_window.py"): "`make bench-sliding` installs MONAI into "
     ".bench-deps/, beside the virtualenv, with --no-deps so that it never changes torch",
+    ("torchmetrics", "benchmarks/multiclass_metrics.py"): "`make bench-multiclass` installs "
+    "torchmetrics into .bench-deps/torchmetrics, beside the virtualenv, with --no-deps",
 }
 
 # Declared, never imported -> why they are declared.
@@ -141,9 +143,11 @@ def test_every_third_party_import_is_declared():
     assert not problems, "\n".join(problems)
 
 
-def test_monai_stays_outside_the_venv():
-    assert "monai" not in declared_names()
-    assert "--target .bench-deps monai==$(MONAI_VERSION)" in (REPO / "Makefile").read_text()
+def test_monai_and_torchmetrics_stay_outside_the_venv():
+    assert "monai" not in declared_names() and "torchmetrics" not in declared_names()
+    makefile = (REPO / "Makefile").read_text()
+    assert "--target .bench-deps monai==$(MONAI_VERSION)" in makefile
+    assert "--target .bench-deps/torchmetrics torchmetrics==$(TORCHMETRICS_VERSION)" in makefile
 
 
 def test_every_declared_distribution_is_imported_or_says_why_not():
