@@ -30,7 +30,7 @@ def saved(tmp_path):
 
 def test_a_trial_is_saved_and_restored(saved, tmp_path):
     store, key, folder = saved
-    assert key == f"00003-{key.split('-')[1]}"  # its place in the sweep, then its values
+    assert key.startswith("00003-")  # its place in the sweep, then a digest of its values
     assert sorted(p.name for p in folder.iterdir()) == [
         "best-0002.pt",
         "last-0002.pt",
@@ -56,6 +56,7 @@ def test_a_kill_between_files_leaves_the_previous_state(saved, tmp_path):
     assert state.epochs[-1]["epoch"] == 2 and state.files["last.pt"].name == "last-0002.pt"
     ckpt = tmp_path / "again"
     store.restore(state, key, ckpt)
+    (ckpt / "last.pt").write_bytes(b"last 3, trained again")  # epoch 3 again; best unchanged
     store.save(
         key,
         CONFIG,
@@ -65,10 +66,12 @@ def test_a_kill_between_files_leaves_the_previous_state(saved, tmp_path):
         mlflow_run_id="r1",
     )
     assert sorted(p.name for p in folder.iterdir()) == [
-        "best-0003.pt",
+        "best-0002.pt",
         "last-0003.pt",
         "trial.json",
     ]
+    assert (folder / "last-0003.pt").read_bytes() == b"last 3, trained again"
+    assert store.verify() == 1
 
 
 @pytest.mark.parametrize(
@@ -120,3 +123,17 @@ def _edit_file(folder, name):
     data = json.loads((folder / "trial.json").read_text())
     data["files"]["last.pt"]["name"] = name
     (folder / "trial.json").write_text(json.dumps(data))
+
+
+def test_an_unchanged_checkpoint_file_is_not_written_again(saved, tmp_path):
+    store, key, folder = saved
+    ckpt = tmp_path / ".model.resume"
+    (ckpt / "last.pt").write_bytes(b"last 3")  # best.pt as after epoch 2: no better epoch
+    epochs = [*store.read_trial(key).epochs, {"epoch": 3, "val_dice": 0.6}]
+    store.save(key, CONFIG, attempt=1, epochs=epochs, resume_dir=ckpt, mlflow_run_id="r1")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best-0002.pt",
+        "last-0003.pt",
+        "trial.json",
+    ]
+    assert store.verify() == 1

@@ -92,6 +92,7 @@ class Store:
     def __init__(self, uri: str):
         self.uri = uri.rstrip("/")
         self.fs, self.root = _fs(self.uri)
+        self._files: dict[str, dict[str, StoredFile]] = {}  # per trial: what it last named
 
     # -- plain file operations ----------------------------------------------------------------
     def _exists(self, path: str) -> bool:
@@ -199,6 +200,7 @@ class Store:
         """Copy trial ``key``'s checkpoint into training's ``resume_dir`` (emptied first)."""
         shutil.rmtree(resume_dir, ignore_errors=True)
         resume_dir.mkdir(parents=True)
+        self._files[key] = dict(state.files)
         for role, stored in state.files.items():
             (resume_dir / role).write_bytes(self._read(f"{self._trial_dir(key)}/{stored.name}"))
         if state.mlflow_run_id:
@@ -220,14 +222,18 @@ class Store:
         longer names."""
         folder = self._trial_dir(key)
         epoch = int(epochs[-1]["epoch"]) if epochs else 0
-        files = {}
+        files, before = {}, self._files.get(key, {})
         for role in FILES if resume_dir is not None else ():
             src = resume_dir / role
             if src.is_file():
-                name = f"{role.removesuffix('.pt')}-{epoch:04d}.pt"
                 data = src.read_bytes()
+                sha = hashlib.sha256(data).hexdigest()
+                if role in before and before[role].sha256 == sha:
+                    files[role] = before[role]  # unchanged (best.pt most epochs): not sent again
+                    continue
+                name = f"{role.removesuffix('.pt')}-{epoch:04d}.pt"
                 self._write(f"{folder}/{name}", data)
-                files[role] = StoredFile(name=name, sha256=hashlib.sha256(data).hexdigest())
+                files[role] = StoredFile(name=name, sha256=sha)
         state = TrialState(
             format=FORMAT,
             key=key,
@@ -239,6 +245,7 @@ class Store:
             files=files,
         )
         self._write(f"{folder}/trial.json", state.model_dump_json(indent=1).encode())
+        self._files[key] = files
         keep = {"trial.json", *(f.name for f in files.values())}
         for name in self._listing(folder, dirs=False):
             if name not in keep:
