@@ -16,7 +16,6 @@ the file and ``None`` here; the writer may pass them as NaN. Every number is fin
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Collection
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from segbench.errors import SegbenchError, describe_validation_error
-from segbench.io import read_csv, write_json
+from segbench.io import read_csv, read_json, write_json
 
 METRICS_FILE = "metrics.json"
 PER_IMAGE_FILE = "per_image.csv"
@@ -124,12 +123,9 @@ class EvalMetrics(BaseModel):
         that names it and says to re-run ``stage`` (the one that writes it)."""
         path = Path(eval_dir) / METRICS_FILE
         rerun = f"re-run `dvc repro {stage}`"
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise SegbenchError(f"{path}: no such file; run `dvc repro {stage}`") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SegbenchError(f"{path}: not valid JSON ({exc}); {rerun}") from None
+        if not path.is_file():
+            raise SegbenchError(f"{path}: no such file; run `dvc repro {stage}`")
+        data = read_json(path, fix=rerun)
         if not isinstance(data, dict):
             raise SegbenchError(
                 f"{path}: not valid evaluation metrics (a JSON object of metric names and "

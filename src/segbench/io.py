@@ -64,13 +64,15 @@ def write_json(path: str | Path, obj: Any) -> None:
     Path(path).write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, *, fix: str = "re-run the stage") -> Any:
+    """The JSON value in ``path``; missing or not JSON (truncated, binary, hand-edited): a
+    :class:`SegbenchError` naming the file, ending with ``fix`` (what the user should do)."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise SegbenchError(f"{path}: file not found (did the stage that writes it run?)") from None
-    except json.JSONDecodeError as exc:
-        raise SegbenchError(f"{path}: not valid JSON ({exc}); re-run the stage") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SegbenchError(f"{path}: not valid JSON ({exc}); {fix}") from None
 
 
 def _jsonable(value: Any) -> Any:

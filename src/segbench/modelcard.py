@@ -22,7 +22,6 @@ Weights live beside it (``weights.pt``, ``last.pt`` or ``state.json``), per-epoc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +31,7 @@ from segbench.config.models import AnyEntry
 from segbench.config.prepare import PrepareConfig
 from segbench.config.training import TrainConfig
 from segbench.errors import SegbenchError, describe_validation_error
+from segbench.io import read_json
 
 CARD_FILE = "card.json"
 SCHEMA_VERSION = 1
@@ -115,10 +115,7 @@ class ModelCard(_Record):
                 "directory the train or ensemble stage wrote, such as models/unet, or re-run "
                 "`dvc repro`"
             )
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SegbenchError(f"{path}: not valid JSON ({exc}); re-run its train stage") from None
+        data = read_json(path, fix="re-run its train stage")
         if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
             raise SegbenchError(
                 f"{path}: model card version {data.get('schema_version')!r}, this segbench "
