@@ -44,3 +44,40 @@ def write_png_dataset(root: Path, n: int, *, rgb: bool = False, mask_255: bool =
         Image.fromarray(array).save(root / "images" / f"img_{i:03d}.png")
         Image.fromarray(mask * (255 if mask_255 else 1)).save(root / "masks" / f"img_{i:03d}.png")
     return root
+
+
+# Class colours of the palette-mask fixture: what a user's class list would name.
+PARKING_COLORS = {"asphalt": (0, 0, 0), "car": (220, 20, 60), "marking": (255, 215, 0)}
+
+
+def parking_classes() -> list[dict]:
+    """``data.classes`` for :func:`write_parking_palette_dataset`: by colour."""
+    return [{"name": n, "color": list(c)} for n, c in PARKING_COLORS.items()]
+
+
+def write_parking_palette_dataset(
+    root: Path, n: int, *, height: int = 96, width: int = 128, palette_extra=None
+) -> Path:
+    """``root/images/*.png`` RGB aerial parking lots with ``root/masks/*.png`` palette PNGs
+    whose palette holds the class colours (index = class), as annotation tools save them.
+    ``palette_extra``: an (index, colour) put into every palette and used by a few pixels
+    (a palette that differs from the class list)."""
+    from segbench.data.parking import generate_parking
+    from segbench.data.synthetic import sample_seed
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    palette = [c for color in PARKING_COLORS.values() for c in color]
+    for i in range(n):
+        image, mask = generate_parking(sample_seed(7, i), height=height, width=width, noise=1.0)
+        Image.fromarray(image).save(root / "images" / f"lot_{i:03d}.png")
+        pal = list(palette)
+        if palette_extra is not None:
+            index, color = palette_extra
+            pal += [0] * (3 * index - len(pal)) + list(color)
+            mask = mask.copy()
+            mask[:2, :2] = index
+        im = Image.fromarray(mask.astype(np.uint8), mode="P")
+        im.putpalette(pal + [0] * (768 - len(pal)))
+        im.save(root / "masks" / f"lot_{i:03d}.png")
+    return root

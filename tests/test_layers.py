@@ -15,7 +15,7 @@ from tests.static_imports import REPO, graph, imports_of, modules
 # Lowest first. A module's component is its first name under segbench (segbench.config.models
 # is config); stages/ and flows/ sit above all of them.
 LAYERS = [
-    {"segbench", "errors", "io", "decode", "workspace", "zygote", "timing", "codedeps"},
+    {"segbench", "errors", "io", "decode", "workspace", "zygote", "timing", "codedeps", "classes"},
     {"config", "modelcard", "evalmetrics"},
     {
         "data",
@@ -33,6 +33,8 @@ LAYERS = [
         "postprocess",
         "threshold",
         "figures",
+        "cardloss",
+        "skipped",
     },
     {"check", "fetch", "prepare", "training", "evaluate", "predict", "predict_folder"},
     {"sweep", "ensemble", "report", "comparison"},

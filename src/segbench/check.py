@@ -44,6 +44,10 @@ def check_params(params: Params, source: str = "params.yaml") -> list[str]:
                 problems.append(f"{key}.{field}: {path} does not exist (a local file is needed)")
     if problems:
         raise SegbenchError(f"{source}: " + "; ".join(problems))
+    from segbench.config import not_applicable
+
+    for name, reason in not_applicable(params).items():
+        print(f"check: models.{name} is skipped on this data: {reason}")
     return list(params.models)
 
 

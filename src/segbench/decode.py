@@ -121,6 +121,44 @@ def to_gray(array: np.ndarray) -> np.ndarray:
     return _to_uint(array, "image")
 
 
+def to_rgb(array: np.ndarray) -> np.ndarray:
+    """(H, W[, C]) stored array -> (H, W, 3) uint8 or uint16: grey replicated, alpha dropped."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = _to_uint(array, "image")
+        return np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        return _to_uint(np.ascontiguousarray(array[..., :3]), "image")
+    if array.ndim == 3:
+        raise DecodeError(f"has {array.shape[-1]} channels; save it as grayscale, RGB or RGBA")
+    raise DecodeError(f"has shape {array.shape}; expected a 2-D image")
+
+
+def is_colour(array: np.ndarray) -> bool:
+    """Whether a stored array carries colour: 3+ channels that are not all equal."""
+    array = np.asarray(array)
+    if array.ndim != 3 or array.shape[-1] < 3:
+        return False
+    rgb = array[..., :3]
+    return not bool((rgb == rgb[..., :1]).all())
+
+
+def convert_channels(array: np.ndarray, channels: str | None) -> np.ndarray:
+    """A stored array as ``channels``: ``"gray"`` (H, W), ``"rgb"`` (H, W, 3), or ``None``:
+    as stored, (H, W) for one channel, (H, W, 3) for three or four (alpha dropped)."""
+    if channels == "gray":
+        return to_gray(array)
+    if channels == "rgb":
+        return to_rgb(array)
+    if channels is not None:
+        raise ValueError(f"channels must be gray, rgb or None, got {channels!r}")
+    array = np.asarray(array)
+    single = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 1)
+    return to_gray(array) if single else to_rgb(array)
+
+
 def _to_uint(array: np.ndarray, what: str) -> np.ndarray:
     """Integer data -> uint8 / uint16 when its values fit; anything else is an error."""
     if array.dtype == np.bool_:

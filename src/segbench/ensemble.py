@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from segbench.classes import read_channels, read_classes
 from segbench.config import Params
 from segbench.cost import count_parameters, peak_memory_mb
 from segbench.devices import resolve_device
@@ -36,7 +37,7 @@ from segbench.predict import build_from_card, load_predictor
 from segbench.tracking import log_artifacts, log_metrics, log_params, mlflow_run, run_tags
 
 # What must agree between members for their probabilities to be averaged pixel by pixel.
-_SAME = ("data_version", "prepare")
+_SAME = ("data_version", "prepare", "classes", "in_channels")
 
 
 def _load_members(names: list[str], models_dir: Path, params: Params, device) -> dict:
@@ -73,11 +74,12 @@ def _validation_probabilities(predictors: dict, raw_dir: Path, label: str):
             f"{label}: the validation split is empty, so there is nothing to choose weights on; "
             "raise data.split.val or give fixed weights"
         )
+    channels, n_classes = read_channels(raw_dir), read_classes(raw_dir).num_classes
     probs, masks = [], []
     for rec in tqdm(vals, desc=f"{label}: members on val", unit="img"):
-        image = read_image(raw_dir / rec["image"])
+        image = read_image(raw_dir / rec["image"], channels)
         probs.append(np.stack([p.predict_proba(image) for p in predictors.values()]))
-        masks.append(read_mask(raw_dir / rec["mask"]))
+        masks.append(read_mask(raw_dir / rec["mask"], n_classes))
     return probs, masks
 
 
@@ -129,6 +131,8 @@ def fit_ensemble(
         entry=entry,
         prepare=cards[members[0]].prepare,
         in_channels=cards[members[0]].in_channels,
+        classes=cards[members[0]].classes,
+        class_colors=cards[members[0]].class_colors,
         train=None,
         promoted=None,
         data_version=cards[members[0]].data_version,

@@ -109,6 +109,26 @@ class EvalMetrics(BaseModel):
     random_init: bool
     # Only when the threshold was tuned: pooled validation Dice at the chosen threshold.
     val_dice_at_threshold: Figure = None
+    # Trained networks: their training loss on the test images (segbench.cardloss).
+    test_loss: Figure = None
+    # Several classes only (absent for two): the class list, per-class means over the test
+    # images where each is defined, IoU intervals, images holding each class, mIoU interval.
+    num_classes: int | None = Field(default=None, ge=3)
+    class_names: list[str] | None = None
+    class_iou: list[Figure] | None = None
+    class_dice: list[Figure] | None = None
+    class_precision: list[Figure] | None = None
+    class_recall: list[Figure] | None = None
+    class_iou_ci_low: list[Figure] | None = None
+    class_iou_ci_high: list[Figure] | None = None
+    class_images: list[Count] | None = None
+    miou_ci_low: Figure = None
+    miou_ci_high: Figure = None
+
+    @property
+    def primary(self) -> str:
+        """The metric models are ranked and tested on: Dice (two classes), mIoU (several)."""
+        return "dice" if self.num_classes is None else "miou"
 
     def write(self, eval_dir: str | Path) -> Path:
         """``eval_dir/metrics.json``: exactly the keys given (``val_dice_at_threshold`` only
@@ -198,3 +218,28 @@ def _cell(column: str, text: str | None) -> str | int | float:
         kind = "an integer" if column in COUNT_COLUMNS else "a finite number (or nan)"
         raise ValueError(f"{column}: {text!r} is not {kind}")
     return value
+
+
+SKIPPED_KEY = "skipped"
+
+
+def write_skipped(eval_dir: str | Path, reason: str) -> Path:
+    """``eval_dir/metrics.json`` for an entry that cannot run on this data (a zero-shot SAM
+    entry on several classes, :func:`segbench.config.not_applicable`): ``{"skipped": reason}``."""
+    path = Path(eval_dir) / METRICS_FILE
+    write_json(path, {SKIPPED_KEY: reason})
+    return path
+
+
+def read_skipped(eval_dir: str | Path) -> str | None:
+    """Why ``eval_dir`` holds no results (written by :func:`write_skipped`), else None."""
+    path = Path(eval_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = read_json(path)
+    except SegbenchError:
+        return None
+    if isinstance(data, dict) and set(data) == {SKIPPED_KEY} and isinstance(data[SKIPPED_KEY], str):
+        return data[SKIPPED_KEY]
+    return None

@@ -1,9 +1,13 @@
 """``evaluate(model_dir, params, raw_dir, out_dir) -> metrics`` on the full-size test images.
 
 Each test image is predicted at full size (sliding windows at the working resolution, blended
-as ``evaluate.blend`` says), turned into a mask by the threshold (fixed, or tuned on the
-validation images first) and the optional removal of small components, and scored with
-:func:`segbench.metrics.binary_metrics`.
+as ``evaluate.blend`` says), turned into a mask and scored. Two classes: the threshold (fixed,
+or tuned on the validation images first) and the optional removal of small components, scored
+with :func:`segbench.metrics.binary_metrics`. Several classes: each pixel's most probable class
+(argmax; nothing to tune), small components of a class turned background, scored per class
+with :func:`segbench.metrics.multiclass_row` (ignored pixels count for nothing). Trained
+networks also get their *test loss*: their training loss on the test images
+(:mod:`segbench.cardloss`).
 
 Output layout (``out_dir``)::
 
@@ -12,10 +16,14 @@ Output layout (``out_dir``)::
                      ``oracle_prompts`` / ``random_init`` notes (the DVC metrics file; the same
                      dict goes to MLflow as ``test_*``), written through its schema,
                      :class:`segbench.evalmetrics.EvalMetrics`
-    per_image.csv    id, the metrics, the confusion counts, foreground fractions (DVC plots)
+    per_image.csv    id, the metrics, the confusion counts, foreground fractions (DVC plots);
+                     several classes: miou, mpa, pixel_accuracy, dice, iou, precision, recall
+                     (foreground means), then iou_k, dice_k, precision_k, recall_k per class
+    confusion.csv    the confusion matrix pooled over the test images: one row per reference
+                     class, one column per predicted class, pixel counts
     threshold.csv    pooled validation Dice at each candidate threshold (``threshold: tune``;
                      the header alone otherwise)
-    pred/<id>.png    predicted masks, {0, 255}
+    pred/<id>.png    predicted masks: {0, 255}, or class indices
     card.json        the evaluated model's card, and
     history.csv      its training history, copied: the directory describes its row of the
                      report on its own
@@ -29,10 +37,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from segbench.cardloss import image_loss, loss_for
+from segbench.classes import IGNORE, read_channels, read_classes
 from segbench.config import Params
 from segbench.cost import peak_memory_mb
+from segbench.errors import SegbenchError
 from segbench.evalmetrics import EvalMetrics
 from segbench.io import (
     atomic_dir,
@@ -42,9 +54,15 @@ from segbench.io import (
     write_csv,
     write_mask,
 )
-from segbench.metrics import METRICS, binary_metrics, summarize
+from segbench.metrics import (
+    METRICS,
+    binary_metrics,
+    multiclass_row,
+    summarize,
+    summarize_multiclass,
+)
 from segbench.modelcard import CARD_FILE
-from segbench.postprocess import binarize
+from segbench.postprocess import to_labels
 from segbench.predict import Predictor, load_predictor
 from segbench.stats import SMALL_TEST_SET, bootstrap_ci
 from segbench.threshold import tune_threshold
@@ -61,6 +79,17 @@ PER_IMAGE_FIELDS = [
     "ref_fraction",
     "pred_fraction",
 ]
+MULTICLASS_FIELDS = ["miou", "mpa", "pixel_accuracy", "dice", "iou", "precision", "recall"]
+
+
+def per_image_fields(num_classes: int) -> list[str]:
+    """The columns of ``per_image.csv`` for ``num_classes`` classes."""
+    if num_classes == 2:
+        return PER_IMAGE_FIELDS
+    per_class = [
+        f"{m}_{k}" for m in ("iou", "dice", "precision", "recall") for k in range(num_classes)
+    ]
+    return ["id", *MULTICLASS_FIELDS, *per_class, "ref_fraction", "pred_fraction"]
 
 
 def evaluate(
@@ -75,29 +104,53 @@ def evaluate(
     manifest = read_csv(raw_dir / "manifest.csv")
     tests = [r for r in manifest if r["split"] == "test"]
     vals = [r for r in manifest if r["split"] == "val"]
+    spec, channels = read_classes(raw_dir), read_channels(raw_dir)
+    card = predictor.card
+    if card.classes != list(spec.names):
+        raise SegbenchError(
+            f"{model_dir}: trained for the classes {', '.join(card.classes)}, but {raw_dir} "
+            f"holds {', '.join(spec.names)}; re-run its train stage on this data"
+        )
+    n_classes = spec.num_classes
+    loss_fn = loss_for(card) if card.train is not None else None
     predictor.warmup()
     with atomic_dir(out_dir) as tmp:
         threshold, curve = _threshold(predictor, params, raw_dir, vals)
         # Always written (header only when nothing was tuned): a fixed set of DVC outputs.
         write_csv(tmp / "threshold.csv", curve, ["threshold", "val_dice"])
         (tmp / "pred").mkdir()
-        rows, seconds = [], 0.0
+        rows, seconds, losses = [], 0.0, []
+        confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
         for rec in tqdm(tests, desc=f"evaluate@{predictor.name}", unit="img"):
-            image, mask = read_image(raw_dir / rec["image"]), read_mask(raw_dir / rec["mask"])
+            image = read_image(raw_dir / rec["image"], channels)
+            mask = read_mask(raw_dir / rec["mask"], n_classes)
             start = time.perf_counter()
             # The reference is used only by oracle models (SAM prompted from the ground truth).
             proba = predictor.predict_proba(image, mask, image_id=rec["id"])
-            pred = binarize(proba, threshold, cfg.min_area)
+            pred = to_labels(proba, threshold, cfg.min_area)
             seconds += time.perf_counter() - start
-            write_mask(tmp / "pred" / f"{rec['id']}.png", pred)
-            rows.append({"id": rec["id"], **binary_metrics(pred, mask)})
-            rows[-1].update(ref_fraction=float(mask.mean()), pred_fraction=float(pred.mean()))
-        metrics = summarize(rows)
-        for name in ("dice", "iou"):
+            write_mask(tmp / "pred" / f"{rec['id']}.png", pred, n_classes)
+            if loss_fn is not None:
+                losses.append(image_loss(loss_fn, proba, mask))
+            row, counts = _score(pred, mask, n_classes)
+            confusion += counts
+            rows.append({"id": rec["id"], **row})
+        metrics = summarize(rows) if n_classes == 2 else _summarize_multiclass(rows, spec)
+        for name in ("dice", "iou") if n_classes == 2 else ("dice", "iou", "miou"):
             low, high = bootstrap_ci(
                 [r[name] for r in rows], n_resamples=cfg.bootstrap_resamples, seed=cfg.seed
             )
             metrics |= {f"{name}_ci_low": low, f"{name}_ci_high": high}
+        if n_classes > 2:
+            metrics |= _class_intervals(rows, n_classes, cfg)
+        write_csv(
+            tmp / "confusion.csv",
+            [
+                {"reference": name, **dict(zip(spec.names, map(int, confusion[k]), strict=True))}
+                for k, name in enumerate(spec.names)
+            ],
+            ["reference", *spec.names],
+        )
         training = predictor.card.training
         metrics.update(
             threshold=threshold,
@@ -122,7 +175,9 @@ def evaluate(
             metrics["val_dice_at_threshold"] = next(
                 c["val_dice"] for c in curve if c["threshold"] == threshold
             )
-        write_csv(tmp / "per_image.csv", rows, PER_IMAGE_FIELDS)
+        if losses:
+            metrics["test_loss"] = float(np.mean(losses))
+        write_csv(tmp / "per_image.csv", rows, per_image_fields(n_classes))
         # Through the schema the report reads it with: a key evaluate adds or renames without
         # it fails here, not in the report. NaN is written as null.
         EvalMetrics.model_validate(metrics).write(tmp)
@@ -138,6 +193,53 @@ def evaluate(
     return metrics
 
 
+def _score(pred: np.ndarray, mask: np.ndarray, n_classes: int) -> tuple[dict, np.ndarray]:
+    """One image's ``per_image.csv`` row and its (C, C) confusion matrix."""
+    if n_classes == 2:
+        row = binary_metrics(pred, mask)
+        counts = np.array([[row["tn"], row["fp"]], [row["fn"], row["tp"]]], dtype=np.int64)
+        row.update(ref_fraction=float(mask.mean()), pred_fraction=float(pred.mean()))
+        return row, counts
+    row, counts = multiclass_row(pred, mask, n_classes, ignore_index=IGNORE)
+    labelled = mask != IGNORE
+    n = max(1, int(labelled.sum()))
+    row.update(
+        ref_fraction=float(((mask > 0) & labelled).sum() / n),
+        pred_fraction=float(((pred > 0) & labelled).sum() / n),
+    )
+    return row, counts
+
+
+def _summarize_multiclass(rows: list[dict], spec) -> dict:
+    """metrics.json's figures with several classes: the same keys as two classes (foreground
+    means for Dice, IoU, precision, recall; mIoU and mPA over classes), the empty-reference
+    counts (images with no foreground class), and the per-class lists."""
+    n = spec.num_classes
+    out = summarize_multiclass(rows, n)
+    empty = [r for r in rows if r["ref_fraction"] == 0]
+    out["n_empty_reference"] = len(empty)
+    out["empty_fpr"] = float(np.mean([r["pred_fraction"] for r in empty])) if empty else math.nan
+    out["empty_with_fp"] = sum(1 for r in empty if r["pred_fraction"] > 0)
+    out["n_empty_prediction"] = sum(1 for r in rows if r["pred_fraction"] == 0)
+    out["num_classes"] = n
+    out["class_names"] = list(spec.names)
+    out["class_images"] = [
+        sum(1 for r in rows if not math.isnan(r[f"recall_{k}"])) for k in range(n)
+    ]
+    return out
+
+
+def _class_intervals(rows: list[dict], n_classes: int, cfg) -> dict:
+    """95% bootstrap intervals of each class's IoU over the test images where it is defined."""
+    lows, highs = [], []
+    for k in range(n_classes):
+        values = [r[f"iou_{k}"] for r in rows if not math.isnan(r[f"iou_{k}"])]
+        low, high = bootstrap_ci(values, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+        lows.append(low)
+        highs.append(high)
+    return {"class_iou_ci_low": lows, "class_iou_ci_high": highs}
+
+
 def _threshold(
     predictor: Predictor, params: Params, raw_dir: Path, vals: list[dict]
 ) -> tuple[float, list[dict]]:
@@ -146,14 +248,17 @@ def _threshold(
     Models whose output is already a mask (Otsu, zero-shot SAM) have nothing to tune.
     """
     cfg = params.evaluate
+    if predictor.num_classes > 2:
+        return 0.5, []  # the argmax decides; there is no threshold (recorded as 0.5, untuned)
     if cfg.threshold != "tune":
         return float(cfg.threshold), []
     if predictor.kind in ("classical", "zero_shot") or not vals:
         return 0.5, []
+    channels = read_channels(raw_dir)
     probas, masks = [], []
     for rec in tqdm(vals, desc=f"threshold@{predictor.name} on val", unit="img"):
         mask = read_mask(raw_dir / rec["mask"])
-        image = read_image(raw_dir / rec["image"])
+        image = read_image(raw_dir / rec["image"], channels)
         probas.append(predictor.predict_proba(image, mask, image_id=rec["id"]))
         masks.append(mask)
     return tune_threshold(probas, masks)

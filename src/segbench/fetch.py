@@ -8,12 +8,20 @@ once) and the sibling only replaces ``out_dir`` when the whole dataset passed.
 
 Output layout (``out_dir``)::
 
-    images/<id>.png   (H, W) grayscale, 8- or 16-bit as the source
-    masks/<id>.png    (H, W) {0, 255}
+    images/<id>.png   (H, W) grey or (H, W, 3) RGB (``data.channels``), 8- or 16-bit as the
+                      source
+    masks/<id>.png    (H, W) class indices (:mod:`segbench.classes`); two classes: {0, 255}
+    classes.json      the class list (names, stored values or colours, display colours) and
+                      the data's channels: what every later stage reads them from
     manifest.csv      id, name, group, image, mask, height, width, bit_depth, channels,
-                      foreground_fraction, split
-    summary.json      counts, sizes, bit depths, channels, foreground fraction distribution,
-                      empty masks, per-split counts (also printed to the log)
+                      foreground_fraction, split (+ classes present, with several classes)
+    summary.json      counts, sizes, bit depths, stored channels, foreground fraction
+                      distribution, empty masks, per-split counts, per class pixel share and
+                      images holding it, the input channels (also printed to the log)
+
+Channels: ``data.channels: gray`` reduces colour to luminance (as segbench always did), ``rgb``
+replicates grey images to three channels, and null takes what the images are: RGB as soon as
+one image carries colour (a mixed folder becomes RGB, grey images replicated), else grey.
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from segbench.classes import IGNORE, ClassSpec, write_classes
 from segbench.config import Params
 from segbench.data.sources import Item, open_source
 from segbench.data.split import SPLITS, assign_splits, group_key
-from segbench.decode import DecodeError, bit_depth, channels_name, interpret_mask, to_gray
+from segbench.decode import DecodeError, bit_depth, channels_name, convert_channels, is_colour
 from segbench.errors import SegbenchError
-from segbench.io import atomic_dir, write_csv, write_image, write_json, write_mask
+from segbench.io import atomic_dir, read_image, write_csv, write_image, write_json, write_mask
 
 MANIFEST_FIELDS = [
     "id",
@@ -43,6 +52,7 @@ MANIFEST_FIELDS = [
     "foreground_fraction",
     "split",
 ]
+CLASS_FIELD = "classes_present"  # several classes: the foreground classes present, e.g. "1 2"
 MAX_LISTED = 50
 
 
@@ -59,21 +69,28 @@ class DataProblems(SegbenchError):
         super().__init__("\n".join(lines))
 
 
-def _decode_pair(item: Item, cfg, problems: list[str]) -> tuple | None:
-    """(image, mask, stored image array) for one item, or None after recording its problems."""
+def _decode_pair(
+    item: Item, spec: ClassSpec, channels: str | None, problems: list[str]
+) -> tuple | None:
+    """(image, mask, stored image array) for one item, or None after recording its problems.
+
+    The image is converted to ``channels`` (None: colour stays RGB, anything else becomes
+    grey, e.g. grey saved as RGB); the mask becomes class indices by ``spec``.
+    """
     image = mask = stored = None
     try:
         stored = item.read_image()
-        image = to_gray(stored)
+        image = convert_channels(stored, channels or ("rgb" if is_colour(stored) else "gray"))
     except DecodeError as exc:
         problems.append(f"{item.image_name}: {exc}")
     try:
-        mask = interpret_mask(item.read_mask(), value=cfg.mask.value, threshold=cfg.mask.threshold)
+        stored_mask = item.read_mask(colors=True) if spec.by_color else item.read_mask()
+        mask = spec.to_index(stored_mask)
     except DecodeError as exc:
         problems.append(f"{item.mask_name}: {exc}")
     if image is None or mask is None:
         return None
-    if image.shape != mask.shape:
+    if image.shape[:2] != mask.shape:
         problems.append(
             f"{item.mask_name}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
             f"{item.image_name} is {image.shape[1]}x{image.shape[0]}; masks must match their "
@@ -86,6 +103,7 @@ def _decode_pair(item: Item, cfg, problems: list[str]) -> tuple | None:
 def fetch(params: Params, out_dir: str | Path) -> dict:
     """Validate the source and write it to ``out_dir`` (atomically); return its summary."""
     cfg = params.data
+    spec = cfg.class_spec()
     listing = open_source(cfg)
     problems = list(listing.problems)
     if not listing.items and not problems:
@@ -101,12 +119,14 @@ def fetch(params: Params, out_dir: str | Path) -> dict:
                     f"{item.image_name}: data.split.group {cfg.split.group!r} does not match "
                     f"its name {item.name!r}; fix the regex so every file has a group"
                 )
-            pair = _decode_pair(item, cfg, problems)
+            pair = _decode_pair(item, spec, cfg.channels, problems)
             if pair is None or problems:
                 continue  # keep checking the rest, but stop writing
             image, mask, stored = pair
             write_image(tmp / "images" / f"{item.id}.png", image)
-            write_mask(tmp / "masks" / f"{item.id}.png", mask)
+            write_mask(tmp / "masks" / f"{item.id}.png", mask, spec.num_classes)
+            labelled = mask[mask != IGNORE]
+            counts = np.bincount(labelled.ravel(), minlength=spec.num_classes)
             rows.append(
                 {
                     "id": item.id,
@@ -118,7 +138,11 @@ def fetch(params: Params, out_dir: str | Path) -> dict:
                     "width": image.shape[1],
                     "bit_depth": bit_depth(image),
                     "channels": channels_name(stored),
-                    "foreground_fraction": round(float(mask.mean()), 6),
+                    "colour": is_colour(stored),
+                    "foreground_fraction": round(
+                        float(counts[1:].sum() / max(1, labelled.size)), 6
+                    ),
+                    "pixels": counts,
                 }
             )
         no_label = all(r["foreground_fraction"] == 0 for r in rows)
@@ -135,6 +159,10 @@ def fetch(params: Params, out_dir: str | Path) -> dict:
             )
         if problems:
             raise DataProblems(listing.where, problems)
+        channels = cfg.channels or ("rgb" if any(r["colour"] for r in rows) else "gray")
+        if channels == "rgb" and cfg.channels is None:
+            _replicate_grey(tmp, [r for r in rows if not r["colour"]])
+        present = [[int(c) for c in np.flatnonzero(r["pixels"][1:]) + 1] for r in rows]
         splits = assign_splits(
             [r["id"] for r in rows],
             **cfg.split.fractions(),
@@ -142,13 +170,28 @@ def fetch(params: Params, out_dir: str | Path) -> dict:
             foreground=[r["foreground_fraction"] for r in rows],
             groups=[r["group"] for r in rows],
             strata=cfg.split.strata,
+            presence=None if spec.binary else present,
         )
-        for row in rows:
+        fields = list(MANIFEST_FIELDS)
+        for row, classes in zip(rows, present, strict=True):
             row["split"] = splits[row["id"]]
-        write_csv(tmp / "manifest.csv", rows, MANIFEST_FIELDS)
-        summary = summarise(rows, source=listing.where)
+            if not spec.binary:
+                row[CLASS_FIELD] = " ".join(str(c) for c in classes)
+        if not spec.binary:
+            fields.insert(fields.index("split"), CLASS_FIELD)
+        write_csv(tmp / "manifest.csv", rows, fields)
+        summary = summarise(rows, source=listing.where, spec=spec, channels=channels)
         write_json(tmp / "summary.json", summary)
+        write_classes(tmp, spec, channels=channels)
     return summary
+
+
+def _replicate_grey(folder: Path, rows: list[dict]) -> None:
+    """Rewrite the grey images of a mixed folder as RGB (grey replicated to three channels),
+    so every image of the data has the channels the models take."""
+    for row in tqdm(rows, desc="fetch: grey -> rgb", unit="img", disable=not rows or None):
+        path = folder / row["image"]
+        write_image(path, read_image(path, "rgb"))
 
 
 def _counts(values) -> dict:
@@ -158,8 +201,12 @@ def _counts(values) -> dict:
     return dict(sorted(out.items()))
 
 
-def summarise(rows: list[dict], *, source: str = "") -> dict:
-    """Counts, sizes, bit depths, channels, foreground fractions and empty masks, per split."""
+def summarise(
+    rows: list[dict], *, source: str = "", spec: ClassSpec | None = None, channels: str = "gray"
+) -> dict:
+    """Counts, sizes, bit depths, channels, foreground fractions and empty masks, per split;
+    with ``spec`` and rows holding ``pixels`` (per-class counts), each class's pixel share and
+    the images (per split) that hold it."""
     fg = np.array([r["foreground_fraction"] for r in rows], dtype=float)
     heights = np.array([r["height"] for r in rows])
     widths = np.array([r["width"] for r in rows])
@@ -185,7 +232,27 @@ def summarise(rows: list[dict], *, source: str = "") -> dict:
             "max": float(fg.max()),
             "mean": float(fg.mean()),
         },
+        **_class_summary(rows, spec, channels),
     }
+
+
+def _class_summary(rows: list[dict], spec: ClassSpec | None, channels: str) -> dict:
+    if spec is None or not rows or "pixels" not in rows[0]:
+        return {}
+    pixels = np.sum([r["pixels"] for r in rows], axis=0)
+    total = max(1, int(pixels.sum()))
+    classes = [
+        {
+            "name": name,
+            "pixel_share": round(float(pixels[c]) / total, 6),
+            "images": sum(int(r["pixels"][c] > 0) for r in rows),
+            "images_by_split": {
+                s: sum(int(r["pixels"][c] > 0) for r in rows if r.get("split") == s) for s in SPLITS
+            },
+        }
+        for c, name in enumerate(spec.names)
+    ]
+    return {"input_channels": channels, "classes": classes}
 
 
 def describe(summary: dict) -> str:
@@ -205,5 +272,15 @@ def describe(summary: dict) -> str:
             f"  bit depths: {summary['bit_depths']}  channels: {summary['channels']}",
             f"  foreground fraction: min {fg['min']:.3f}  p25 {fg['p25']:.3f}  "
             f"median {fg['median']:.3f}  p75 {fg['p75']:.3f}  max {fg['max']:.3f}",
+            *(
+                [f"  input: {summary['input_channels']}; classes (pixel share, images): "]
+                + [
+                    f"    {c['name']}: {100 * c['pixel_share']:.2f}%, {c['images']} "
+                    f"{c['images_by_split']}"
+                    for c in summary["classes"]
+                ]
+                if "classes" in summary
+                else []
+            ),
         ]
     )

@@ -2,7 +2,8 @@
 
 Windows of ``tile`` pixels are stepped by ``round(tile * (1 - overlap))``, the last one in each
 direction shifted back to end flush with the edge (as MONAI's ``sliding_window_inference`` and
-segbench's own tiling do). Where windows overlap their sigmoid probabilities are blended:
+segbench's own tiling do). Where windows overlap their probabilities (sigmoid of a single
+logit; softmax over classes for a model with several outputs) are blended:
 
 * ``mean``: a plain average;
 * ``gaussian``: a weighted average, each window's pixels weighted by a Gaussian centred on the
@@ -59,8 +60,10 @@ def sliding_window_proba(
     sigma_scale: float = 0.125,
     guide: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Foreground probability of a (1, H, W) normalised image -> (H, W) float32 in [0, 1].
+    """Probabilities of a (C, H, W) normalised image (C = 1 grey, 3 RGB).
 
+    Returns (H, W) float32 foreground probability for a model with one output (sigmoid), or
+    (K, H, W) float32 class probabilities (softmax, summing to 1) for a model with K > 1.
     Windows of ``tile`` overlap by ``overlap`` (a fraction of the tile), ``batch_size`` of them
     per forward pass; overlapping probabilities are blended as ``blend`` says (module doc).
     Images smaller than a tile are reflect-padded. ``guide``, an (H, W) {0, 1} reference mask,
@@ -68,28 +71,35 @@ def sliding_window_proba(
     box-prompted SAM draws its oracle prompts from it).
     """
     height, width = image.shape[-2:]
-    arr = pad_to_tile(image[0].numpy(), tile)
+    # (H', W', C): channels last for padding and cutting, as tiles are stored.
+    arr = pad_to_tile(image.numpy().transpose(1, 2, 0), tile)
     ref = None
     if guide is not None:
         # Zero-padded, not reflected: a mirrored object would be a prompt for nothing real.
-        ref = np.zeros(arr.shape, dtype=np.float32)
+        ref = np.zeros(arr.shape[:2], dtype=np.float32)
         ref[:height, :width] = guide > 0
     weight = blend_weights(tile, blend, sigma_scale)
     stride = max(1, round(tile * (1.0 - overlap)))
     boxes = windows(arr.shape[0], arr.shape[1], tile, stride)
-    total = np.zeros(arr.shape, dtype=np.float32)
-    norm = np.zeros(arr.shape, dtype=np.float32)
+    total = norm = None
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
-        batch = torch.from_numpy(np.stack([arr[y : y + tile, x : x + tile] for y, x in chunk]))
-        inputs = [batch[:, None].to(device)]
+        cuts = np.stack([arr[y : y + tile, x : x + tile] for y, x in chunk])
+        inputs = [torch.from_numpy(cuts).permute(0, 3, 1, 2).contiguous().to(device)]
         if ref is not None:
             cut = np.stack([ref[y : y + tile, x : x + tile] for y, x in chunk])
             inputs.append(torch.from_numpy(cut)[:, None].to(device))
         with autocast(device):
-            logits = model(*inputs)
-        probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+            logits = model(*inputs).float()
+        if logits.shape[1] == 1:
+            probs = torch.sigmoid(logits).cpu().numpy()
+        else:
+            probs = torch.softmax(logits, dim=1).cpu().numpy()
+        if total is None:
+            total = np.zeros((probs.shape[1], *arr.shape[:2]), dtype=np.float32)
+            norm = np.zeros(arr.shape[:2], dtype=np.float32)
         for (y, x), p in zip(chunk, probs, strict=True):
-            total[y : y + tile, x : x + tile] += p * weight
+            total[:, y : y + tile, x : x + tile] += p * weight
             norm[y : y + tile, x : x + tile] += weight
-    return (total / norm)[:height, :width]
+    out = (total / norm)[:, :height, :width]
+    return out[0] if out.shape[0] == 1 else out

@@ -1,8 +1,9 @@
 """Reading and writing images, masks, tables and JSON, and writing stage outputs atomically.
 
-Formats on disk: images are 8- or 16-bit grayscale PNG (H, W), as their source; masks are PNG
-with background 0 and foreground 255 (readable by any viewer); anything non-zero in a mask is
-foreground on reading.
+Formats on disk: images are 8- or 16-bit PNG, grey (H, W) or RGB (H, W, 3), as the data's
+channels say; masks are PNG of class indices (:mod:`segbench.classes`), except that two-class
+masks keep background 0 and foreground 255 (readable by any viewer; anything non-zero is
+foreground on reading).
 """
 
 from __future__ import annotations
@@ -21,27 +22,40 @@ import numpy as np
 from segbench.errors import SegbenchError
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as (H, W) grayscale, uint8 or uint16 as stored; a bad file is a SegbenchError.
+def read_image(path: str | Path, channels: str | None = None) -> np.ndarray:
+    """Read an image, uint8 or uint16 as stored; a bad file is a SegbenchError.
 
-    Colour files are reduced to luminance at their own bit depth (see
-    :mod:`segbench.decode`), so this reads the stages' own PNGs and users' files alike.
+    ``channels``: ``None`` = as stored, (H, W) for one channel or (H, W, 3) for three or four
+    (alpha dropped); ``"gray"`` = (H, W), colour reduced to luminance at its own bit
+    depth; ``"rgb"`` = (H, W, 3), grey replicated (see :mod:`segbench.decode`). This reads the
+    stages' own PNGs and users' files alike.
     """
-    from segbench.decode import DecodeError, read_any, to_gray
+    from segbench.decode import DecodeError, convert_channels, read_any
 
     try:
-        return to_gray(read_any(path))
+        return convert_channels(read_any(path), channels)
     except DecodeError as exc:
         raise SegbenchError(f"{path}: {exc}") from None
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask as (H, W) uint8 in {0, 1} (non-zero pixels are foreground)."""
-    return (read_image(path) > 0).astype(np.uint8)
+def read_mask(path: str | Path, num_classes: int = 2) -> np.ndarray:
+    """Read a mask written by :func:`write_mask` as (H, W) uint8 class indices: {0, 1} for
+    two classes (any non-zero pixel is foreground), else the stored indices (255 = ignored)."""
+    from segbench.decode import DecodeError, read_any
+
+    try:
+        mask = read_any(path, as_mask=True)
+    except DecodeError as exc:
+        raise SegbenchError(f"{path}: {exc}") from None
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if num_classes == 2:
+        return (mask > 0).astype(np.uint8)
+    return mask.astype(np.uint8, copy=False)
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Write an (H, W) uint8 or uint16 array as an 8- or 16-bit grayscale PNG.
+    """Write an (H, W) or (H, W, 3) RGB uint8/uint16 array as an 8- or 16-bit PNG.
 
     OpenCV's encoder at zlib level 1: several times faster than PIL's default level for
     files only 10-20 percent larger, and tiles are written by the thousand.
@@ -51,13 +65,19 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     image = np.ascontiguousarray(image)
     if image.dtype not in (np.uint8, np.uint16):
         image = image.astype(np.uint8)
+    if image.ndim == 3:
+        image = np.ascontiguousarray(image[..., ::-1])  # OpenCV writes BGR
     if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
         raise SegbenchError(f"{path}: could not write the image (is the disk full?)")
 
 
-def write_mask(path: str | Path, mask: np.ndarray) -> None:
-    """Write an (H, W) {0, 1} mask as a {0, 255} PNG."""
-    write_image(path, (np.asarray(mask) > 0).astype(np.uint8) * 255)
+def write_mask(path: str | Path, mask: np.ndarray, num_classes: int = 2) -> None:
+    """Write an (H, W) mask of class indices: {0, 255} for two classes (readable by any
+    viewer), else the indices themselves (255 = ignored)."""
+    mask = np.asarray(mask)
+    if num_classes == 2:
+        mask = (mask > 0).astype(np.uint8) * 255
+    write_image(path, mask.astype(np.uint8, copy=False))
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -87,7 +107,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_csv(path: str | Path, rows: Iterable[dict[str, Any]], fieldnames: list[str]) -> None:
     with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fieldnames)
+        writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow(row)

@@ -191,3 +191,69 @@ def dataset_dice(pred: np.ndarray, target: np.ndarray) -> float:
     ensemble weights, threshold tuning)."""
     c = confusion(pred, target)
     return _ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"])
+
+
+def pooled_foreground_dice(matrix: np.ndarray) -> float:
+    """Dice per foreground class from a pooled (C, C) confusion matrix, averaged over the
+    foreground classes present in the reference or the prediction (validation with several
+    classes, ensemble weights)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    tp = np.diag(matrix)
+    fp, fn = matrix.sum(axis=0) - tp, matrix.sum(axis=1) - tp
+    dice = [
+        2 * tp[k] / (2 * tp[k] + fp[k] + fn[k])
+        for k in range(1, len(tp))
+        if tp[k] + fp[k] + fn[k] > 0
+    ]
+    return float(np.mean(dice)) if dice else math.nan
+
+
+def multiclass_row(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, *, ignore_index: int | None = None
+) -> tuple[dict[str, float], np.ndarray]:
+    """One image's row of ``per_image.csv`` with several classes, and its confusion matrix.
+
+    ``miou``, ``mpa``, ``pixel_accuracy`` as :func:`multiclass_metrics`; ``dice``, ``iou``,
+    ``precision`` and ``recall`` are the means over the *foreground* classes where each is
+    defined (Dice and IoU: present in reference or prediction);
+    ``iou_<k>``, ``dice_<k>``, ``precision_<k>``, ``recall_<k>`` per class k (NaN where
+    undefined).
+    """
+    m = multiclass_metrics(pred, target, num_classes, ignore_index=ignore_index)
+    row = {
+        "miou": m["miou"],
+        "mpa": m["mpa"],
+        "pixel_accuracy": m["pixel_accuracy"],
+        "dice": _nanmean(*m["dice"][1:]),
+        "iou": _nanmean(*m["iou"][1:]),
+        "precision": _nanmean(*m["precision"][1:]),
+        "recall": _nanmean(*m["recall"][1:]),
+    }
+    for name in ("iou", "dice", "precision", "recall"):
+        for k, value in enumerate(m[name]):
+            row[f"{name}_{k}"] = value
+    return row, m["confusion"]
+
+
+MULTICLASS_SUMMARY = METRICS
+
+
+def summarize_multiclass(rows: list[dict[str, float]], num_classes: int) -> dict:
+    """Means, stds and counts over images of :data:`MULTICLASS_SUMMARY` and of each class's
+    IoU, Dice, precision and recall (NaN excluded; lists for the per-class figures)."""
+
+    def stats(values) -> tuple[float, float, int]:
+        values = np.array(values, dtype=float)
+        values = values[~np.isnan(values)]
+        mean = float(values.mean()) if values.size else math.nan
+        std = float(values.std(ddof=1)) if values.size > 1 else math.nan
+        return mean, std, int(values.size)
+
+    out: dict = {"n_images": len(rows)}
+    for name in MULTICLASS_SUMMARY:
+        out[name], out[f"{name}_std"], out[f"{name}_n"] = stats([r[name] for r in rows])
+    for name in ("iou", "dice", "precision", "recall"):
+        out[f"class_{name}"] = [
+            stats([r[f"{name}_{k}"] for r in rows])[0] for k in range(num_classes)
+        ]
+    return out

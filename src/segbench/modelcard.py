@@ -8,7 +8,9 @@ rebuild the model and to qualify its numbers:
 - ``name`` and ``entry``: the ``models`` (or ``ensembles``) entry as validated, with its
   registered ``model``, so the same builder makes the same network;
 - ``prepare`` and ``in_channels``: the working resolution, tile size and normalisation the
-  model was trained at (prediction repeats them);
+  model was trained at (prediction repeats them), and its input channels (1 grey, 3 RGB);
+- ``classes`` and ``class_colors``: the classes it tells apart, background first, and their
+  display colours (from the data's ``classes.json``; two classes: one sigmoid output);
 - ``train``: the training configuration it actually used (its entry's own keys and any values
   promoted from the sweep applied), ``promoted``: those sweep values, if any;
 - ``data_version``: the hash of the tiles it was trained on;
@@ -76,6 +78,9 @@ class ModelCard(_Record):
     entry: AnyEntry
     prepare: PrepareConfig
     in_channels: int = Field(ge=1)
+    # Cards written before classes became data are binary.
+    classes: list[str] = Field(default=["background", "foreground"], min_length=2)
+    class_colors: list[tuple[int, int, int]] | None = None
     train: TrainConfig | None  # None: nothing trained by gradient descent
     promoted: dict[str, Any] | None  # the sweep's best values this model trained with
     data_version: str
@@ -87,6 +92,15 @@ class ModelCard(_Record):
     @property
     def kind(self) -> str:
         return self.entry.kind
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> str:
+        """``rgb`` or ``gray``: the images the model takes."""
+        return "rgb" if self.in_channels == 3 else "gray"
 
     def notes(self) -> dict[str, bool]:
         """``oracle_prompts`` and ``random_init`` (see :class:`segbench.config.models.Entry`):
@@ -134,7 +148,15 @@ class ModelCard(_Record):
         the entry, the preparation, the training configuration and the data."""
         return self.model_dump(
             mode="json",
-            include={"name", "entry", "prepare", "in_channels", "train", "data_version"},
+            include={
+                "name",
+                "entry",
+                "prepare",
+                "in_channels",
+                "classes",
+                "train",
+                "data_version",
+            },
         )
 
 

@@ -1,12 +1,17 @@
 """Load a trained model directory and predict full-size images with it.
 
-A :class:`Predictor` takes an (H, W) uint8/uint16 image at full resolution, scales it to the working
-resolution the model was trained at (``prepare.scale``), predicts, and returns the foreground
-probability resized back to (H, W).
+A :class:`Predictor` takes an (H, W) or (H, W, 3) uint8/uint16 image at full resolution, scales
+it to the working resolution the model was trained at (``prepare.scale``), predicts, and returns
+probabilities resized back to (H, W): the foreground probability (H, W) of a two-class model, or
+(C, H, W) class probabilities.
+
+An image whose channels differ from the model's (a grey image for an RGB model, or the reverse)
+is converted (grey replicated; colour to luminance) and the predictor says so once.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,8 +19,10 @@ import numpy as np
 import torch
 
 from segbench.checkpoint import load_model_state, load_state
+from segbench.data.dataset import to_chw
 from segbench.data.normalize import intensity_range, standardize, to_unit
 from segbench.data.resize import resize_image, resize_mask, scaled_shape
+from segbench.decode import convert_channels
 from segbench.devices import resolve_device
 from segbench.errors import SegbenchError
 from segbench.inference import sliding_window_proba
@@ -25,7 +32,8 @@ from segbench.models import build_ensemble, build_model
 
 
 class Predictor:
-    """Full-resolution (H, W) uint8/uint16 image -> (H, W) float32 foreground probability.
+    """Full-resolution (H, W[, 3]) uint8/uint16 image -> float32 probabilities: (H, W)
+    foreground for two classes, (C, H, W) for several.
 
     The image is scaled to the working resolution first, and its intensity range is measured
     there, exactly as ``prepare`` measured it for the training tiles. Models that take oracle
@@ -51,14 +59,33 @@ class Predictor:
         self.overlap, self.batch_size, self.device = overlap, batch_size, device
         self.blend = blend
         self.oracle = card.notes()["oracle_prompts"]
+        self.num_classes, self.channels = card.num_classes, card.channels
+        self._told = False
+
+    def as_input(self, image: np.ndarray) -> np.ndarray:
+        """``image`` with the model's channels: converted, and said once, where they differ."""
+        has = "rgb" if image.ndim == 3 else "gray"
+        if has == self.channels:
+            return image
+        if not self._told:
+            how = "replicated to 3 channels" if self.channels == "rgb" else "reduced to luminance"
+            print(
+                f"{self.name}: the model takes {self.channels} images; {has} images are {how}",
+                file=sys.stderr,
+            )
+            self._told = True
+        return convert_channels(image, self.channels)
 
     def warmup(self) -> None:
         """One untimed forward pass, so throughput figures exclude one-off start-up costs."""
         if self.kind not in ("classical", "zero_shot") and not self.oracle:
-            blank = np.zeros((self.tile, self.tile), dtype=np.uint8)
+            blank = np.zeros(
+                (self.tile, self.tile, 3) if self.channels == "rgb" else (self.tile, self.tile),
+                dtype=np.uint8,
+            )
             sliding_window_proba(
                 self.model,
-                standardize(blank, 0.0, 255.0)[None],
+                to_chw(standardize(blank, 0.0, 255.0)),
                 tile=self.tile,
                 overlap=0.0,
                 batch_size=1,
@@ -68,8 +95,9 @@ class Predictor:
     def predict_proba(
         self, image: np.ndarray, reference: np.ndarray | None = None, *, image_id: str = ""
     ) -> np.ndarray:
-        """(H, W) image [+ (H, W) reference mask, used only by oracle models] -> (H, W)
-        float32 probability in [0, 1]."""
+        """(H, W[, 3]) image [+ (H, W) reference mask, used only by oracle models] -> (H, W)
+        float32 foreground probability (two classes) or (C, H, W) class probabilities."""
+        image = self.as_input(image)
         height, width = image.shape[:2]
         shape = scaled_shape(height, width, self.scale)
         small = resize_image(image, shape)
@@ -82,6 +110,8 @@ class Predictor:
         ref = resize_mask(reference, shape) if self.oracle else None
         if self.kind == "classical":
             proba = self.model.predict(small)
+            if self.num_classes > 2:  # class indices -> one-hot "probabilities"
+                proba = np.eye(self.num_classes, dtype=np.float32)[proba].transpose(2, 0, 1)
         elif self.kind == "zero_shot":
             unit = to_unit(small, *intensity_range(small, self.normalize))
             mask = self.model.predict(unit, ref, image_id=image_id)
@@ -89,7 +119,7 @@ class Predictor:
         else:
             proba = sliding_window_proba(
                 self.model,
-                standardize(small, *intensity_range(small, self.normalize))[None],
+                to_chw(standardize(small, *intensity_range(small, self.normalize))),
                 tile=self.tile,
                 overlap=self.overlap,
                 batch_size=self.batch_size,
@@ -97,9 +127,20 @@ class Predictor:
                 blend=self.blend,
                 guide=ref,
             )
-        if proba.shape != (height, width):
-            proba = cv2.resize(proba, (width, height), interpolation=cv2.INTER_LINEAR)
+        if proba.shape[-2:] != (height, width):
+            proba = resize_proba(proba, (height, width))
         return proba.astype(np.float32)
+
+
+def resize_proba(proba: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) or (C, H, W) probabilities resized (bilinear) to ``shape`` = (H', W')."""
+    height, width = shape
+    if proba.ndim == 2:
+        return cv2.resize(proba, (width, height), interpolation=cv2.INTER_LINEAR)
+    # OpenCV resizes up to 512 channels at once, channels last.
+    moved = np.ascontiguousarray(proba.transpose(1, 2, 0), dtype=np.float32)
+    out = cv2.resize(moved, (width, height), interpolation=cv2.INTER_LINEAR)
+    return (out[..., None] if out.ndim == 2 else out).transpose(2, 0, 1)
 
 
 def load_predictor(
@@ -145,7 +186,9 @@ def load_predictor(
 def build_from_card(card: ModelCard):
     """The untrained model of ``card`` (an ensemble with its members, as their cards say)."""
     if card.kind != "ensemble":
-        return build_model(card.entry, name=card.name, in_channels=card.in_channels)
+        return build_model(
+            card.entry, name=card.name, in_channels=card.in_channels, num_classes=card.num_classes
+        )
     members = {m: (c.entry, c.in_channels) for m, c in (card.members or {}).items()}
     weights = [card.ensemble.weights[m] for m in members] if card.ensemble else None
-    return build_ensemble(members, weights)
+    return build_ensemble(members, weights, num_classes=card.num_classes)

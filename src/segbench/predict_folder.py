@@ -2,9 +2,15 @@
 
 The function behind ``segbench predict MODEL_DIR INPUT_DIR OUTPUT_DIR``. Output layout::
 
-    <output_dir>/<stem>.png            binary mask, {0, 255} uint8 PNG, (H, W) of its image
-    <output_dir>/overlays/<stem>.png   with ``overlays``: (H, W, 3) uint8 RGB PNG, the image in
-                                       grey with the predicted foreground tinted
+    <output_dir>/<stem>.png            the mask, (H, W) of its image, uint8 PNG: {0, 255} for a
+                                       two-class model, else class indices (0 = background)
+    <output_dir>/overlays/<stem>.png   with ``overlays``: (H, W, 3) uint8 RGB PNG, the image
+                                       (grey, or in colour) with each predicted class tinted in
+                                       its colour (the model card's ``class_colors``; red for
+                                       two classes)
+
+An image whose channels differ from the model's (grey for an RGB model, or colour for a grey
+one) is converted, and the run says so once (:meth:`segbench.predict.Predictor.as_input`).
 
 Everything that would stop the whole run (a bad folder, an incomplete or oracle model, two images
 that would write the same mask) is checked before ``output_dir`` is created. An image that cannot
@@ -40,14 +46,17 @@ def predict_folder(
     blend: str = "gaussian",
     batch_size: int = 4,
     overlays: bool = False,
+    classes: list[str] | None = None,
 ) -> dict:
     """Write one mask (and optionally one overlay) per image of ``input_dir``; return a summary.
 
     Images are the files directly in ``input_dir`` whose suffix is one of ``IMAGE_SUFFIXES``
-    (any case), taken in name order; other files are ignored. Each is read as (H, W) grayscale
-    (:func:`segbench.io.read_image`), predicted at full size, and binarised by
-    :func:`segbench.postprocess.binarize` (``proba >= threshold``, then components under
-    ``min_area`` pixels removed).
+    (any case), taken in name order; other files are ignored. Each is read as stored
+    (:func:`segbench.io.read_image`), predicted at full size, and labelled by
+    :func:`segbench.postprocess.to_labels` (two classes: ``proba >= threshold``; several: the
+    most probable class; then components under ``min_area`` pixels removed). ``classes``, when
+    given, are the class names the caller expects the model to tell apart: a model trained for
+    others is refused before anything is written.
 
     Returns ``{"written": int, "skipped": [path, ...], "reasons": {path: why}, "ignored":
     [file name, ...], "output_dir": str, "overlays_dir": str | None}``. Raises
@@ -56,7 +65,7 @@ def predict_folder(
     """
     from tqdm import tqdm
 
-    from segbench.postprocess import binarize
+    from segbench.postprocess import to_labels
 
     _check_options(threshold, min_area, overlap, batch_size)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
@@ -67,19 +76,29 @@ def predict_folder(
     # model then leaves no new folder behind.
     with writable_dir(overlay_dir or output_dir):
         predictor = _load(model_dir, overlap=overlap, batch_size=batch_size, blend=blend)
+    card = predictor.card
+    if classes is not None and list(classes) != card.classes:
+        raise SegbenchError(
+            f"{model_dir}: trained for {card.num_classes} classes ({', '.join(card.classes)}), "
+            f"asked for {len(classes)} ({', '.join(classes)}); use a model trained on those "
+            "classes, or drop --classes"
+        )
+    colors = np.array(card.class_colors or [], dtype=np.float32)
     written, reasons = 0, {}
     for path in tqdm(images, desc="predict", unit="img"):
         try:
             image = _read(path)
-            mask = binarize(predictor.predict_proba(image, image_id=path.name), threshold, min_area)
+            proba = predictor.predict_proba(image, image_id=path.name)
+            mask = to_labels(proba, threshold, min_area)
         except SegbenchError as exc:
             reasons[str(path)] = str(exc).removeprefix(f"{path}: ")  # the path is said once
             # tqdm.write keeps the warning from being drawn over by the progress bar.
             tqdm.write(f"warning: skipped {path}: {reasons[str(path)]}", file=sys.stderr)
             continue
-        _write_atomic(output_dir / f"{path.stem}.png", mask)
+        _write_atomic(output_dir / f"{path.stem}.png", mask, num_classes=card.num_classes)
         if overlay_dir is not None:
-            _write_atomic(overlay_dir / f"{path.stem}.png", overlay(image, mask), rgb=True)
+            tinted = overlay(image, mask, colors if card.num_classes > 2 else None)
+            _write_atomic(overlay_dir / f"{path.stem}.png", tinted, rgb=True)
         written += 1
     return {
         "written": written,
@@ -118,18 +137,25 @@ def list_images(input_dir: Path) -> tuple[list[Path], list[Path]]:
     return images, ignored
 
 
-def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(H, W) uint8/uint16 image + (H, W) bool mask -> (H, W, 3) uint8 RGB: the image in grey,
-    stretched over its 1st-99th percentiles so that dim 16-bit data is visible, with the
-    foreground blended towards red."""
+def overlay(image: np.ndarray, mask: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray:
+    """(H, W[, 3]) uint8/uint16 image + (H, W) mask -> (H, W, 3) uint8 RGB: the image (grey, or
+    in colour), stretched over its 1st-99th percentiles so that dim 16-bit data is visible,
+    with the foreground blended towards red (``colors`` None: a two-class mask) or each class
+    k > 0 towards ``colors[k]`` ((C, 3) RGB; background left as it is)."""
     from segbench.config import NormalizeConfig
     from segbench.data.normalize import intensity_range, to_unit
 
-    mask = np.asarray(mask, dtype=bool)
     stretch = NormalizeConfig(mode="percentile", percentiles=(1.0, 99.0))
-    grey = to_unit(image, *intensity_range(image, stretch)) * 255.0
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    rgb[mask] = (1.0 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * OVERLAY_COLOR
+    unit = to_unit(image, *intensity_range(image, stretch)) * 255.0
+    rgb = unit if unit.ndim == 3 else np.repeat(unit[..., None], 3, axis=-1)
+    if colors is None:
+        tint = {1: OVERLAY_COLOR}
+        mask = np.asarray(mask) > 0
+    else:
+        tint = {k: colors[k] for k in range(1, len(colors))}
+    for k, color in tint.items():
+        where = mask == k if colors is not None else mask
+        rgb[where] = (1.0 - OVERLAY_ALPHA) * rgb[where] + OVERLAY_ALPHA * color
     return np.rint(rgb).astype(np.uint8)
 
 
@@ -180,9 +206,12 @@ def _read(path: Path) -> np.ndarray:
     return image
 
 
-def _write_atomic(path: Path, array: np.ndarray, *, rgb: bool = False) -> None:
-    """Write a mask ({0, 255} PNG) or an RGB overlay under a temporary name in the same folder,
-    then rename it: a run killed mid-write leaves no truncated PNG under the final name."""
+def _write_atomic(
+    path: Path, array: np.ndarray, *, rgb: bool = False, num_classes: int = 2
+) -> None:
+    """Write a mask ({0, 255}, or class indices) or an RGB overlay under a temporary name in the
+    same folder, then rename it: a run killed mid-write leaves no truncated PNG under the final
+    name."""
     import cv2
 
     from segbench.io import write_mask
@@ -197,7 +226,7 @@ def _write_atomic(path: Path, array: np.ndarray, *, rgb: bool = False) -> None:
                     "permissions)"
                 )
         else:
-            write_mask(tmp, array)
+            write_mask(tmp, array, num_classes)
         os.replace(tmp, path)
     except OSError as exc:  # the folder went away, filled up or turned read-only mid-run
         raise SegbenchError(f"{path}: could not write it ({exc.strerror or exc})") from None

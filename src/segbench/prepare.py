@@ -24,7 +24,9 @@ images were padded, the smallest of them and a tile size that would need no padd
 
 Output layout (``out_dir``)::
 
-    train/images/<tile>.png, train/masks/<tile>.png, val/...   (8/16-bit as the source)
+    train/images/<tile>.png, train/masks/<tile>.png, val/...   (8/16-bit as the source, grey
+                    or RGB as data/raw; masks of class indices as data/raw's)
+    classes.json    the class list and channels, copied from data/raw
     manifest.csv    tile, split, source, kind (window|crop), copy, y, x, foreground_fraction,
                     lo, hi (the image's intensity range, see segbench.data.normalize)
     summary.json    tile counts per split and kind, images and padded images per split, and
@@ -43,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from segbench.classes import IGNORE, read_channels, read_classes, write_classes
 from segbench.config import PrepareConfig
 from segbench.data.augment import augment, build_augmenter
 from segbench.data.normalize import intensity_range
@@ -91,8 +94,15 @@ class Tile:
     copy: int  # 0 = as cut; 1.. = augmented copies
     y: int
     x: int
-    image: np.ndarray  # (T, T) uint8/uint16
-    mask: np.ndarray  # (T, T) {0, 1}
+    image: np.ndarray  # (T, T[, 3]) uint8/uint16
+    mask: np.ndarray  # (T, T) class indices ({0, 1} for two classes)
+
+
+def foreground_fraction(mask: np.ndarray) -> float:
+    """Share of a mask's labelled pixels that belong to a foreground class (index >= 1)."""
+    labelled = mask != IGNORE
+    n = int(labelled.sum())
+    return float(((mask > 0) & labelled).sum() / n) if n else 0.0
 
 
 def random_crop(
@@ -104,7 +114,7 @@ def random_crop(
     for _ in range(CROP_TRIES if min_fg > 0 else 1):
         y = int(rng.integers(0, image.shape[0] - tile + 1))
         x = int(rng.integers(0, image.shape[1] - tile + 1))
-        fg = float(mask[y : y + tile, x : x + tile].mean())
+        fg = foreground_fraction(mask[y : y + tile, x : x + tile])
         if best is None or fg > best[0]:
             best = (fg, y, x)
         if fg >= min_fg:
@@ -118,7 +128,8 @@ def tiles_for_image(
 ) -> list[Tile]:
     """All tiles of one image already at working resolution.
 
-    ``image`` (H, W) uint8/uint16 and ``mask`` (H, W) {0, 1}; tiles are (tile_size, tile_size).
+    ``image`` (H, W[, 3]) uint8/uint16 and ``mask`` (H, W) class indices; tiles are
+    (tile_size, tile_size).
     """
     t = cfg.tile_size
     base = [
@@ -133,7 +144,7 @@ def tiles_for_image(
     aug_cfg = cfg.augment
     if not train or aug_cfg.mode != "offline":
         return base
-    aug = build_augmenter(aug_cfg, t)
+    aug = build_augmenter(aug_cfg, t, channels="rgb" if image.ndim == 3 else "gray")
     out = []
     for k, tile in enumerate(base):
         if aug_cfg.keep_original or aug is None:
@@ -153,6 +164,8 @@ class _Job:
     image: Path
     mask: Path
     out: Path
+    channels: str = "gray"
+    num_classes: int = 2
 
 
 def _init_worker() -> None:
@@ -164,9 +177,10 @@ def _init_worker() -> None:
 def _tile_one(job: _Job, cfg: PrepareConfig) -> tuple[list[dict], str, tuple[int, int]]:
     """Tile one image and write its PNGs; return its manifest rows, a digest of its tiles and
     its (H, W) at working resolution."""
-    image, mask = read_image(job.image), read_mask(job.mask)
+    image = read_image(job.image, job.channels)
+    mask = read_mask(job.mask, job.num_classes)
     shape = scaled_shape(*image.shape[:2], cfg.scale)
-    image, mask = resize_image(image, shape), resize_mask(mask, shape)
+    image, mask = resize_image(image, shape), resize_mask(mask, shape, job.num_classes)
     lo, hi = intensity_range(image, cfg.normalize)
     tiles = tiles_for_image(
         image, mask, cfg, seed=image_seed(cfg.seed, job.image_id), train=job.split == "train"
@@ -176,7 +190,7 @@ def _tile_one(job: _Job, cfg: PrepareConfig) -> tuple[list[dict], str, tuple[int
     for k, tile in enumerate(tiles):
         name = f"{job.image_id}_{k:04d}"
         write_image(job.out / job.split / "images" / f"{name}.png", tile.image)
-        write_mask(job.out / job.split / "masks" / f"{name}.png", tile.mask)
+        write_mask(job.out / job.split / "masks" / f"{name}.png", tile.mask, job.num_classes)
         digest.update(tile.image.tobytes())
         digest.update(tile.mask.tobytes())
         rows.append(
@@ -188,7 +202,7 @@ def _tile_one(job: _Job, cfg: PrepareConfig) -> tuple[list[dict], str, tuple[int
                 "copy": tile.copy,
                 "y": tile.y,
                 "x": tile.x,
-                "foreground_fraction": round(float(tile.mask.mean()), 6),
+                "foreground_fraction": round(foreground_fraction(tile.mask), 6),
                 "lo": lo,
                 "hi": hi,
             }
@@ -234,6 +248,7 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> dic
     """Tile the train and val images of ``raw_dir`` into ``out_dir``; return the summary."""
     raw_dir = Path(raw_dir)
     manifest = [r for r in read_csv(raw_dir / "manifest.csv") if r["split"] in TILED_SPLITS]
+    spec, channels = read_classes(raw_dir), read_channels(raw_dir)
     rows: list[dict] = []
     padded: dict[str, list[tuple[int, int]]] = {split: [] for split in TILED_SPLITS}
     digest = hashlib.sha256()
@@ -242,7 +257,15 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> dic
             (tmp / split / "images").mkdir(parents=True)
             (tmp / split / "masks").mkdir(parents=True)
         jobs = [
-            _Job(r["id"], r["split"], raw_dir / r["image"], raw_dir / r["mask"], tmp)
+            _Job(
+                r["id"],
+                r["split"],
+                raw_dir / r["image"],
+                raw_dir / r["mask"],
+                tmp,
+                channels,
+                spec.num_classes,
+            )
             for r in manifest
         ]
         workers = max(1, min(cfg.workers or available_cores(), len(jobs)))
@@ -272,6 +295,8 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> dic
         counts = {split: len(shapes) for split, shapes in padded.items()}
         summary = summarise(rows, cfg, digest.hexdigest()[:16], padded_images=counts)
         write_json(tmp / "summary.json", summary)
+        if (raw_dir / "classes.json").exists():
+            write_classes(tmp, spec, channels=channels)
     warning = padding_warning(padded, cfg, n_images=len(jobs))
     if warning:
         print(warning, file=sys.stderr)

@@ -11,13 +11,23 @@ NAME, HELP = "predict", "segment a folder of images with a trained model"
 def add_arguments(parser) -> None:
     parser.add_argument("model_dir", help="a trained model or ensemble, e.g. models/unet")
     parser.add_argument("input_dir", help="folder of png/jpg/jpeg/tif/tiff images (not recursive)")
-    parser.add_argument("output_dir", help="where <image stem>.png masks ({0, 255}) are written")
+    parser.add_argument(
+        "output_dir",
+        help="where <image stem>.png masks are written ({0, 255}; class indices for a model "
+        "of several classes)",
+    )
     parser.add_argument("--threshold", type=float, default=0.5, help="probability -> mask")
     parser.add_argument("--min-area", type=int, default=0, help="drop smaller components (pixels)")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
     parser.add_argument("--blend", choices=("gaussian", "mean"), default="gaussian")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--overlays", action="store_true", help="also write overlays/<stem>.png")
+    parser.add_argument(
+        "--classes",
+        default=None,
+        help="comma-separated class names, background first, that the model must predict "
+        "(refused if it was trained for others)",
+    )
 
 
 def run(args) -> None:
@@ -33,6 +43,7 @@ def run(args) -> None:
         blend=args.blend,
         batch_size=args.batch_size,
         overlays=args.overlays,
+        classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
     )
     if summary["ignored"]:
         print(f"predict: ignored {len(summary['ignored'])} files that are not images")

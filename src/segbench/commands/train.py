@@ -26,14 +26,26 @@ def add_arguments(parser) -> None:
         "--promoted", default=None, help="the promote stage's file for this entry (from_sweep)"
     )
     add_fresh_option(parser, "training")
+    parser.add_argument(
+        "--skip-not-applicable",
+        action="store_true",
+        help="an entry that cannot run on this data (zero-shot SAM on several classes) writes "
+        "why to --out and succeeds (the pipeline's stages); without it that is an error",
+    )
 
 
 def run(args) -> None:
-    from segbench.config import load_params
+    from segbench.config import load_params, not_applicable
+    from segbench.skipped import write_skipped_model
     from segbench.sweep.promote import promoted_params
     from segbench.training import train
 
     params = load_params(args.params)
+    reason = not_applicable(params).get(args.model)
+    if reason and args.skip_not_applicable:
+        write_skipped_model(args.out, reason)
+        print(f"train@{args.model}: skipped: {reason}")
+        return
     if args.model in params.ensembles:
         raise SegbenchError(
             f"ensembles.{args.model}: ensembles are not trained; `segbench ensemble "

@@ -20,7 +20,7 @@ from segbench.config.models import (
     Entry,
     ModelEntry,
 )
-from segbench.config.params import Params, load_params, load_raw, parse_params
+from segbench.config.params import Params, load_params, load_raw, not_applicable, parse_params
 from segbench.config.prepare import AugmentConfig, NormalizeConfig, PrepareConfig
 from segbench.config.sweep import SweepConfig
 from segbench.config.training import TrainConfig
@@ -44,5 +44,6 @@ __all__ = [
     "TrainConfig",
     "load_params",
     "load_raw",
+    "not_applicable",
     "parse_params",
 ]

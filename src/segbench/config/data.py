@@ -7,7 +7,18 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from segbench.classes import MAX_CLASSES, ClassSpec
 from segbench.config.base import Range, Section, check_range
+
+# The classes of each embedded domain, background first; their masks hold these indices.
+DOMAIN_CLASSES: dict[str, tuple[str, ...]] = {
+    "particles": ("background", "particle"),
+    "ultrasound": ("background", "lesion"),
+    "phases": ("substrate", "phase_a", "phase_b"),
+    "parking": ("asphalt", "car", "marking"),
+}
+# Domains whose images are colour (the others are grey).
+RGB_DOMAINS = frozenset({"parking"})
 
 
 class SplitConfig(Section):
@@ -42,10 +53,12 @@ class SyntheticSource(Section):
     """``data.synthetic``: the embedded generators (no network, no files).
 
     ``particles`` imitates SEM micrographs of powders; ``ultrasound`` imitates breast B-mode
-    frames with at most one dark lesion, and some frames with none (empty references).
+    frames with at most one dark lesion, and some frames with none (empty references);
+    ``phases`` is SEM-like grains of two phases on a substrate (three classes, grey);
+    ``parking`` is an aerial RGB view of a parking lot (asphalt, cars, line markings).
     """
 
-    domain: Literal["particles", "ultrasound"]
+    domain: Literal["particles", "ultrasound", "phases", "parking"]
     n_images: int = Field(ge=10, description="at least 10 so every split gets an image")
     height: int = Field(ge=64)
     width: int = Field(ge=64)
@@ -98,10 +111,43 @@ class MaskConfig(Section):
         return self
 
 
+class ClassEntry(Section):
+    """One entry of ``data.classes`` written out: a name and what stands for it in masks."""
+
+    name: str = Field(min_length=1)
+    values: list[int] | None = Field(
+        default=None, description="stored mask values (index masks, palette indices)"
+    )
+    color: tuple[int, int, int] | None = Field(
+        default=None, description="RGB colour in colour-coded or palette masks"
+    )
+
+    @model_validator(mode="after")
+    def _one(self):
+        if self.values is None and self.color is None:
+            raise ValueError(f"{self.name}: give values: [...] or color: [R, G, B]")
+        if self.values is not None and self.color is not None:
+            raise ValueError(f"{self.name}: give values or color, not both")
+        if self.values is not None and (not self.values or min(self.values) < 0):
+            raise ValueError(f"{self.name}: values must be a non-empty list of integers >= 0")
+        if self.color is not None and not all(0 <= v <= 255 for v in self.color):
+            raise ValueError(f"{self.name}: color must be [R, G, B] with each in 0..255")
+        return self
+
+
 class DataConfig(Section):
     source: Literal["synthetic", "folder", "hf"]
     path: str | None = Field(description="folder source: its root; hf: a saved dataset")
     seed: int = Field(ge=0)
+    channels: Literal["gray", "rgb"] | None = Field(
+        description="model input: gray | rgb; null = what the images are (rgb if any is colour)"
+    )
+    classes: list[str | ClassEntry] | None = Field(
+        description="background first; null = the synthetic domain's, else binary (data.mask)"
+    )
+    ignore_values: list[int] = Field(
+        description="stored mask values that mean 'not annotated': no loss, no metric"
+    )
     split: SplitConfig
     mask: MaskConfig
     synthetic: SyntheticSource
@@ -120,4 +166,82 @@ class DataConfig(Section):
                 "hf.name: data.source=hf needs data.hf.name (a hub dataset) or data.path "
                 "(a dataset saved with datasets' save_to_disk)"
             )
+        self.class_spec()  # raises "classes: ..." for an impossible class list
         return self
+
+    def class_spec(self) -> ClassSpec:
+        """The classes this configuration describes (see :mod:`segbench.classes`)."""
+        rule = {"value": self.mask.value, "threshold": self.mask.threshold}
+        domain = DOMAIN_CLASSES[self.synthetic.domain] if self.source == "synthetic" else None
+        if self.classes is None:
+            if domain is not None and len(domain) > 2:
+                return ClassSpec(names=domain, values=tuple((i,) for i in range(len(domain))))
+            if self.ignore_values and domain is None:
+                raise ValueError(
+                    "ignore_values: needs a class list (data.classes) naming the values of "
+                    "each class; the binary default reads every non-zero value as foreground"
+                )
+            names = domain or ("background", "foreground")
+            return ClassSpec(names=names, binary_rule=rule)
+        entries = self.classes
+        if len(entries) < 2:
+            raise ValueError(
+                "classes: needs at least two entries, background first (e.g. [background, "
+                "foreground]); null = binary"
+            )
+        if len(entries) > MAX_CLASSES:
+            raise ValueError(f"classes: at most {MAX_CLASSES} classes, got {len(entries)}")
+        names = [e if isinstance(e, str) else e.name for e in entries]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"classes: the name(s) {', '.join(dup)} appear more than once")
+        if domain is not None and len(names) != len(domain):
+            raise ValueError(
+                f"classes: the synthetic domain {self.synthetic.domain!r} has "
+                f"{len(domain)} classes ({', '.join(domain)}); give {len(domain)} names or null"
+            )
+        plain = all(isinstance(e, str) for e in entries)
+        if plain and len(names) == 2 and domain is None:
+            return ClassSpec(names=tuple(names), binary_rule=rule)
+        if self.mask.value is not None or self.mask.threshold is not None:
+            raise ValueError(
+                "classes: data.mask.value/threshold only apply to binary masks with plain "
+                "class names; with a written-out class list name each class's values instead"
+            )
+        if plain:  # index masks: class i is stored as i
+            return ClassSpec(
+                names=tuple(names),
+                values=tuple((i,) for i in range(len(names))),
+                ignore_values=tuple(self.ignore_values),
+            )
+        if any(isinstance(e, str) for e in entries):
+            raise ValueError(
+                "classes: write every entry as {name, values} or {name, color}, or all as "
+                "plain names (index masks 0, 1, 2 ...)"
+            )
+        by_color = [e.color is not None for e in entries]
+        if any(by_color) and not all(by_color):
+            raise ValueError(
+                "classes: either every class names a color (colour masks) or none does "
+                "(index masks)"
+            )
+        if all(by_color):
+            colors = [tuple(e.color) for e in entries]
+            if len(set(colors)) < len(colors):
+                raise ValueError("classes: two classes share one color")
+            return ClassSpec(names=tuple(names), colors=tuple(colors))
+        seen: dict[int, str] = {}
+        for e in entries:
+            for v in e.values:
+                if v in seen:
+                    raise ValueError(
+                        f"classes: the value {v} is claimed by both {seen[v]} and {e.name}"
+                    )
+                if v in self.ignore_values:
+                    raise ValueError(f"classes: the value {v} of {e.name} is also in ignore_values")
+                seen[v] = e.name
+        return ClassSpec(
+            names=tuple(names),
+            values=tuple(tuple(e.values) for e in entries),
+            ignore_values=tuple(self.ignore_values),
+        )

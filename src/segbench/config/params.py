@@ -58,6 +58,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self):
+        _check_classes(self)
         _check_ensembles(self)
         _check_sweep(self)
         return self
@@ -101,6 +102,57 @@ class Params(Section):
 
 def _trained(params: Params) -> str:
     return ", ".join(m for m, e in params.models.items() if e.kind == "torch") or "none"
+
+
+def _check_classes(params: Params) -> None:
+    """Entries that can only tell foreground from background refuse several classes."""
+    spec = params.data.class_spec()
+    weights = params.train.class_weights
+    if weights is not None and len(weights) != spec.num_classes:
+        raise ValueError(
+            f"train.class_weights: {len(weights)} weight(s) for {spec.num_classes} classes "
+            f"({', '.join(spec.names)}); give one per class, or null"
+        )
+    if spec.binary:
+        if weights is not None and params.train.loss in ("dice", "tversky"):
+            raise ValueError(
+                f"train.class_weights: a binary {params.train.loss} loss has one foreground "
+                "term and nothing to weight; use bce, dice_bce, focal or focal_dice, or null"
+            )
+        return
+    skipped = not_applicable(params)
+    for name, block in params.ensembles.items():
+        for member in block.members:
+            if member in skipped:
+                raise ValueError(f"ensembles.{name}.members: {member}: {skipped[member]}")
+    if params.sweep.enabled and params.sweep.model in skipped:
+        raise ValueError(f"sweep.model: {params.sweep.model}: {skipped[params.sweep.model]}")
+    for name, entry in params.models.items():
+        if getattr(entry, "prompt", None) == "box" and entry.model != "sam_zero_shot":
+            raise ValueError(
+                f"models.{name}.prompt: box prompts mark one object class, but data has "
+                f"{spec.num_classes} classes; use prompt: none (one mask token per class)"
+            )
+
+
+def not_applicable(params: Params) -> dict[str, str]:
+    """``{entry: why}`` for the models entries that cannot run on this data.
+
+    Zero-shot SAM's prompts (points, boxes, the automatic generator) mark objects of *one*
+    class; on data with several classes those entries are not run. The pipeline skips them
+    and says so (``check``, their stages, the report); naming one directly
+    (``segbench train/evaluate <entry>``) is an error with this reason.
+    """
+    spec = params.data.class_spec()
+    if spec.binary:
+        return {}
+    return {
+        name: f"zero-shot SAM ({entry.prompt} prompts) segments one class, but the data has "
+        f"{spec.num_classes} ({', '.join(spec.names)}); use sam_decoder or sam_lora with "
+        "prompt: none (one mask token per class)"
+        for name, entry in params.models.items()
+        if entry.model == "sam_zero_shot"
+    }
 
 
 def _check_ensembles(params: Params) -> None:

@@ -51,6 +51,13 @@ class GammaConfig(Probability):
         return self
 
 
+class ColorJitterConfig(Probability):
+    """Hue and saturation jitter: colour (rgb) data only; grey data is left untouched."""
+
+    hue: float = Field(ge=0, le=0.5, description="hue shift, fraction of the colour wheel")
+    saturation: float = Field(ge=0, le=1, description="saturation factor range 1 +- this")
+
+
 class CenterCropConfig(Probability):
     fraction: float = Field(gt=0, le=1, description="side of the crop, resized back")
 
@@ -71,6 +78,7 @@ class AugmentConfig(Section):
     rotate: RotateConfig
     brightness_contrast: BrightnessContrastConfig
     gamma: GammaConfig
+    color_jitter: ColorJitterConfig
     center_crop: CenterCropConfig
 
 

@@ -42,6 +42,9 @@ class TrainConfig(Section):
     momentum: float = Field(ge=0, lt=1, description="sgd only")
     loss: Loss
     tversky: TverskyConfig
+    class_weights: list[float] | None = Field(
+        description="one loss weight per class (several classes); null = equal"
+    )
     scheduler: Literal["none", "plateau", "step", "cosine", "poly"]
     warmup_epochs: int = Field(ge=0, description="linear warm-up before the schedule")
     plateau: PlateauConfig
@@ -58,6 +61,19 @@ class TrainConfig(Section):
         "resume": "no longer a setting (remove it): a killed training continues by itself "
         "when its checkpoint matches; SEGBENCH_RESUME=0 starts it afresh"
     }
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if self.class_weights is not None and (
+            len(self.class_weights) < 2
+            or min(self.class_weights) < 0
+            or max(self.class_weights) <= 0
+        ):
+            raise ValueError(
+                "class_weights: one non-negative weight per class (at least two, not all 0), "
+                "or null"
+            )
+        return self
 
     @model_validator(mode="after")
     def _warmup(self):

@@ -6,8 +6,8 @@ explicitly, so the result does not depend on process or worker scheduling.
 
 Geometry (flips, rotation with reflected borders, centre crop resized back) moves image and mask
 together; the mask always uses nearest-neighbour interpolation, so it stays binary and aligned.
-Intensity transforms (brightness/contrast relative to the image mean, gamma) touch the image
-only. 16-bit tiles go through float32 in [0, 1] (albumentations' uint8 paths would truncate
+Intensity transforms (brightness/contrast relative to the image mean, gamma; hue and
+saturation jitter for colour data only) touch the image only. 16-bit tiles go through float32 in [0, 1] (albumentations' uint8 paths would truncate
 them) and come back as uint16.
 """
 
@@ -20,8 +20,14 @@ import numpy as np
 from segbench.config import AugmentConfig
 
 
-def build_augmenter(cfg: AugmentConfig, tile_size: int) -> A.Compose | None:
-    """The albumentations pipeline for ``cfg``, or None when it would do nothing."""
+def build_augmenter(
+    cfg: AugmentConfig, tile_size: int, *, channels: str = "gray"
+) -> A.Compose | None:
+    """The albumentations pipeline for ``cfg``, or None when it would do nothing.
+
+    ``channels`` is the data's: colour jitter applies to ``rgb`` data only (hue and saturation
+    mean nothing for a grey image).
+    """
     if cfg.mode == "none":
         return None
     ops: list[A.BasicTransform] = []
@@ -66,13 +72,25 @@ def build_augmenter(cfg: AugmentConfig, tile_size: int) -> A.Compose | None:
         )
     if cfg.gamma.p:
         ops.append(A.RandomGamma(gamma_limit=tuple(cfg.gamma.limit), p=cfg.gamma.p))
+    if cfg.color_jitter.p and channels == "rgb":
+        jitter = cfg.color_jitter
+        ops.append(
+            A.ColorJitter(
+                brightness=0.0,  # brightness and contrast have their own transform above
+                contrast=0.0,
+                saturation=jitter.saturation,
+                hue=jitter.hue,
+                p=jitter.p,
+            )
+        )
     return A.Compose(ops) if ops else None
 
 
 def augment(
     aug: A.Compose | None, image: np.ndarray, mask: np.ndarray, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One seeded draw of ``aug`` on an (H, W) uint8/uint16 image and its (H, W) {0, 1} mask."""
+    """One seeded draw of ``aug`` on an (H, W[, 3]) uint8/uint16 image and its (H, W) mask of
+    class indices."""
     if aug is None:
         return image, mask
     aug.set_random_seed(seed)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from segbench.classes import read_channels, read_classes
 from segbench.data.normalize import standardize
 from segbench.errors import SegbenchError
 from segbench.io import read_csv, read_image, read_mask
@@ -20,22 +21,28 @@ from segbench.io import read_csv, read_image, read_mask
 def load_tiles(
     tiles_dir: str | Path, split: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All tiles of ``split``: images (N, T, T) uint8/uint16, masks (N, T, T) {0, 1}, and
-    ranges (N, 2) float64, the ``(lo, hi)`` intensity range of each tile's source image."""
+    """All tiles of ``split``: images (N, T, T[, 3]) uint8/uint16, masks (N, T, T) class
+    indices ({0, 1} for two classes), and ranges (N, 2) float64, the ``(lo, hi)`` intensity
+    range of each tile's source image."""
     tiles_dir = Path(tiles_dir)
     rows = [r for r in read_csv(tiles_dir / "manifest.csv") if r["split"] == split]
     if not rows:
         raise SegbenchError(f"{tiles_dir}: no {split} tiles; re-run `dvc repro prepare`")
-    images = [read_image(tiles_dir / split / "images" / f"{r['tile']}.png") for r in rows]
+    channels = read_channels(tiles_dir)
+    num_classes = read_classes(tiles_dir).num_classes
+    images = [read_image(tiles_dir / split / "images" / f"{r['tile']}.png", channels) for r in rows]
     dtype = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8
     images = np.stack(images).astype(dtype, copy=False)
-    masks = np.stack([read_mask(tiles_dir / split / "masks" / f"{r['tile']}.png") for r in rows])
+    masks = np.stack(
+        [read_mask(tiles_dir / split / "masks" / f"{r['tile']}.png", num_classes) for r in rows]
+    )
     ranges = np.array([[float(r["lo"]), float(r["hi"])] for r in rows])
     return images, masks, ranges
 
 
 class TileDataset(Dataset):
-    """Tiles held in memory; item ``i`` is (image (1, T, T) float32, mask (1, T, T) float32 {0, 1}).
+    """Tiles held in memory; item ``i`` is (image (C, T, T) float32, target): the target is
+    (1, T, T) float32 {0, 1} for two classes, else (T, T) int64 class indices (255 = ignore).
 
     With ``augmenter`` (an albumentations pipeline from :func:`segbench.data.augment.
     build_augmenter`) every item is augmented afresh, seeded by (``seed``, epoch, index): the
@@ -51,16 +58,20 @@ class TileDataset(Dataset):
         *,
         augmenter=None,
         seed: int = 0,
+        num_classes: int = 2,
     ):
-        if images.shape != masks.shape:
+        if images.shape[:3] != masks.shape:
             raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
         if len(ranges) != len(images):
             raise ValueError(f"{len(ranges)} intensity ranges for {len(images)} tiles")
         self.images, self.masks, self.ranges = images, masks, ranges
         self.augmenter, self.seed, self.epoch = augmenter, seed, 0
+        self.num_classes = num_classes
+        self.binary = num_classes == 2
 
     @classmethod
     def from_dir(cls, tiles_dir: str | Path, split: str, **kwargs) -> TileDataset:
+        kwargs.setdefault("num_classes", read_classes(tiles_dir).num_classes)
         return cls(*load_tiles(tiles_dir, split), **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
@@ -77,6 +88,14 @@ class TileDataset(Dataset):
             seed = int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0])
             image, mask = augment(self.augmenter, image, mask, seed)
         lo, hi = self.ranges[i]
-        x = standardize(image, lo, hi)[None]
-        y = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+        x = to_chw(standardize(image, lo, hi))
+        if self.binary:  # (1, T, T) float {0, 1}: the sigmoid losses' target
+            y = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+        else:  # (T, T) int64 class indices (255 = ignore): the softmax losses' target
+            y = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
         return x, y
+
+
+def to_chw(x: torch.Tensor) -> torch.Tensor:
+    """A standardised (H, W) or (H, W, 3) image tensor -> (C, H, W)."""
+    return x[None] if x.ndim == 2 else x.permute(2, 0, 1).contiguous()

@@ -42,7 +42,9 @@ class Item:
     image_name: str
     mask_name: str
     read_image: Callable[[], np.ndarray]
-    read_mask: Callable[[], np.ndarray]
+    # read_mask(colors=True) gives a palette mask's colours instead of its indices (sources
+    # whose masks can be palette PNGs take the keyword; fetch passes it only for colour classes)
+    read_mask: Callable[..., np.ndarray]
 
 
 @dataclass
@@ -58,7 +60,8 @@ class Listing:
 
 
 def synthetic_source(cfg: DataConfig) -> Listing:
-    """The embedded generators: SEM-like particles or breast-ultrasound-like frames."""
+    """The embedded generators: SEM-like particles or grains of two phases, breast-ultrasound-
+    like frames, or aerial RGB views of a parking lot (see ``data.synthetic.domain``)."""
     from segbench.data.synthetic import generate_sample, sample_seed
 
     syn = cfg.synthetic
@@ -77,14 +80,24 @@ def synthetic_source(cfg: DataConfig) -> Listing:
                 lesion_radius=tuple(r * factor for r in syn.lesion_radius),
                 speckle=syn.speckle,
             )
+    elif syn.domain == "parking":
+        from segbench.data.parking import generate_parking
+
+        def generate(i: int):
+            return generate_parking(
+                sample_seed(cfg.seed, i), height=syn.height, width=syn.width, noise=syn.noise
+            )
     else:
+        from segbench.data.phases import generate_phases
+
         # n_particles is given per 1024x768 frame: scale it with the area so that other frame
         # sizes keep the same particle density (radius stays in pixels: a fixed magnification).
         area = syn.height * syn.width / (1024 * 768)
         n_particles = tuple(max(1, round(n * area)) for n in syn.n_particles)
+        draw = generate_phases if syn.domain == "phases" else generate_sample
 
         def generate(i: int):
-            return generate_sample(
+            return draw(
                 sample_seed(cfg.seed, i),
                 height=syn.height,
                 width=syn.width,
@@ -192,7 +205,7 @@ def folder_source(cfg: DataConfig) -> Listing:
                 image_name=str(image_path),
                 mask_name=str(mask_path),
                 read_image=lambda p=image_path: read_any(p),
-                read_mask=lambda p=mask_path: read_any(p, as_mask=True),
+                read_mask=lambda colors=False, p=mask_path: read_any(p, as_mask=not colors),
             )
         )
     for stem in sorted(set(masks) - paired_masks):
@@ -311,7 +324,9 @@ def hf_source(cfg: DataConfig) -> Listing:
                     image_name=f"{label}.{hf.image_column}",
                     mask_name=f"{label}.{hf.mask_column}",
                     read_image=lambda cell=cell: cell(hf.image_column),
-                    read_mask=lambda cell=cell: cell(hf.mask_column, as_mask=True),
+                    read_mask=lambda colors=False, cell=cell: cell(
+                        hf.mask_column, as_mask=not colors
+                    ),
                 )
             )
     return listing

@@ -6,7 +6,9 @@ patient one group), so no group ever crosses splits.
 
 Groups are **stratified**: empty-mask groups form one stratum and the others are binned by their
 median foreground fraction into ``strata`` equal-count bins, so every split sees the same mix of
-empty, small-object and large-object images.
+empty, small-object and large-object images. With several classes, groups are first divided by
+the rarest class they contain (``presence``), and each part is binned as above, so a rare class
+reaches every split in proportion.
 
 Inside a stratum every group gets a position from a hash of (seed, group key), which does not
 depend on the other groups, and the split boundaries are cut along that order. Adding or
@@ -75,13 +77,15 @@ def assign_splits(
     foreground: Sequence[float] | None = None,
     groups: Sequence[str] | None = None,
     strata: int = 3,
+    presence: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, str]:
     """Map every id to ``"train"``, ``"val"`` or ``"test"``.
 
     ``foreground`` is each image's mask foreground fraction (0 = empty mask); ``groups`` each
     image's group key (default: its id). The result depends only on the set of
     (id, group, foreground) records and the seed, never on their order. With at least three
-    groups every split gets at least one.
+    groups every split gets at least one. ``presence`` (several classes) is each image's
+    foreground classes present; groups are stratified on the rarest of them first.
     """
     ids = [str(i) for i in ids]
     n = len(ids)
@@ -101,9 +105,12 @@ def assign_splits(
     fractions = np.array([train, val, test], dtype=float)
     fractions /= fractions.sum()
 
+    parts = [keys]
+    if presence is not None:
+        parts = _by_rarest_class(keys, members, dict(zip(ids, presence, strict=True)))
     assigned: dict[str, int] = {}
     carry = np.zeros(len(SPLITS))
-    for stratum in _strata(keys, empty, fg, strata):
+    for stratum in (s for part in parts for s in _strata(part, empty, fg, strata)):
         stratum = sorted(stratum, key=lambda k: (_position(seed, k), k))
         total = sum(sizes[k] for k in stratum)
         exact = fractions * total + carry
@@ -121,6 +128,24 @@ def assign_splits(
 
     _fill_empty_splits(assigned, sizes, seed)
     return {i: SPLITS[assigned[group_of[i]]] for i in ids}
+
+
+def _by_rarest_class(
+    keys: list[str], members: dict[str, list[str]], present: dict[str, Sequence[int]]
+) -> list[list[str]]:
+    """Groups divided by the rarest class (fewest images holding it) any of their images holds;
+    groups with no foreground class form one part. Rarest parts first."""
+    images_with: dict[int, int] = {}
+    for classes in present.values():
+        for c in set(classes):
+            images_with[c] = images_with.get(c, 0) + 1
+    rank = {c: (n, c) for c, n in images_with.items()}
+    part_of: dict[str, tuple] = {}
+    for k in keys:
+        held = {c for i in members[k] for c in present[i]}
+        part_of[k] = min((rank[c] for c in held), default=(float("inf"), -1))
+    order = sorted(set(part_of.values()))
+    return [[k for k in keys if part_of[k] == p] for p in order]
 
 
 def _fill_empty_splits(assigned: dict[str, int], sizes: dict[str, int], seed: int) -> None:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segbench.models.smp_models import check_encoder_name, load_encoder_weights
+from segbench.models.smp_models import check_encoder_name, imagenet_input, load_encoder_weights
 
 DEPTH = 5  # encoder stages; with stride-32 encoders every stage halves H and W
 
@@ -23,6 +23,7 @@ def build_attention_unet(
     encoder_weights: str | None,
     decoder_channels: tuple[int, ...],
     in_channels: int,
+    outputs: int = 1,
     key: str = "models.attention_unet",
 ) -> AttentionUnet:
     """Attention U-Net with any smp encoder; ``encoder_weights`` is a local state-dict path or None.
@@ -32,10 +33,14 @@ def build_attention_unet(
     """
     check_encoder_name(encoder_name, key=f"{key}.encoder_name")
     model = AttentionUnet(
-        encoder_name=encoder_name, in_channels=in_channels, decoder_channels=decoder_channels
+        encoder_name=encoder_name,
+        in_channels=in_channels,
+        decoder_channels=decoder_channels,
+        outputs=outputs,
     )
     if encoder_weights:
         load_encoder_weights(model.encoder, encoder_weights, key=f"{key}.encoder_weights")
+        imagenet_input(model, in_channels)
     return model
 
 
@@ -68,9 +73,10 @@ class AttentionGate(nn.Module):
 
 
 class AttentionUnet(nn.Module):
-    """U-Net whose skips are gated by :class:`AttentionGate`; a 1-channel logit head.
+    """U-Net whose skips are gated by :class:`AttentionGate`; a logit head of ``outputs``
+    channels (1: binary, sigmoid; else one per class, softmax).
 
-    ``forward``: (N, in_channels, H, W) float, H and W multiples of 32 -> (N, 1, H, W) logits.
+    ``forward``: (N, in_channels, H, W) float, H and W multiples of 32 -> (N, outputs, H, W) logits.
     After each forward, ``last_attention`` holds one detached alpha (N, 1, h, w) in [0, 1] per
     gated skip, coarsest first, each the size of its skip.
     """
@@ -80,6 +86,7 @@ class AttentionUnet(nn.Module):
         *,
         encoder_name: str = "resnet18",
         in_channels: int = 1,
+        outputs: int = 1,
         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
     ):
         super().__init__()
@@ -95,7 +102,7 @@ class AttentionUnet(nn.Module):
             DecoderStage(in_channels=i, skip_channels=s, out_channels=o)
             for i, s, o in zip(stage_in, skip_channels, decoder_channels, strict=True)
         )
-        self.head = nn.Conv2d(decoder_channels[-1], 1, kernel_size=3, padding=1)
+        self.head = nn.Conv2d(decoder_channels[-1], outputs, kernel_size=3, padding=1)
         self.last_attention: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

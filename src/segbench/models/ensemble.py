@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from segbench.classes import IGNORE
+from segbench.metrics import confusion_matrix, pooled_foreground_dice
+
 # Probabilities are clipped this far from 0 and 1 before the logit, so the ensemble returns finite
 # logits like every other model (logit(1 - 1e-6) = 13.8: far past any threshold anyone uses).
 _EPS = 1e-6
@@ -40,15 +43,20 @@ class Ensemble(nn.Module):
         self.register_buffer("weights", w / w.sum())
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """The weighted mean foreground probability, (N, 1, H, W) float32 in [0, 1]."""
+        """The weighted mean probability: (N, 1, H, W) foreground (members with one sigmoid
+        output) or (N, C, H, W) class probabilities (softmax members), float32."""
         total = None
         for w, member in zip(self.weights, self.members.values(), strict=True):
-            p = torch.sigmoid(member(x).float()) * w  # float: members may run under bf16
-            total = p if total is None else total + p
+            logits = member(x).float()  # float: members may run under bf16
+            p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+            total = p * w if total is None else total + p * w
         return total
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.logit(self.probabilities(x).clamp(_EPS, 1 - _EPS))
+        p = self.probabilities(x)
+        if p.shape[1] == 1:
+            return torch.logit(p.clamp(_EPS, 1 - _EPS))
+        return torch.log(p.clamp_min(_EPS))  # softmax(log p) = p: the mix comes back out
 
 
 def simplex_grid(n_members: int, step: float) -> np.ndarray:
@@ -79,7 +87,13 @@ def choose_weights(
     (2 TP / (2 TP + FP + FN) summed over images, so empty references count through their false
     positives) and the (G,) Dice of every grid row. Ties go to the weights nearest the uniform
     mix: among equally good mixes, the most even one depends least on any single member.
+
+    Several classes: ``probs[i]`` is (K, C, H, W), ``masks[i]`` class indices (255 ignored);
+    the mix's argmax is scored by the pooled Dice per foreground class, averaged
+    (:func:`segbench.metrics.pooled_foreground_dice`); ``threshold`` is not used.
     """
+    if probs and probs[0].ndim == 4:
+        return _pick(_multiclass_scores(probs, masks, grid), grid)
     tp = np.zeros(len(grid))
     fp_fn = np.zeros(len(grid))
     for stack, mask in zip(probs, masks, strict=True):
@@ -93,6 +107,22 @@ def choose_weights(
             fp_fn[g] += int(pred.sum()) - hit + (n_ref - hit)
     denom = 2 * tp + fp_fn
     scores = np.divide(2 * tp, denom, out=np.full(len(grid), np.nan), where=denom > 0)
+    return _pick(scores, grid)
+
+
+def _multiclass_scores(probs, masks, grid: np.ndarray) -> np.ndarray:
+    n_classes = probs[0].shape[1]
+    confusion = np.zeros((len(grid), n_classes, n_classes), dtype=np.int64)
+    for stack, mask in zip(probs, masks, strict=True):
+        flat = stack.reshape(stack.shape[0], n_classes, -1).astype(np.float32)
+        ref = mask.ravel()
+        for g, w in enumerate(grid.astype(np.float32)):
+            pred = np.tensordot(w, flat, axes=1).argmax(axis=0)
+            confusion[g] += confusion_matrix(pred, ref, n_classes, ignore_index=IGNORE)
+    return np.array([pooled_foreground_dice(c) for c in confusion])
+
+
+def _pick(scores: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if np.isnan(scores).all():  # nothing predicted and nothing to find: any mix is as good
         scores = np.ones(len(grid))
     best = np.nanmax(scores)

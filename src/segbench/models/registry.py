@@ -29,10 +29,10 @@ from segbench.config.models import (
 )
 from segbench.errors import SegbenchError
 
-Builder = Callable[..., Any]  # (entry, *, name: str, in_channels: int) -> model
+Builder = Callable[..., Any]  # (entry, *, name: str, in_channels: int, num_classes: int) -> model
 
 
-def _build_unet(entry: UnetEntry, *, name: str, in_channels: int):
+def _build_unet(entry: UnetEntry, *, name: str, in_channels: int, num_classes: int):
     from segbench.models.smp_models import build_unet
 
     return build_unet(
@@ -41,11 +41,12 @@ def _build_unet(entry: UnetEntry, *, name: str, in_channels: int):
         encoder_depth=entry.encoder_depth,
         decoder_channels=entry.decoder_channels,
         in_channels=in_channels,
+        outputs=output_channels(num_classes),
         key=f"models.{name}",
     )
 
 
-def _build_attention_unet(entry: AttentionUnetEntry, *, name: str, in_channels: int):
+def _build_attention_unet(entry: AttentionUnetEntry, *, name: str, in_channels: int, num_classes: int):
     from segbench.models.attention_unet import build_attention_unet
 
     return build_attention_unet(
@@ -53,11 +54,12 @@ def _build_attention_unet(entry: AttentionUnetEntry, *, name: str, in_channels: 
         encoder_weights=entry.encoder_weights,
         decoder_channels=entry.decoder_channels,
         in_channels=in_channels,
+        outputs=output_channels(num_classes),
         key=f"models.{name}",
     )
 
 
-def _build_segformer(entry: SegformerEntry, *, name: str, in_channels: int):
+def _build_segformer(entry: SegformerEntry, *, name: str, in_channels: int, num_classes: int):
     from segbench.models.smp_models import build_segformer
 
     return build_segformer(
@@ -65,6 +67,7 @@ def _build_segformer(entry: SegformerEntry, *, name: str, in_channels: int):
         encoder_weights=entry.encoder_weights,
         decoder_segmentation_channels=entry.decoder_segmentation_channels,
         in_channels=in_channels,
+        outputs=output_channels(num_classes),
         key=f"models.{name}",
     )
 
@@ -82,7 +85,7 @@ def _sam(entry: SamBase):
     )
 
 
-def _build_sam_decoder(entry: SamDecoderEntry | SamLoraEntry, *, name: str, in_channels: int):
+def _build_sam_decoder(entry: SamDecoderEntry | SamLoraEntry, *, name: str, in_channels: int, num_classes: int):
     from segbench.sam.segmenter import SamSegmenter
 
     model = SamSegmenter(
@@ -90,16 +93,19 @@ def _build_sam_decoder(entry: SamDecoderEntry | SamLoraEntry, *, name: str, in_c
         prompt=entry.prompt,
         box_jitter=entry.box_jitter or 0,
         iou_loss_weight=entry.iou_loss_weight,
+        num_classes=num_classes,
     )
     if getattr(entry, "embedding_cache", None):
         model.use_cache(entry.embedding_cache)
     return model
 
 
-def _build_sam_lora(entry: SamLoraEntry, *, name: str, in_channels: int):
+def _build_sam_lora(entry: SamLoraEntry, *, name: str, in_channels: int, num_classes: int):
     from segbench.sam.lora import apply_lora
 
-    model = _build_sam_decoder(entry, name=name, in_channels=in_channels)
+    model = _build_sam_decoder(
+        entry, name=name, in_channels=in_channels, num_classes=num_classes
+    )
     apply_lora(
         model.sam,
         rank=entry.rank,
@@ -111,16 +117,16 @@ def _build_sam_lora(entry: SamLoraEntry, *, name: str, in_channels: int):
     return model
 
 
-def _build_sam_zero_shot(entry: SamZeroShotEntry, *, name: str, in_channels: int):
+def _build_sam_zero_shot(entry: SamZeroShotEntry, *, name: str, in_channels: int, num_classes: int):
     from segbench.sam.prompted import PromptedSam
 
     return PromptedSam(_sam(entry), entry)
 
 
-def _build_otsu(entry: OtsuEntry, *, name: str, in_channels: int):
+def _build_otsu(entry: OtsuEntry, *, name: str, in_channels: int, num_classes: int):
     from segbench.models.otsu import OtsuThreshold
 
-    return OtsuThreshold(smooth_sigma=entry.smooth_sigma)
+    return OtsuThreshold(smooth_sigma=entry.smooth_sigma, num_classes=num_classes)
 
 
 MODELS: dict[str, Builder] = {
@@ -134,25 +140,41 @@ MODELS: dict[str, Builder] = {
 }
 
 
-def build_model(entry: ModelEntry, *, name: str | None = None, in_channels: int = 1):
-    """Build the model of a typed ``models`` entry; ``name`` (the entry's) is named in errors."""
+def output_channels(num_classes: int) -> int:
+    """A network's output channels: one sigmoid logit for two classes (binary keeps today's
+    models bit for bit), else one softmax logit per class."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def build_model(
+    entry: ModelEntry, *, name: str | None = None, in_channels: int = 1, num_classes: int = 2
+):
+    """Build the model of a typed ``models`` entry; ``name`` (the entry's) is named in errors.
+
+    Torch models map (N, ``in_channels``, H, W) to (N, :func:`output_channels`, H, W) logits.
+    """
     try:
         builder = MODELS[entry.model]
     except KeyError:
         valid = ", ".join(sorted(MODELS))
         raise SegbenchError(f"unknown model {entry.model!r}; valid models: {valid}") from None
-    return builder(entry, name=name or entry.model, in_channels=in_channels)
+    return builder(
+        entry, name=name or entry.model, in_channels=in_channels, num_classes=num_classes
+    )
 
 
 def build_ensemble(
-    members: Mapping[str, tuple[ModelEntry, int]], weights: Sequence[float] | None = None
+    members: Mapping[str, tuple[ModelEntry, int]],
+    weights: Sequence[float] | None = None,
+    *,
+    num_classes: int = 2,
 ):
     """The :class:`~segbench.models.ensemble.Ensemble` of ``{name: (entry, in_channels)}``
     with mixing ``weights`` (equal when None); members are built untrained."""
     from segbench.models.ensemble import Ensemble
 
     modules = {
-        name: build_model(entry, name=name, in_channels=channels)
+        name: build_model(entry, name=name, in_channels=channels, num_classes=num_classes)
         for name, (entry, channels) in members.items()
     }
     return Ensemble(modules, list(weights) if weights is not None else [1.0] * len(modules))

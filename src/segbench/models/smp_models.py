@@ -1,8 +1,13 @@
 """Supervised segmenters from segmentation_models_pytorch, and the encoder helpers they share.
 
 Every builder returns an ``nn.Module`` mapping (N, C, H, W) float32 images (normalised by
-:func:`segbench.data.normalize.standardize`; C = ``in_channels``, 1 for our data) to
-(N, 1, H, W) logits; H and W multiples of 32.
+:func:`segbench.data.normalize.standardize`; C = ``in_channels``: 1 grey, 3 RGB) to
+(N, K, H, W) logits (K = ``outputs``: 1 sigmoid logit for two classes, else one softmax logit
+per class); H and W multiples of 32.
+
+An RGB model whose encoder loads ImageNet weights gets :func:`imagenet_input`: its input is
+re-standardised per channel with ImageNet's mean and std, the statistics those weights were
+trained on (the data pipeline's own standardisation is the same for every model).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ def build_unet(
     encoder_depth: int,
     decoder_channels: tuple[int, ...],
     in_channels: int,
+    outputs: int = 1,
     key: str = "models.unet",
 ) -> nn.Module:
     """U-Net with any smp encoder; ``encoder_weights`` is a local state-dict path or None.
@@ -49,10 +55,11 @@ def build_unet(
         encoder_depth=encoder_depth,
         decoder_channels=list(decoder_channels),
         in_channels=in_channels,
-        classes=1,
+        classes=outputs,
     )
     if encoder_weights:
         load_encoder_weights(model.encoder, encoder_weights, key=f"{key}.encoder_weights")
+        imagenet_input(model, in_channels)
     return model
 
 
@@ -62,6 +69,7 @@ def build_segformer(
     encoder_weights: str | None,
     decoder_segmentation_channels: int,
     in_channels: int,
+    outputs: int = 1,
     key: str = "models.segformer",
 ) -> nn.Module:
     """SegFormer (Xie et al. 2021): MiT encoder, all-MLP decoder, logits upsampled x4 to (H, W).
@@ -72,11 +80,42 @@ def build_segformer(
         encoder_weights=None,  # never download; local weights are loaded below
         decoder_segmentation_channels=decoder_segmentation_channels,
         in_channels=in_channels,
-        classes=1,
+        classes=outputs,
     )
     if encoder_weights:
         load_encoder_weights(model.encoder, encoder_weights, key=f"{key}.encoder_weights")
+        imagenet_input(model, in_channels)
     return model
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_input(model: nn.Module, in_channels: int) -> None:
+    """Make an RGB ``model`` re-standardise its input per channel with ImageNet's statistics.
+
+    segbench's input is ``(unit - 0.5) / 0.25`` (:mod:`segbench.data.normalize`); an encoder
+    pretrained on ImageNet expects ``(unit - mean_c) / std_c``. The affine map between the two
+    is kept as buffers (saved with the weights) and applied by a forward pre-hook, so the
+    model's state-dict keys stay smp's. Grey models (one channel) are left as they are: their
+    first convolution was folded from the RGB kernel already.
+    """
+    from segbench.data.normalize import IMAGE_MEAN, IMAGE_STD
+
+    if in_channels != 3:
+        return
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    # x_ours = (u - m) / s  ->  u = x_ours * s + m  ->  x_imagenet = (u - mean) / std
+    model.register_buffer("input_scale", IMAGE_STD / std)
+    model.register_buffer("input_shift", (IMAGE_MEAN - mean) / std)
+
+    def restandardise(module, args):
+        x, *rest = args
+        return (x * module.input_scale + module.input_shift, *rest)
+
+    model.register_forward_pre_hook(restandardise)
 
 
 def check_encoder_name(name: str, *, key: str) -> None:

@@ -4,10 +4,12 @@
 ``segment_anything``'s own classes with the numbers of its ``build_sam_vit_b`` (or of ``tiny``,
 a shrunk copy for tests), loads the checkpoint with torch's weights-only unpickler, and resizes
 its position embeddings from the native 64 x 64 token grid to ``image_size / 16`` per side.
+:func:`multiclass_decoder` gives a built model's mask decoder one mask token per class.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +24,7 @@ from segment_anything.modeling import (
     Sam,
     TwoWayTransformer,
 )
+from torch import nn
 
 from segbench.errors import SegbenchError
 from segbench.sam.checkpoint import load_checkpoint
@@ -181,6 +184,52 @@ def _assemble(spec: SamVariant, image_size: int) -> Sam:
     )
     sam.eval()  # as segment_anything's builders leave it; SAM has no dropout or batch norm
     return sam
+
+
+def class_token_sources(num_classes: int, *, num_mask_tokens: int = 4) -> list[int]:
+    """For each of ``num_classes`` classes, the mask token of SAM's decoder it starts from.
+
+    Class 0 (background) takes token 0, the decoder's single-mask output; classes 1, 2, ...
+    cycle through the multimask tokens 1 .. ``num_mask_tokens`` - 1 (SAM's whole / part /
+    subpart masks): ``[0, 1, 2, 3, 1, 2, ...]``. Classes that share a source token start out
+    identical; their different targets tell them apart from the first gradient step.
+    """
+    if num_mask_tokens < 2:
+        raise SegbenchError(f"a decoder with {num_mask_tokens} mask token(s) has no multimask ones")
+    return [0] + [1 + (c - 1) % (num_mask_tokens - 1) for c in range(1, num_classes)]
+
+
+def multiclass_decoder(decoder: MaskDecoder, num_classes: int) -> MaskDecoder:
+    """A copy of ``decoder`` with ``num_classes`` mask tokens: one per class, as SAMed does.
+
+    The copy's mask tokens, output-hypernetwork MLPs and IoU-head output rows are copies of
+    the ``decoder``'s, chosen by :func:`class_token_sources`, so fine-tuning starts from SAM's
+    own decoder (a checkpoint's or a random one). SAMed instead leaves these three
+    re-initialised at random when the class count differs from SAM's. The rest (transformer,
+    upscaling, IoU token) is copied as it is. ``decoder.predict_masks`` of the copy then gives
+    (B, ``num_classes``, h, w) logits and (B, ``num_classes``) predicted IoUs. No random
+    numbers are drawn.
+    """
+    source = class_token_sources(num_classes, num_mask_tokens=decoder.num_mask_tokens)
+    index = torch.tensor(source, device=decoder.mask_tokens.weight.device)
+    new = copy.deepcopy(decoder)
+    tokens = decoder.mask_tokens.weight
+    new.mask_tokens = nn.Embedding.from_pretrained(
+        tokens.detach()[index].clone(), freeze=not tokens.requires_grad
+    )
+    new.output_hypernetworks_mlps = nn.ModuleList(
+        copy.deepcopy(decoder.output_hypernetworks_mlps[s]) for s in source
+    )
+    old_head, head = decoder.iou_prediction_head.layers[-1], new.iou_prediction_head.layers[-1]
+    head.weight = nn.Parameter(
+        old_head.weight.detach()[index].clone(), requires_grad=old_head.weight.requires_grad
+    )
+    head.bias = nn.Parameter(
+        old_head.bias.detach()[index].clone(), requires_grad=old_head.bias.requires_grad
+    )
+    head.out_features = num_classes
+    new.num_mask_tokens, new.num_multimask_outputs = num_classes, num_classes - 1
+    return new
 
 
 def check_image_size(image_size: int, *, native: int, patch_size: int = 16) -> None:

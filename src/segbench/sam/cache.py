@@ -4,7 +4,8 @@ Layout: ``<root>/<encoder key>/<tile key>.pt``, one (D, g, g) float32 tensor per
 
 - The encoder key is a hash of the frozen image encoder's weights and input size: a different
   checkpoint, variant, image size or random initialisation never reads another's embeddings.
-- The tile key is a hash of the tile exactly as the model receives it (after augmentation), so
+- The tile key is a hash of the tile exactly as the model receives it (after augmentation; its
+  shape included, so a grey (1, H, W) tile and an RGB (3, H, W) one never share a key), so
   offline-augmented tiles hit the cache from the second epoch on, while online augmentation,
   which makes every epoch's tiles new, misses every time (correct, only not faster).
 

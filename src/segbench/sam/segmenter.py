@@ -3,16 +3,21 @@
 :class:`SamSegmenter` has the input and output convention of every other segbench network, so the
 training loop, sliding-window evaluation and ``segbench predict`` use it unchanged: (N, C, H, W)
 images standardised by :func:`segbench.data.normalize.standardize` (C = 1 or 3) in, (N, 1, H, W)
-logits out. Inside, each tile is mapped back to SAM's input (RGB in [0, 255], resized to the
-encoder's input size, normalised with SAM's pixel mean and std), embedded, and decoded either
+logits out for two classes (sigmoid), (N, K, H, W) for K > 2 classes (softmax). Inside, each tile
+is mapped back to SAM's input (RGB in [0, 255]: a grey tile replicated, an RGB tile as it is;
+resized to the encoder's input size, normalised with SAM's pixel mean and std), embedded, and
+decoded either
 
 - ``prompt="none"``: with no prompt (no points, no box, the prompt encoder's "no mask"
-  embedding), the decoder acting as a semantic head; or
+  embedding), the decoder acting as a semantic head: for two classes its single-mask output,
+  for K > 2 one mask token per class (SAMed's construction, see
+  :func:`segbench.sam.build.multiclass_decoder`), every token's mask a class's logits; or
 - ``prompt="box"``: with one box per connected component of the tile's reference mask (oracle
   prompts, :mod:`segbench.sam.box_head`), the per-box masks united by an elementwise max.
 
 It is *guided*: the training loop and the predictor pass the reference mask as a second
-argument when they have one; it supplies the box prompts and the target of SAM's IoU-prediction
+argument when they have one ((N, 1, H, W) {0, 1} for two classes, (N, H, W) int64 class indices
+with 255 ignored for K > 2); it supplies the box prompts and the target of SAM's IoU-prediction
 loss, left in :attr:`SamSegmenter.aux_loss` after each forward.
 """
 
@@ -26,26 +31,32 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
+from segbench.classes import IGNORE
 from segbench.data.normalize import IMAGE_MEAN, IMAGE_STD
 from segbench.errors import SegbenchError
 from segbench.sam.box_head import mask_iou, reference_prompts, to_sam_frame
+from segbench.sam.build import multiclass_decoder
 from segbench.sam.lora import lora_modules, merge_lora
 
 PROMPTS = ("none", "box")
 # sigmoid(-20) ~ 2e-9: surely background, yet finite, so focal, Dice and BCE stay finite.
 EMPTY_LOGIT = -20.0
+# The key under which trained_state_dict records the class count of a K > 2 model. A state
+# without it is a two-class one, which keeps binary states exactly as they were saved before.
+CLASSES_KEY = "num_classes"
 
 
 class SamSegmenter(nn.Module):
-    """SAM's image encoder + mask decoder: (N, C, H, W) standardised [+ (N, 1, H, W) reference in
-    {0, 1}] -> (N, 1, H, W) logits.
+    """SAM's image encoder + mask decoder: (N, C, H, W) standardised [+ reference] -> logits,
+    (N, 1, H, W) for ``num_classes`` 2, (N, ``num_classes``, H, W) above.
 
     ``train_encoder`` False freezes the image encoder (decoder-only fine-tuning; LoRA factors
     added later by :func:`segbench.sam.lora.apply_lora` stay trainable). The prompt encoder is
     always frozen. The IoU-prediction head trains iff ``iou_loss_weight`` > 0, the weight of the
     SAM paper's MSE between predicted and actual IoU. ``box_jitter`` (tile pixels) moves each
     training box's sides, drawn from ``seed`` and a count of training forwards; ``max_prompts``
-    caps the boxes per tile (the largest components are kept).
+    caps the boxes per tile (the largest components are kept). ``num_classes`` > 2 (promptless
+    only) replaces the decoder by a copy with one mask token per class.
 
     With :meth:`use_cache`, embeddings of tiles seen before are read from disk instead of
     recomputed (decoder-only fine-tuning: every epoch after the first skips the encoder).
@@ -63,6 +74,7 @@ class SamSegmenter(nn.Module):
         iou_loss_weight: float = 1.0,
         max_prompts: int = 32,
         seed: int = 0,
+        num_classes: int = 2,
     ):
         super().__init__()
         if prompt not in PROMPTS:
@@ -72,7 +84,16 @@ class SamSegmenter(nn.Module):
                 "box_jitter and iou_loss_weight must be >= 0 and max_prompts >= 1; got "
                 f"{box_jitter}, {iou_loss_weight}, {max_prompts}"
             )
-        self.sam = sam
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise SegbenchError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if num_classes > 2 and prompt != "none":
+            raise SegbenchError(
+                f"the box-prompted SAM decoder segments one class; {num_classes} classes need "
+                "the promptless one (prompt: none)"
+            )
+        if num_classes > 2:
+            sam.mask_decoder = multiclass_decoder(sam.mask_decoder, num_classes)
+        self.sam, self.num_classes = sam, num_classes
         self.prompt, self.box_jitter, self.max_prompts = prompt, box_jitter, max_prompts
         self.iou_loss_weight, self.seed = float(iou_loss_weight), seed
         self.cache = None  # an EmbeddingCache, see use_cache
@@ -100,12 +121,18 @@ class SamSegmenter(nn.Module):
         return self.sam.image_encoder.img_size
 
     def to_sam_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardised (N, C, H, W) -> SAM-normalised (N, 3, S, S), S the encoder input size.
+        """Standardised (N, C, H, W), C = 1 (grey) or 3 (RGB) -> SAM-normalised (N, 3, S, S),
+        S the encoder input size. A grey tile is replicated to three equal channels; an RGB
+        tile keeps its channels in R, G, B order.
 
         Tiles are square, so resizing to S x S keeps their aspect ratio (SAM's own transform
         resizes the longest side and pads; for a square input that is the same)."""
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise SegbenchError(
+                f"SAM takes (N, 1, H, W) grey or (N, 3, H, W) RGB tiles, got {tuple(x.shape)}"
+            )
         unit = x * IMAGE_STD + IMAGE_MEAN
-        rgb = unit.expand(-1, 3, -1, -1) if unit.shape[1] == 1 else unit[:, :3]
+        rgb = unit.expand(-1, 3, -1, -1) if unit.shape[1] == 1 else unit
         rgb = F.interpolate(rgb, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
         return (rgb * 255.0 - self.sam.pixel_mean) / self.sam.pixel_std
 
@@ -117,9 +144,10 @@ class SamSegmenter(nn.Module):
         self, embedding: torch.Tensor, boxes: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One image's (D, g, g) embedding + (P, 4) XYXY boxes in the encoder input's pixels
-        (None: no prompt, P = 1) -> (P, 1, S/4, S/4) low-resolution mask logits, (P, 1)
-        predicted IoUs. The decoder pairs one image with a batch of prompts, so a batch of
-        images is decoded one image at a time."""
+        (None: no prompt, P = 1) -> (P, K, S/4, S/4) low-resolution mask logits, (P, K)
+        predicted IoUs; K = 1 for two classes, else ``num_classes`` (every mask token's
+        output). The decoder pairs one image with a batch of prompts, so a batch of images is
+        decoded one image at a time."""
         pe = self.sam.prompt_encoder
         if boxes is None:
             sparse = embedding.new_zeros((1, 0, pe.embed_dim))
@@ -128,13 +156,16 @@ class SamSegmenter(nn.Module):
             )
         else:
             sparse, dense = pe(points=None, boxes=boxes, masks=None)
-        return self.sam.mask_decoder(
-            image_embeddings=embedding[None],
-            image_pe=pe.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
+        inputs = {
+            "image_embeddings": embedding[None],
+            "image_pe": pe.get_dense_pe(),
+            "sparse_prompt_embeddings": sparse,
+            "dense_prompt_embeddings": dense,
+        }
+        if self.num_classes > 2:
+            # forward() would drop token 0 or keep only it; every token is a class here.
+            return self.sam.mask_decoder.predict_masks(**inputs)
+        return self.sam.mask_decoder(**inputs, multimask_output=False)
 
     def prompt_boxes(self, guide: torch.Tensor) -> list[np.ndarray]:
         """The box prompts drawn from an (N, 1, H, W) reference: per tile a (P, 4) float32 XYXY
@@ -142,9 +173,14 @@ class SamSegmenter(nn.Module):
         return [boxes for _, boxes in self._prompts(guide)]
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, C, H, W) standardised tiles [+ (N, 1, H, W) reference in {0, 1}] -> (N, 1, H, W)
-        logits. With a reference, also sets :attr:`aux_loss` (a scalar: ``iou_loss_weight`` x
-        MSE of predicted vs actual IoU); without one, or with nothing prompted, it is 0."""
+        """(N, C, H, W) standardised tiles [+ reference] -> (N, K, H, W) logits, K = 1 for two
+        classes (reference (N, 1, H, W) in {0, 1}), else ``num_classes`` (reference (N, H, W)
+        int64 class indices, :data:`~segbench.classes.IGNORE` for an ignored pixel).
+
+        With a reference, also sets :attr:`aux_loss` (a scalar: ``iou_loss_weight`` x MSE of
+        predicted vs actual IoU; for K > 2 of every class's mask, the pixels where the
+        prediction's argmax is the class, against the class's pixels in the reference, ignored
+        pixels left out); without one, or with nothing prompted, it is 0."""
         if self.prompt == "box" and guide is None:
             raise SegbenchError(
                 "the box-prompted SAM (prompt: box) takes its prompts from reference masks "
@@ -156,9 +192,14 @@ class SamSegmenter(nn.Module):
         if self.prompt == "none":
             low, predicted = zip(*(self.decode(e) for e in emb), strict=True)
             logits = _upsample(torch.cat(low), size)
-            # The decoder's single output mask, scored against the whole reference.
-            actual = None if guide is None else mask_iou(logits.detach() > 0, guide > 0.5)
             predicted = torch.cat(predicted)
+            if guide is None:
+                actual = None
+            elif self.num_classes == 2:
+                # The decoder's single output mask, scored against the whole reference.
+                actual = mask_iou(logits.detach() > 0, guide > 0.5)
+            else:
+                actual = class_iou(logits.detach().argmax(1), guide, self.num_classes)
         else:
             logits, predicted, actual = self._box_forward(emb, guide, size)
         self.aux_loss = self._iou_loss(predicted, actual, x)
@@ -210,13 +251,27 @@ class SamSegmenter(nn.Module):
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """Detached copies of the ``state_dict()`` entries that are trainable parameters: the
         mask decoder, the IoU head when it trains, LoRA factors, a trained encoder. The frozen
-        base weights are not repeated (rebuild them from the same checkpoint or seed)."""
+        base weights are not repeated (rebuild them from the same checkpoint or seed). For
+        more than two classes, also :data:`CLASSES_KEY`: the class count, a 0-d int64 tensor
+        (a two-class state has no such key, as before classes were counted)."""
         trainable = self._trainable_names()
-        return {k: v.detach().clone() for k, v in self.state_dict().items() if k in trainable}
+        state = {k: v.detach().clone() for k, v in self.state_dict().items() if k in trainable}
+        if self.num_classes > 2:
+            state[CLASSES_KEY] = torch.tensor(self.num_classes, dtype=torch.int64)
+        return state
 
     def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load :meth:`trained_state_dict`'s output into a model built the same way; any other
-        key set or shape is a :class:`SegbenchError`."""
+        key set or shape, or another class count, is a :class:`SegbenchError`."""
+        state = dict(state)
+        saved = state.pop(CLASSES_KEY, None)
+        saved = 2 if saved is None else int(saved)
+        if saved != self.num_classes:
+            raise SegbenchError(
+                f"these SAM weights were trained for {saved} classes, asked for "
+                f"{self.num_classes}; train the model on data with {self.num_classes} classes "
+                f"or predict with {saved}"
+            )
         hint = (
             "these SAM weights were saved from a differently configured model (another "
             "variant, image_size, prompt, iou_loss_weight, train_encoder or LoRA settings)"
@@ -241,6 +296,23 @@ class SamSegmenter(nn.Module):
 
     def _trainable_names(self) -> set[str]:
         return {n for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
+
+
+def class_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """IoU of every class between (N, H, W) predicted and reference class indices -> (N, K).
+
+    ``target`` may also be (N, 1, H, W); its :data:`~segbench.classes.IGNORE` pixels count for
+    neither mask. A class absent from both has IoU 1, as in :func:`mask_iou`."""
+    if target.ndim == 4:
+        target = target[:, 0]
+    target = target.to(device=pred.device, dtype=torch.long)
+    classes = torch.arange(num_classes, device=pred.device).view(1, -1, 1, 1)
+    valid = (target != IGNORE)[:, None]
+    ious = mask_iou(
+        ((pred[:, None] == classes) & valid).flatten(0, 1),
+        (target[:, None] == classes).flatten(0, 1),  # IGNORE is no class index
+    )
+    return ious.view(len(pred), num_classes)
 
 
 def _upsample(low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from segbench.cardloss import loss_for
 from segbench.checkpoint import (
     Progress,
     fingerprint,
@@ -51,14 +52,14 @@ from segbench.checkpoint import (
     save_atomic,
     save_checkpoint,
 )
+from segbench.classes import BINARY, ClassSpec, in_channels, read_channels, read_classes
 from segbench.codedeps import module_digest
-from segbench.config import Params
+from segbench.config import Params, not_applicable
 from segbench.cost import count_parameters, peak_memory_mb
 from segbench.data.dataset import load_tiles
 from segbench.devices import resolve_device
 from segbench.errors import SegbenchError
 from segbench.io import atomic_dir, read_json, write_csv, write_json
-from segbench.losses import build_loss
 from segbench.modelcard import HISTORY_FIELDS, ModelCard, TrainingSummary
 from segbench.models import build_model
 from segbench.optim import EpochSchedule, build_optimizer
@@ -73,8 +74,6 @@ from segbench.training.loop import (
     validate,
 )
 
-IN_CHANNELS = 1  # fetch stores every image as grey (one channel)
-
 
 def _fit_torch(
     card: ModelCard, tiles_dir, device, dist: Dist, on_epoch, log_metrics, ckpt: Path, fp, state
@@ -84,7 +83,7 @@ def _fit_torch(
     train_ds, sampler, loader, val_loader = loaders(
         cfg, card.prepare.augment, card.prepare.tile_size, tiles_dir, dist
     )
-    model = build_model(card.entry, name=card.name, in_channels=card.in_channels).to(device)
+    model = _build(card).to(device)
     counts = count_parameters(model)
     net = model
     if dist.world > 1:
@@ -100,7 +99,7 @@ def _fit_torch(
         )
     optimizer = build_optimizer(cfg, net.parameters())
     schedule = EpochSchedule(cfg, optimizer)
-    loss_fn = build_loss(cfg.loss, **cfg.tversky.model_dump())
+    loss_fn = loss_for(card)
     prog = Progress(history=[])
     best_state = None
     if state is not None:
@@ -161,8 +160,14 @@ def _fit_torch(
     return {"weights.pt": best_state, "last.pt": model_state(model)}, prog.history, outcome
 
 
+def _build(card: ModelCard):
+    return build_model(
+        card.entry, name=card.name, in_channels=card.in_channels, num_classes=card.num_classes
+    )
+
+
 def _fit_classical(card: ModelCard, tiles_dir):
-    model = build_model(card.entry, name=card.name, in_channels=card.in_channels)
+    model = _build(card)
     images, masks, _ = load_tiles(tiles_dir, "train")
     scores = model.fit(images, masks)
     outcome = {"fit_scores": scores, "params_total": 0, "params_trainable": 0}
@@ -172,20 +177,29 @@ def _fit_classical(card: ModelCard, tiles_dir):
 def _fit_zero_shot(card: ModelCard):
     # Nothing to fit: building the model checks the checkpoint (path, sha256, variant, size)
     # here, so a bad file stops train@, not the evaluation after it.
-    model = build_model(card.entry, name=card.name, in_channels=card.in_channels)
+    model = _build(card)
     return {}, [], count_parameters(model)
 
 
 def model_card(
-    name: str, params: Params, data_version: str, *, promoted: dict[str, Any] | None = None
+    name: str,
+    params: Params,
+    data_version: str,
+    *,
+    promoted: dict[str, Any] | None = None,
+    spec: ClassSpec = BINARY,
+    channels: str = "gray",
 ) -> ModelCard:
-    """The card of ``models.<name>`` before training (its ``training`` figures still empty)."""
+    """The card of ``models.<name>`` before training (its ``training`` figures still empty),
+    for data of ``spec``'s classes and ``channels``."""
     entry = params.entry(name)
     return ModelCard(
         name=name,
         entry=entry,
         prepare=params.prepare,
-        in_channels=IN_CHANNELS,
+        in_channels=in_channels(channels),
+        classes=list(spec.names),
+        class_colors=[tuple(int(v) for v in c) for c in spec.display_colors()],
         train=entry.train_config(params.train) if entry.kind == "torch" else None,
         promoted=promoted,
         data_version=data_version,
@@ -226,7 +240,11 @@ def train(
     """
     tiles_dir, out_dir = Path(tiles_dir), Path(out_dir)
     data_version = read_json(tiles_dir / "summary.json")["data_version"]
-    card = model_card(name, params, data_version, promoted=promoted)
+    spec, channels = read_classes(tiles_dir), read_channels(tiles_dir)
+    skipped = not_applicable(params).get(name)
+    if skipped:
+        raise SegbenchError(f"models.{name}: {skipped}")
+    card = model_card(name, params, data_version, promoted=promoted, spec=spec, channels=channels)
     dist = Dist.from_env()
     device = resolve_device(params.train.device, index=dist.local_rank)
     init_distributed(dist, device)
@@ -279,7 +297,8 @@ def train(
             **outcome,
         )
         metrics = {**summary.model_dump(exclude={"fit_scores"}), **card.notes()}
-        metrics |= {f"fit_dice_{k}": v for k, v in summary.fit_scores.items()}
+        score = "fit_dice" if card.num_classes == 2 else "fit_miou"  # what the fit scored
+        metrics |= {f"{score}_{k}": v for k, v in summary.fit_scores.items()}
         metrics["train_seconds"] = metrics.pop("seconds")
         if not dist.main:
             return metrics

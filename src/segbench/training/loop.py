@@ -13,11 +13,12 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from segbench.classes import IGNORE, read_channels
 from segbench.config import AugmentConfig, TrainConfig
 from segbench.data.augment import build_augmenter
 from segbench.data.dataset import TileDataset
 from segbench.inference import autocast
-from segbench.metrics import dataset_dice
+from segbench.metrics import confusion_matrix, dataset_dice, pooled_foreground_dice
 from segbench.training.distributed import Dist
 
 
@@ -28,7 +29,8 @@ class NonFiniteLoss(Exception):
 
 
 def forward_loss(net, x: torch.Tensor, y: torch.Tensor, loss_fn) -> tuple:
-    """``(logits, loss)`` of one batch: (N, C, H, W) images, (N, 1, H, W) {0, 1} targets.
+    """``(logits, loss)`` of one batch: (N, C, H, W) images, (N, 1, H, W) {0, 1} float targets
+    (two classes) or (N, H, W) int64 class indices (several).
 
     A *guided* model (SAM's fine-tuned decoder) is also handed the targets: it draws box
     prompts from them and computes its IoU-prediction term (``aux_loss``), added to the loss.
@@ -45,16 +47,29 @@ def forward_loss(net, x: torch.Tensor, y: torch.Tensor, loss_fn) -> tuple:
 
 @torch.no_grad()
 def validate(model, loader, loss_fn, device) -> tuple[float, float]:
-    """Mean loss and pooled Dice (threshold 0.5) of ``model`` over ``loader``."""
+    """Mean loss and pooled Dice of ``model`` over ``loader``.
+
+    Two classes: foreground Dice at probability 0.5. Several: the argmax's Dice per foreground
+    class, pooled over the images, averaged over the foreground classes present (in reference
+    or prediction); ignored pixels count for none.
+    """
     model.eval()
     losses, preds, targets = [], [], []
+    confusion = None
     for x, y in loader:
         logits, loss = forward_loss(model, x.to(device), y.to(device), loss_fn)
         losses.append(float(loss) * len(x))
-        preds.append((logits > 0).cpu().numpy())
-        targets.append(y.numpy() > 0.5)
-    dice = dataset_dice(np.concatenate(preds), np.concatenate(targets))
-    return sum(losses) / len(loader.dataset), dice
+        if logits.shape[1] == 1:
+            preds.append((logits > 0).cpu().numpy())
+            targets.append(y.numpy() > 0.5)
+            continue
+        pred = logits.argmax(1).cpu().numpy()
+        counts = confusion_matrix(pred, y.numpy(), logits.shape[1], ignore_index=IGNORE)
+        confusion = counts if confusion is None else confusion + counts
+    mean_loss = sum(losses) / len(loader.dataset)
+    if confusion is None:
+        return mean_loss, dataset_dice(np.concatenate(preds), np.concatenate(targets))
+    return mean_loss, pooled_foreground_dice(confusion)
 
 
 def train_one_epoch(
@@ -88,7 +103,10 @@ def loaders(cfg: TrainConfig, augment: AugmentConfig, tile_size: int, tiles_dir,
     already augmented. Under DDP each process reads its shard of the training tiles and all of
     the validation tiles (so every process reaches the same decisions).
     """
-    augmenter = build_augmenter(augment, tile_size) if augment.mode == "online" else None
+    channels = read_channels(tiles_dir)
+    augmenter = (
+        build_augmenter(augment, tile_size, channels=channels) if augment.mode == "online" else None
+    )
     train_ds = TileDataset.from_dir(tiles_dir, "train", augmenter=augmenter, seed=cfg.seed)
     val_ds = TileDataset.from_dir(tiles_dir, "val")
     if dist.world > 1:
