@@ -56,12 +56,19 @@ def parking_classes() -> list[dict]:
 
 
 def write_parking_palette_dataset(
-    root: Path, n: int, *, height: int = 96, width: int = 128, palette_extra=None
+    root: Path,
+    n: int,
+    *,
+    height: int = 96,
+    width: int = 128,
+    palette_extra=None,
+    tiff_16_bit: bool = False,
 ) -> Path:
     """``root/images/*.png`` RGB aerial parking lots with ``root/masks/*.png`` palette PNGs
     whose palette holds the class colours (index = class), as annotation tools save them.
     ``palette_extra``: an (index, colour) put into every palette and used by a few pixels
-    (a palette that differs from the class list)."""
+    (a palette that differs from the class list). ``tiff_16_bit``: images as 16-bit RGB TIFFs
+    holding a 12-bit signal (:func:`to_12_in_16`) instead."""
     from segbench.data.parking import generate_parking
     from segbench.data.synthetic import sample_seed
 
@@ -70,7 +77,10 @@ def write_parking_palette_dataset(
     palette = [c for color in PARKING_COLORS.values() for c in color]
     for i in range(n):
         image, mask = generate_parking(sample_seed(7, i), height=height, width=width, noise=1.0)
-        Image.fromarray(image).save(root / "images" / f"lot_{i:03d}.png")
+        if tiff_16_bit:
+            tifffile.imwrite(root / "images" / f"lot_{i:03d}.tif", to_12_in_16(image))
+        else:
+            Image.fromarray(image).save(root / "images" / f"lot_{i:03d}.png")
         pal = list(palette)
         if palette_extra is not None:
             index, color = palette_extra

@@ -224,3 +224,42 @@ def test_rgb_tiles_and_index_targets_reach_the_model(tmp_path):
     assert x.shape == (3, 64, 64) and x.dtype.is_floating_point
     assert y.shape == (64, 64) and str(y.dtype) == "torch.int64" and int(y.max()) <= 2
     assert read_json(tmp_path / "tiles" / "summary.json")["tiles"]["train"] == len(ds)
+
+
+def test_a_saved_hub_dataset_takes_a_class_list_too(tmp_path):
+    import datasets
+
+    from segbench.data.parking import generate_parking
+    from segbench.data.synthetic import sample_seed
+
+    rows = {"image": [], "label": []}
+    for i in range(10):
+        image, mask = generate_parking(sample_seed(3, i), height=96, width=128, noise=1.0)
+        rows["image"].append(Image.fromarray(image))
+        rows["label"].append(Image.fromarray(mask * 10))  # stored values 0, 10, 20
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "hf"))
+    classes = [
+        {"name": "asphalt", "values": [0]},
+        {"name": "car", "values": [10]},
+        {"name": "marking", "values": [20]},
+    ]
+    summary = fetch(
+        params_for(source="hf", path=str(tmp_path / "hf"), classes=classes), tmp_path / "raw"
+    )
+    assert [c["name"] for c in summary["classes"]] == ["asphalt", "car", "marking"]
+    assert summary["input_channels"] == "rgb"
+    row = read_csv(tmp_path / "raw" / "manifest.csv")[0]
+    np.testing.assert_array_equal(
+        read_mask(tmp_path / "raw" / row["mask"], 3) * 10,
+        np.asarray(rows["label"][int(row["name"].split("_")[-1])]),
+    )
+
+
+def test_zero_shot_sam_sees_colour_images_in_colour():
+    from segbench.sam.zero_shot import to_sam_rgb
+
+    unit = np.random.default_rng(0).random((8, 9, 3)).astype(np.float32)
+    np.testing.assert_array_equal(to_sam_rgb(unit), np.rint(unit * 255).astype(np.uint8))
+    grey = to_sam_rgb(unit[..., 0])
+    assert grey.shape == (8, 9, 3) and (grey[..., 0] == grey[..., 2]).all()

@@ -1,6 +1,8 @@
-"""End to end with several classes and colour: `dvc exp run` on a folder of RGB photos with palette
-masks of three classes (a user's class list, by colour), a zero-shot SAM entry the pipeline skips,
-then `segbench predict` on new images, grey and colour, with the trained model.
+"""End to end on user data nobody here made: `dvc exp run` on a folder of 16-bit RGB TIFFs (a
+12-bit signal) with palette PNG masks of three classes (a user's class list, by colour), a
+zero-shot SAM entry the pipeline skips, then `segbench predict` on new images, grey and colour,
+with the trained model. (Binary folders go through the same code: tests/test_fetch.py; the
+embedded binary pipeline: tests/test_pipeline_e2e.py.)
 
 Its own module so that pytest-xdist (`make test`) runs it beside the other end-to-end tests.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 import yaml
 from PIL import Image
 
@@ -20,8 +23,10 @@ from tests.test_pipeline_e2e import dvc
 pytestmark = pytest.mark.slow
 
 
-def test_rgb_folder_with_palette_masks_through_dvc_and_predict(repo_copy, tmp_path, capsys):
-    data = write_parking_palette_dataset(tmp_path / "lots", 12, height=192, width=256)
+def test_16_bit_rgb_folder_with_palette_masks_through_dvc_and_predict(repo_copy, tmp_path, capsys):
+    data = write_parking_palette_dataset(
+        tmp_path / "lots", 12, height=192, width=256, tiff_16_bit=True
+    )
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["models"] = {k: params["models"][k] for k in ("otsu", "unet", "sam_point")}
     params["ensembles"] = {}
@@ -30,12 +35,14 @@ def test_rgb_folder_with_palette_masks_through_dvc_and_predict(repo_copy, tmp_pa
     params["train"]["epochs"] = 1
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    exp = dvc(repo_copy, "exp", "run")
+    exp = dvc(repo_copy, "exp", "run", "-S", "prepare.normalize.mode=percentile")
 
-    assert "Running stage 'report'" in exp.stdout
+    assert "Running stage 'fetch'" in exp.stdout and "Running stage 'report'" in exp.stdout
     assert "models.sam_point is skipped on this data" in exp.stdout + exp.stderr
     raw = read_json(repo_copy / "data" / "raw" / "summary.json")
-    assert raw["input_channels"] == "rgb"
+    assert raw["input_channels"] == "rgb" and raw["bit_depths"] == {"16": 12}
+    tiles = read_csv(repo_copy / "data" / "tiles" / "manifest.csv")
+    assert float(tiles[0]["hi"]) < 4200  # the 12-bit signal's own range
     assert [c["name"] for c in raw["classes"]] == list(PARKING_COLORS)
     card = read_json(repo_copy / "models" / "unet" / "card.json")
     assert card["in_channels"] == 3 and card["classes"] == list(PARKING_COLORS)
@@ -57,7 +64,7 @@ def test_rgb_folder_with_palette_masks_through_dvc_and_predict(repo_copy, tmp_pa
     # grey image converted (said once) for the colour model.
     new = tmp_path / "new"
     new.mkdir()
-    lot = np.asarray(Image.open(data / "images" / "lot_000.png"))
+    lot = (tifffile.imread(data / "images" / "lot_000.tif") // 16).astype(np.uint8)
     Image.fromarray(lot[:100, :150]).save(new / "colour.png")
     Image.fromarray(lot[:120, :90].mean(axis=2).astype(np.uint8)).save(new / "grey.png")
     out = tmp_path / "pred"

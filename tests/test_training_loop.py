@@ -268,10 +268,10 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(
     tiny_data, tmp_path, monkeypatch
 ):
     _, tiles, _ = tiny_data
-    real_build = train_module.build_loss
+    real_build = train_module.loss_for
 
-    def build_loss(name, **kw):
-        loss = real_build(name, **kw)
+    def loss_for(card):
+        loss = real_build(card)
         calls = {"n": 0}
 
         def poisoned(logits, target):
@@ -281,7 +281,7 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(
 
         return poisoned
 
-    monkeypatch.setattr(train_module, "build_loss", build_loss)
+    monkeypatch.setattr(train_module, "loss_for", loss_for)
     with pytest.raises(SegbenchError, match=r"NaN or infinite in epoch \d .*continues from it"):
         train("unet", parse_params(raw_params(epochs=3)), tiles, tmp_path / "unet")
     assert not (tmp_path / "unet").exists()

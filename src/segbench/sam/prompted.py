@@ -48,8 +48,8 @@ class PromptedSam:
     def predict(
         self, unit: np.ndarray, reference: np.ndarray | None = None, *, image_id: str = ""
     ) -> np.ndarray:
-        """SAM's (H, W) bool mask for one (H, W) float image in [0, 1] (see
-        :func:`segbench.data.normalize.to_unit`), shown to SAM as grey RGB.
+        """SAM's (H, W) bool mask for one (H, W) or (H, W, 3) float image in [0, 1] (see
+        :func:`segbench.data.normalize.to_unit`), shown to SAM in colour (grey replicated).
 
         ``reference`` is the (H, W) ground-truth mask the oracle modes take their prompts from
         (ignored by ``auto``); ``image_id`` seeds the box jitter per image.

@@ -42,10 +42,10 @@ _CHUNK = 64
 
 
 def to_sam_rgb(unit: np.ndarray) -> np.ndarray:
-    """(H, W) float image in [0, 1] (see :func:`segbench.data.normalize.to_unit`) -> (H, W, 3)
-    uint8 RGB, the input segment_anything's predictors expect (they normalise it themselves)."""
-    gray = np.rint(np.clip(unit, 0.0, 1.0) * 255).astype(np.uint8)
-    return np.repeat(gray[:, :, None], 3, axis=2)
+    """(H, W) or (H, W, 3) float image in [0, 1] (see :func:`segbench.data.normalize.to_unit`)
+    -> (H, W, 3) uint8 RGB, SAM's input: a grey image replicated, a colour image as it is."""
+    rgb = np.rint(np.clip(unit, 0.0, 1.0) * 255).astype(np.uint8)
+    return rgb if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, axis=2)
 
 
 class CachedPredictor(SamPredictor):
