@@ -10,14 +10,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
 
 # Error colouring of a prediction against the reference (RGB in [0, 1]).
 TP_COLOR, FP_COLOR, FN_COLOR = (0.1, 0.8, 0.2), (0.95, 0.2, 0.2), (0.2, 0.45, 1.0)
 
 
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) RGB uint8 -> (H, W, 3) float32 RGB in [0, 1]."""
+    if image.ndim == 3:
+        return image.astype(np.float32) / 255.0
+    return np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
+
+
 def error_overlay(image: np.ndarray, ref: np.ndarray, pred: np.ndarray, alpha: float = 0.45):
-    """(H, W) uint8 image + {0, 1} masks -> (H, W, 3) float RGB: TP green, FP red, FN blue."""
-    rgb = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
+    """(H, W) grey or (H, W, 3) RGB uint8 image + {0, 1} masks -> (H, W, 3) float RGB: TP
+    green, FP red, FN blue."""
+    rgb = _rgb(image)
     ref, pred = ref.astype(bool), pred.astype(bool)
     for sel, color in ((ref & pred, TP_COLOR), (pred & ~ref, FP_COLOR), (ref & ~pred, FN_COLOR)):
         rgb[sel] = (1 - alpha) * rgb[sel] + alpha * np.asarray(color)
@@ -43,8 +52,10 @@ def overlay(image, ref, pred, path: Path, *, title: str) -> Path:
     return path
 
 
-def training_curve(history: list[dict], path: Path, name: str) -> Path:
-    """Train/val loss and validation Dice per epoch."""
+def training_curve(
+    history: list[dict], path: Path, name: str, *, dice_label: str = "validation Dice"
+) -> Path:
+    """Train/val loss and validation Dice per epoch (``dice_label``: its axis label)."""
     epochs = [int(r["epoch"]) for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3), dpi=80)
     ax1.plot(epochs, [float(r["train_loss"]) for r in history], "o-", label="train")
@@ -54,7 +65,7 @@ def training_curve(history: list[dict], path: Path, name: str) -> Path:
     ax1.legend()
     ax2.plot(epochs, [float(r["val_dice"]) for r in history], "o-", color="tab:green")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("validation Dice")
+    ax2.set_ylabel(dice_label)
     fig.suptitle(f"{name}: training", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
@@ -69,18 +80,99 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 
 def gallery_panel(image: np.ndarray, ref: np.ndarray, pred: np.ndarray, *, width: int = 256):
-    """(H, W) uint8 image + {0, 1} masks -> (h, 2 * width) RGB uint8, two panels side by side:
-    the image with the reference outlined (green), and the prediction's errors coloured
-    (TP green, FP red, FN blue). Drawn with NumPy and OpenCV: ten per model stay fast."""
+    """(H, W) grey or (H, W, 3) RGB uint8 image + {0, 1} masks -> (h, 2 * width) RGB uint8,
+    two panels side by side: the image with the reference outlined (green), and the
+    prediction's errors coloured (TP green, FP red, FN blue). Drawn with NumPy and OpenCV: ten
+    per model stay fast."""
     h = max(1, round(image.shape[0] * width / image.shape[1]))
     small = cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA)
     ref_s = cv2.resize(ref.astype(np.uint8), (width, h), interpolation=cv2.INTER_NEAREST) > 0
     pred_s = cv2.resize(pred.astype(np.uint8), (width, h), interpolation=cv2.INTER_NEAREST) > 0
-    left = np.repeat(small[..., None], 3, axis=2).astype(np.float32) / 255.0
+    left = _rgb(small)
     left[_outline(ref_s)] = TP_COLOR
     right = error_overlay(small, ref_s, pred_s)
     gap = np.ones((h, 4, 3), dtype=np.float32)
     return np.rint(np.concatenate([left, gap, right], axis=1) * 255).astype(np.uint8)
+
+
+def class_overlay(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, alpha: float = 0.5):
+    """(H, W) grey or (H, W, 3) RGB uint8 image + (H, W) class indices -> (H, W, 3) float RGB:
+    each class but background (0) tinted with its ``colors`` row ((C, 3) uint8); background
+    and ignored pixels (indices >= C) show the image itself."""
+    rgb = _rgb(image)
+    tint = np.asarray(colors, dtype=np.float32) / 255.0
+    for k in range(1, len(tint)):
+        sel = mask == k
+        rgb[sel] = (1 - alpha) * rgb[sel] + alpha * tint[k]
+    return rgb
+
+
+def class_panel(
+    image: np.ndarray, ref: np.ndarray, pred: np.ndarray, colors: np.ndarray, *, width: int = 200
+):
+    """(H, W) grey or (H, W, 3) RGB uint8 image + (H, W) class-index masks -> (h, 3 * width)
+    RGB uint8, three panels side by side: the image, the reference and the prediction, each
+    class tinted with its colour (:func:`class_overlay`). ``colors``: (C, 3) uint8."""
+    h = max(1, round(image.shape[0] * width / image.shape[1]))
+    small = cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA)
+    masks = [
+        cv2.resize(m.astype(np.uint8), (width, h), interpolation=cv2.INTER_NEAREST)
+        for m in (ref, pred)
+    ]
+    gap = np.ones((h, 4, 3), dtype=np.float32)
+    panels = [_rgb(small), gap, class_overlay(small, masks[0], colors), gap]
+    panels.append(class_overlay(small, masks[1], colors))
+    return np.rint(np.concatenate(panels, axis=1) * 255).astype(np.uint8)
+
+
+def class_legend(names: list[str], colors: np.ndarray, path: Path) -> Path:
+    """One swatch per class (``colors``: (C, 3) uint8) with its name; background (class 0)
+    is drawn untinted in the galleries, and says so."""
+    fig, ax = plt.subplots(figsize=(min(12, 1.0 + 1.9 * len(names)), 0.5), dpi=80)
+    handles = [
+        Patch(
+            facecolor="white" if k == 0 else np.asarray(c) / 255.0,
+            edgecolor="black",
+            label=f"{name} (untinted)" if k == 0 else name,
+        )
+        for k, (name, c) in enumerate(zip(names, colors, strict=True))
+    ]
+    ax.legend(handles=handles, loc="center", ncol=len(names), frameon=False, fontsize=9)
+    ax.set_axis_off()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(matrix: np.ndarray, names: list[str], path: Path, *, title: str) -> Path:
+    """A (C, C) confusion matrix of pixel counts (rows: reference class, columns: predicted
+    class), each row normalised to the share of that reference class's pixels; a class absent
+    from the reference has an empty row."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(totals > 0, counts / totals, np.nan)
+    n = len(names)
+    side = min(9.0, 2.2 + 0.7 * n)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side), dpi=80)
+    shown = ax.imshow(np.nan_to_num(share, nan=0.0), cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(n):
+        for j in range(n):
+            text = "–" if np.isnan(share[i, j]) else f"{share[i, j]:.0%}"
+            dark = not np.isnan(share[i, j]) and share[i, j] > 0.6
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black"
+            )
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("reference class")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of the reference row")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def jpeg_bytes(rgb: np.ndarray, quality: int = 85) -> bytes:
@@ -94,8 +186,16 @@ def jpeg_bytes(rgb: np.ndarray, quality: int = 85) -> bytes:
     return buf.tobytes()
 
 
-def pareto(rows: list[dict], front: dict[str, list[str]], path: Path) -> Path:
-    """Test Dice (with its 95% interval) against training time and against parameters.
+def pareto(
+    rows: list[dict],
+    front: dict[str, list[str]],
+    path: Path,
+    *,
+    metric: str = "dice",
+    title: str = "Dice",
+) -> Path:
+    """Test ``metric`` (the primary one, called ``title``; with its 95% interval) against
+    training time and against parameters.
 
     ``front``: for each cost key, the models on the Pareto front (no other model is both
     cheaper and better), joined by a line. Oracle and random-init rows are drawn hollow.
@@ -103,15 +203,15 @@ def pareto(rows: list[dict], front: dict[str, list[str]], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=80)
     for ax, (key, label, floor) in zip(axes, PARETO_COSTS, strict=True):
         for r in rows:
-            if r.get("dice") is None:
+            if r.get(metric) is None:
                 continue
             x = max(float(r.get(key) or 0.0), floor)
-            low, high = r.get("dice_ci_low"), r.get("dice_ci_high")
-            err = None if low is None else [[r["dice"] - low], [high - r["dice"]]]
+            low, high = r.get(f"{metric}_ci_low"), r.get(f"{metric}_ci_high")
+            err = None if low is None else [[r[metric] - low], [high - r[metric]]]
             hollow = r.get("oracle_prompts") or r.get("random_init")
             ax.errorbar(
                 x,
-                r["dice"],
+                r[metric],
                 yerr=err,
                 fmt="o",
                 capsize=3,
@@ -119,7 +219,7 @@ def pareto(rows: list[dict], front: dict[str, list[str]], path: Path) -> Path:
                 markerfacecolor="white" if hollow else "tab:blue",
             )
             ax.annotate(
-                r["model"], (x, r["dice"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+                r["model"], (x, r[metric]), fontsize=7, xytext=(4, 3), textcoords="offset points"
             )
         on = [r for r in rows if r["model"] in front.get(key, [])]
         on.sort(key=lambda r: max(float(r.get(key) or 0.0), floor))
@@ -127,7 +227,7 @@ def pareto(rows: list[dict], front: dict[str, list[str]], path: Path) -> Path:
             xs = [max(float(r.get(key) or 0.0), floor) for r in on]
             ax.step(
                 xs,
-                [r["dice"] for r in on],
+                [r[metric] for r in on],
                 where="post",
                 color="tab:orange",
                 label="Pareto front",
@@ -137,7 +237,7 @@ def pareto(rows: list[dict], front: dict[str, list[str]], path: Path) -> Path:
         ax.set_xscale("log")
         ax.margins(x=0.08, y=0.12)  # room for the labels of the top and right-most points
         ax.set_xlabel(label)
-        ax.set_ylabel("test Dice")
+        ax.set_ylabel(f"test {title}")
         ax.grid(alpha=0.3)
     fig.suptitle("Accuracy against cost (hollow: oracle prompts or random-init SAM)", fontsize=10)
     fig.tight_layout()

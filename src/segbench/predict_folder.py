@@ -76,13 +76,13 @@ def predict_folder(
     # model then leaves no new folder behind.
     with writable_dir(overlay_dir or output_dir):
         predictor = _load(model_dir, overlap=overlap, batch_size=batch_size, blend=blend)
-    card = predictor.card
-    if classes is not None and list(classes) != card.classes:
-        raise SegbenchError(
-            f"{model_dir}: trained for {card.num_classes} classes ({', '.join(card.classes)}), "
-            f"asked for {len(classes)} ({', '.join(classes)}); use a model trained on those "
-            "classes, or drop --classes"
-        )
+        card = predictor.card
+        if classes is not None and list(classes) != card.classes:
+            raise SegbenchError(
+                f"{model_dir}: trained for {card.num_classes} classes "
+                f"({', '.join(card.classes)}), asked for {len(classes)} ({', '.join(classes)}); "
+                "use a model trained on those classes, or drop --classes"
+            )
     colors = np.array(card.class_colors or [], dtype=np.float32)
     written, reasons = 0, {}
     for path in tqdm(images, desc="predict", unit="img"):

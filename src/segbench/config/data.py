@@ -62,7 +62,9 @@ class SyntheticSource(Section):
     n_images: int = Field(ge=10, description="at least 10 so every split gets an image")
     height: int = Field(ge=64)
     width: int = Field(ge=64)
-    noise: float = Field(ge=0, description="particles, phases, parking: sensor noise, x the default")
+    noise: float = Field(
+        ge=0, description="particles, phases, parking: sensor noise, x the default"
+    )
     n_particles: tuple[int, int]  # per 1024x768 frame, scaled with image area
     radius: Range
     lesion_probability: float = Field(ge=0, le=1, description="ultrasound: P(lesion)")
