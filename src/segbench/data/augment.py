@@ -5,10 +5,10 @@ augmentation (the training Dataset augments every time it serves a tile). Every 
 explicitly, so the result does not depend on process or worker scheduling.
 
 Geometry (flips, rotation with reflected borders, centre crop resized back) moves image and mask
-together; the mask always uses nearest-neighbour interpolation, so it stays binary and aligned.
-Intensity transforms (brightness/contrast relative to the image mean, gamma; hue and
-saturation jitter for colour data only) touch the image only. 16-bit tiles go through float32 in [0, 1] (albumentations' uint8 paths would truncate
-them) and come back as uint16.
+together; the mask always uses nearest-neighbour interpolation, so it stays class indices and
+aligned. Intensity transforms (brightness/contrast relative to the image mean, gamma; hue and
+saturation jitter for colour data only) touch the image only. 16-bit tiles go through float32
+in [0, 1] (albumentations' uint8 paths would truncate them) and come back as uint16.
 """
 
 from __future__ import annotations

@@ -24,13 +24,13 @@ from dataclasses import replace
 import numpy as np
 
 from segbench.data.synthetic import (
-    _TABLE,
     _acquire,
     _clutter,
     _illumination,
     _Particle,
     _place_particles,
-    _polar_radius,
+    cast_shadow,
+    footprint,
     _smooth_noise,
     _substrate_texture,
     _validate,
@@ -111,32 +111,16 @@ def _paint_grain(rng, p: _Particle, phase: int, light: float, layer, mask, shado
     orient = rng.uniform(0.0, np.pi)
     offset = rng.uniform(0.0, 2.0 * np.pi)
     depth = rng.uniform(0.22, 0.38)
-    table_theta = np.linspace(-np.pi, np.pi, _TABLE)
-    table = _polar_radius(p, table_theta)
-    ext = float(table.max()) * 1.35 + 3.0
-    h, w = mask.shape
-    y0, y1 = max(int(p.cy - ext), 0), min(int(p.cy + ext) + 2, h)
-    x0, x1 = max(int(p.cx - ext), 0), min(int(p.cx + ext) + 2, w)
-    if y0 >= y1 or x0 >= x1:
+    f = footprint(p, light, mask.shape)
+    if f is None:
         return
-    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(p.cy)
-    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(p.cx)
-    theta = np.arctan2(dy, dx)
-    bound = np.interp(theta, table_theta, table).astype(np.float32)
-    d = np.hypot(dy, dx) / bound  # 1 on the boundary
-    inside = d <= 1.0
-    facing = np.cos(theta - light)
-    shade = p.brightness * (1.0 + p.rim * d**p.rim_power + p.tilt * d * facing)
-    shade = shade[inside]
+    shade = f.shade[f.inside]
     if phase == PHASE_B:
         # Lamellae: a squared-off sinusoid across the grain, plates brighter than the matrix.
-        ys, xs = np.nonzero(inside)
-        across = (xs + (x0 - p.cx)) * np.cos(orient) + (ys + (y0 - p.cy)) * np.sin(orient)
+        ys, xs = np.nonzero(f.inside)
+        across = (xs + (f.x0 - p.cx)) * np.cos(orient) + (ys + (f.y0 - p.cy)) * np.sin(orient)
         plates = np.clip(2.0 * np.sin(2.0 * np.pi * across / period + offset), -1.0, 1.0)
         shade *= (1.0 + depth * plates).astype(np.float32)
-    box = (slice(y0, y1), slice(x0, x1))
-    layer[box][inside] = shade
-    mask[box][inside] = phase
-    fall = np.clip(1.0 - (d - 1.0) / 0.3, 0.0, 1.0) * (~inside)
-    dark = 1.0 - 0.18 * fall * (0.35 + 0.65 * (1.0 - facing) / 2.0)
-    np.minimum(shadow[box], dark.astype(np.float32), out=shadow[box])
+    layer[f.box][f.inside] = shade
+    mask[f.box][f.inside] = phase
+    cast_shadow(f, shadow)

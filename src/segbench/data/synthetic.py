@@ -161,33 +161,60 @@ def _polar_radius(p: _Particle, theta: np.ndarray) -> np.ndarray:
     return base * np.maximum(1.0 + wobble, 0.3)
 
 
-def _paint(p: _Particle, light: float, layer, mask, shadow) -> None:
-    """Draw one particle into its bounding box only (later particles occlude earlier ones)."""
+@dataclass(frozen=True)
+class Footprint:
+    """Where one particle lies in the frame: its bounding ``box`` (slices), and over the box
+    ``d`` (distance from the centre, 1 on the boundary), ``inside`` (d <= 1), ``facing`` (cosine
+    to the detector side) and the shading of an SE micrograph, ``shade``; ``y0``, ``x0``: the
+    box's corner."""
+
+    box: tuple[slice, slice]
+    y0: int
+    x0: int
+    d: np.ndarray
+    inside: np.ndarray
+    facing: np.ndarray
+    shade: np.ndarray
+
+
+def footprint(p: _Particle, light: float, shape: tuple[int, int]) -> Footprint | None:
+    """The :class:`Footprint` of ``p`` in a frame of ``shape``, or None when it is off-frame."""
     # The boundary is tabulated once and interpolated: cheaper than evaluating every pixel.
     table_theta = np.linspace(-np.pi, np.pi, _TABLE)
     table = _polar_radius(p, table_theta)
     ext = float(table.max()) * 1.35 + 3.0
-    h, w = mask.shape
+    h, w = shape
     y0, y1 = max(int(p.cy - ext), 0), min(int(p.cy + ext) + 2, h)
     x0, x1 = max(int(p.cx - ext), 0), min(int(p.cx + ext) + 2, w)
     if y0 >= y1 or x0 >= x1:
-        return
+        return None
     dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(p.cy)
     dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(p.cx)
     theta = np.arctan2(dy, dx)
     bound = np.interp(theta, table_theta, table).astype(np.float32)
     d = np.hypot(dy, dx) / bound  # 1 on the boundary
-    inside = d <= 1.0
     facing = np.cos(theta - light)
     # SE yield rises with surface tilt, so the rim is bright; the detector side is brighter.
     shade = p.brightness * (1.0 + p.rim * d**p.rim_power + p.tilt * d * facing)
     box = (slice(y0, y1), slice(x0, x1))
-    layer[box][inside] = shade[inside]
-    mask[box] |= inside
-    # Faint shadow just outside, strongest on the side away from the detector.
-    fall = np.clip(1.0 - (d - 1.0) / 0.3, 0.0, 1.0) * (~inside)
-    dark = 1.0 - 0.18 * fall * (0.35 + 0.65 * (1.0 - facing) / 2.0)
-    np.minimum(shadow[box], dark.astype(np.float32), out=shadow[box])
+    return Footprint(box, y0, x0, d, d <= 1.0, facing, shade)
+
+
+def cast_shadow(f: Footprint, shadow: np.ndarray) -> None:
+    """A faint shadow just outside the particle, strongest on the side away from the detector."""
+    fall = np.clip(1.0 - (f.d - 1.0) / 0.3, 0.0, 1.0) * (~f.inside)
+    dark = 1.0 - 0.18 * fall * (0.35 + 0.65 * (1.0 - f.facing) / 2.0)
+    np.minimum(shadow[f.box], dark.astype(np.float32), out=shadow[f.box])
+
+
+def _paint(p: _Particle, light: float, layer, mask, shadow) -> None:
+    """Draw one particle into its bounding box only (later particles occlude earlier ones)."""
+    f = footprint(p, light, mask.shape)
+    if f is None:
+        return
+    layer[f.box][f.inside] = f.shade[f.inside]
+    mask[f.box] |= f.inside
+    cast_shadow(f, shadow)
 
 
 def _smooth_noise(rng, shape, scale: float) -> np.ndarray:
