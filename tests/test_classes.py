@@ -263,3 +263,16 @@ def test_zero_shot_sam_sees_colour_images_in_colour():
     np.testing.assert_array_equal(to_sam_rgb(unit), np.rint(unit * 255).astype(np.uint8))
     grey = to_sam_rgb(unit[..., 0])
     assert grey.shape == (8, 9, 3) and (grey[..., 0] == grey[..., 2]).all()
+
+
+def test_a_model_of_other_classes_is_refused_by_evaluate(tiny_data, tmp_path):
+    from segbench.evaluate import evaluate
+    from segbench.training import train
+
+    _, tiles, params = tiny_data  # binary particles
+    train("otsu", params, tiles, tmp_path / "otsu")
+    phases = params.with_overrides({"data.synthetic.domain": "phases"})
+    fetch(phases, tmp_path / "raw3")
+    with pytest.raises(SegbenchError, match="trained for the classes background, particle"):
+        evaluate(tmp_path / "otsu", phases, tmp_path / "raw3", tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()

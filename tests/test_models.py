@@ -192,3 +192,29 @@ def test_otsu_chooses_polarity_on_training_data():
     clone = build_model(entry("otsu"))
     clone.load_state_dict(model.state_dict())
     assert clone.polarity == "bright"
+
+
+@pytest.mark.parametrize("name", ["unet", "attention_unet"])
+def test_an_rgb_model_with_imagenet_weights_takes_imagenet_statistics(tmp_path, name):
+    """segbench standardises every image as (unit - 0.5) / 0.25; an RGB encoder loaded with
+    ImageNet weights sees (unit - mean_c) / std_c instead, per channel, as it was trained."""
+    import torchvision
+
+    from segbench.models.smp_models import IMAGENET_MEAN, IMAGENET_STD
+
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    model = build_model(entry(name, encoder_weights=str(path)), in_channels=3).eval()
+    assert "input_scale" in model.state_dict()  # saved with the weights
+    unit = torch.rand(1, 3, 64, 64)
+    ours = (unit - 0.5) / 0.25
+    imagenet = (unit - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD
+    ).view(1, 3, 1, 1)
+    bare = build_model(entry(name, encoder_weights=str(path)), in_channels=3).eval()
+    bare.load_state_dict(model.state_dict())
+    bare._forward_pre_hooks.clear()  # the same network without the re-standardisation
+    with torch.no_grad():
+        torch.testing.assert_close(model(ours), bare(imagenet), rtol=1e-4, atol=1e-4)
+    grey = build_model(entry(name, encoder_weights=str(path)), in_channels=1)
+    assert "input_scale" not in grey.state_dict()  # one channel: no ImageNet statistics
