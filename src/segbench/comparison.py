@@ -82,6 +82,8 @@ STUDY_COLUMNS = [
     ("miou", "mIoU"),
     ("mpa", "mPA"),
     ("devices", "devices"),
+    ("train_epochs", "epochs"),
+    ("train_batch_size", "batch"),
     ("train_time", "training time"),
 ]
 MEANS = ("iou", "miou", "mpa", "pixel_accuracy", "precision", "recall")

@@ -109,8 +109,11 @@ class EvalMetrics(BaseModel):
     random_init: bool
     # Only when the threshold was tuned: pooled validation Dice at the chosen threshold.
     val_dice_at_threshold: Figure = None
-    # Trained networks: their training loss on the test images (segbench.cardloss).
+    # Trained networks: their training loss on the test images (segbench.cardloss), and the
+    # epochs and batch size they trained with (train, or the entry's own train keys).
     test_loss: Figure = None
+    train_epochs: int | None = Field(default=None, ge=1)
+    train_batch_size: int | None = Field(default=None, ge=1)
     # Several classes only (absent for two): the class list, per-class means over the test
     # images where each is defined, IoU intervals, images holding each class, mIoU interval.
     num_classes: int | None = Field(default=None, ge=3)

@@ -177,6 +177,9 @@ def evaluate(
             )
         if losses:
             metrics["test_loss"] = float(np.mean(losses))
+        if card.train is not None:
+            metrics["train_epochs"] = card.train.epochs
+            metrics["train_batch_size"] = card.train.batch_size * card.train.accumulate
         write_csv(tmp / "per_image.csv", rows, per_image_fields(n_classes))
         # Through the schema the report reads it with: a key evaluate adds or renames without
         # it fails here, not in the report. NaN is written as null.

@@ -56,8 +56,10 @@ def run(args) -> None:
     if promoted is not None:
         values = ", ".join(f"{k}={v}" for k, v in promoted["config"].items())
         print(f"train@{args.model}: the sweep's best configuration ({values})")
-    if params.train.devices > 1 and "LOCAL_RANK" not in os.environ:
-        sys.exit(_launch_local(params.train.devices, args))
+    entry = params.entry(args.model)
+    devices = entry.train_config(params.train).devices if entry.kind == "torch" else 1
+    if devices > 1 and "LOCAL_RANK" not in os.environ:
+        sys.exit(_launch_local(devices, args))
     with phase("compute"):
         metrics = train(
             args.model, params, args.tiles, args.out, promoted=promoted, resume=not args.fresh

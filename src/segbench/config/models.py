@@ -49,10 +49,49 @@ class Entry(Section):
 
 
 class TrainedEntry(Entry):
-    """A network trained by gradient descent (``kind = "torch"``)."""
+    """A network trained by gradient descent (``kind = "torch"``).
+
+    ``train`` (optional) sets any key of the ``train`` section for this model alone, e.g.
+    ``{epochs: 50, batch_size: 20, devices: 4, lr: 0.0001}`` or ``{plateau: {patience: 5}}``;
+    the rest comes from ``train``. The merged configuration is validated as ``train`` is
+    (:meth:`train_config`), at load.
+    """
 
     kind: ClassVar[Kind] = "torch"
     from_sweep: bool = Field(description="train with the sweep's best values (stage promote)")
+    train: dict[str, Any] | None = Field(
+        None, description="keys of the train section set for this model alone"
+    )
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, value):
+        if value is None:
+            return value
+        unknown = sorted(k for k in value if k not in TrainConfig.model_fields)
+        if unknown:
+            valid = ", ".join(TrainConfig.model_fields)
+            raise ValueError(f"{unknown[0]}: not a key of train; valid: {valid}")
+        return value
+
+    def train_config(self, train: TrainConfig) -> TrainConfig:
+        """``train`` with this entry's own keys set (raises pydantic's ValidationError for a
+        value ``train`` refuses; :class:`~segbench.config.params.Params` names the entry)."""
+        return merge_train(train, self.train or {})
+
+
+def merge_train(train: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """``train`` with ``overrides`` set, validated as a whole; a nested section (``tversky``,
+    ``plateau``, ``step``) takes the keys given and keeps the others."""
+    if not overrides:
+        return train
+    data = train.model_dump()
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return TrainConfig.model_validate(data)
 
 
 class UnetEntry(TrainedEntry):
@@ -221,9 +260,20 @@ class _SamTrained(SamBase, TrainedEntry):
     def oracle_prompts(self) -> bool:
         return self.prompt == "box"
 
+    @model_validator(mode="after")
+    def _once(self):
+        twice = [k for k in ("loss", "optimizer", "weight_decay") if k in (self.train or {})]
+        for key in twice:
+            if getattr(self, key) is not None:
+                raise ValueError(
+                    f"train.{key}: also set as {key} in this entry; set it in one place"
+                )
+        return self
+
     def train_config(self, train: TrainConfig) -> TrainConfig:
         own = {k: getattr(self, k) for k in ("loss", "optimizer", "weight_decay")}
-        return train.model_copy(update={k: v for k, v in own.items() if v is not None})
+        own = {k: v for k, v in own.items() if v is not None}
+        return merge_train(train, {**own, **(self.train or {})})
 
 
 class SamDecoderEntry(_SamTrained):

@@ -58,6 +58,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self):
+        _check_model_training(self)
         _check_classes(self)
         _check_ensembles(self)
         _check_sweep(self)
@@ -86,15 +87,18 @@ class Params(Section):
         """A copy with each dotted key (``train.lr``, ``models.sam_lora.rank``) set to its
         value, validated as a whole; an unknown key or a refused value is a
         :class:`SegbenchError` naming ``source`` and the key."""
-        data = self.model_dump(mode="python")
+        data = self.model_dump(mode="python", exclude_unset=False)
         for dotted, value in overrides.items():
             *parents, leaf = dotted.split(".")
             node: Any = data
             for i, part in enumerate(parents):
-                node = node.get(part) if isinstance(node, dict) else None
+                parent, node = node, node.get(part) if isinstance(node, dict) else None
+                if node is None and _entry_train(parents[: i + 1]) and isinstance(parent, dict):
+                    node = parent[part] = {}  # an entry's own train keys: none set yet
                 if node is None:
                     raise SegbenchError(f"{source}: {'.'.join(parents[: i + 1])}: no such key")
-            if not isinstance(node, dict) or leaf not in node:
+            own_train = _entry_train(parents) and leaf in TrainConfig.model_fields
+            if not isinstance(node, dict) or (leaf not in node and not own_train):
                 raise SegbenchError(f"{source}: {dotted}: no such key")
             node[leaf] = copy.deepcopy(value)
         return parse_params(data, source=source, check_values=False)
@@ -104,21 +108,45 @@ def _trained(params: Params) -> str:
     return ", ".join(m for m, e in params.models.items() if e.kind == "torch") or "none"
 
 
+def _entry_train(parts: list[str]) -> bool:
+    """Whether dotted ``parts`` are ``models.<entry>.train`` (keys of which may be added)."""
+    return len(parts) == 3 and parts[0] == "models" and parts[2] == "train"
+
+
+def _check_model_training(params: Params) -> None:
+    """Each trained entry's own ``train`` keys, merged into ``train``, validate as ``train``."""
+    for name, entry in params.models.items():
+        if entry.kind != "torch":
+            continue
+        try:
+            entry.train_config(params.train)
+        except ValidationError as exc:
+            raise ValueError(
+                describe_validation_error(exc, prefix=f"models.{name}.train")
+            ) from None
+
+
 def _check_classes(params: Params) -> None:
     """Entries that can only tell foreground from background refuse several classes."""
     spec = params.data.class_spec()
-    weights = params.train.class_weights
-    if weights is not None and len(weights) != spec.num_classes:
-        raise ValueError(
-            f"train.class_weights: {len(weights)} weight(s) for {spec.num_classes} classes "
-            f"({', '.join(spec.names)}); give one per class, or null"
-        )
-    if spec.binary:
-        if weights is not None and params.train.loss in ("dice", "tversky"):
+    configs = {"train": params.train} | {
+        f"models.{name}.train": entry.train_config(params.train)
+        for name, entry in params.models.items()
+        if entry.kind == "torch"
+    }
+    for where, train in configs.items():
+        weights = train.class_weights
+        if weights is not None and len(weights) != spec.num_classes:
             raise ValueError(
-                f"train.class_weights: a binary {params.train.loss} loss has one foreground "
-                "term and nothing to weight; use bce, dice_bce, focal or focal_dice, or null"
+                f"{where}.class_weights: {len(weights)} weight(s) for {spec.num_classes} "
+                f"classes ({', '.join(spec.names)}); give one per class, or null"
             )
+        if spec.binary and weights is not None and train.loss in ("dice", "tversky"):
+            raise ValueError(
+                f"{where}.class_weights: a binary {train.loss} loss has one foreground term "
+                "and nothing to weight; use bce, dice_bce, focal or focal_dice, or null"
+            )
+    if spec.binary:
         return
     skipped = not_applicable(params)
     for name, block in params.ensembles.items():

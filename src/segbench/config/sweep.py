@@ -134,8 +134,11 @@ class SweepConfig(Section):
 
     def override_key(self, section: str, key: str) -> str:
         """The :meth:`~segbench.config.params.Params.with_overrides` key of
-        ``space.<section>.<key>``: ``train.lr``, ``models.<sweep.model>.rank``."""
-        return f"train.{key}" if section == "train" else f"models.{self.model}.{key}"
+        ``space.<section>.<key>``: ``models.<sweep.model>.train.lr`` (the swept entry's own
+        training keys, so that they win over any it sets itself), ``models.<sweep.model>.rank``."""
+        if section == "train":
+            return f"models.{self.model}.train.{key}"
+        return f"models.{self.model}.{key}"
 
 
 def distribution(leaf: Any) -> tuple[str, tuple[float, float]] | None:

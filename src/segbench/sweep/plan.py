@@ -32,7 +32,8 @@ def sweep_plan(params: Params) -> dict[str, Any]:
         "entry": sweep.model,
         "model": params.entry(sweep.model).model_dump(mode="json"),
         "sweep": sweep.model_dump(mode="json"),
-        "train": params.train.model_dump(mode="json"),
+        # What the swept entry trains with: train, with the entry's own keys set.
+        "train": params.entry(sweep.model).train_config(params.train).model_dump(mode="json"),
         "prepare": params.prepare.model_dump(mode="json"),
     }
 

@@ -88,7 +88,7 @@ def run_sweep(
         return _write_off(out_dir)
     tiles_dir, out_dir = Path(tiles_dir).resolve(), Path(out_dir)
     data_version = read_json(tiles_dir / "summary.json")["data_version"]
-    epochs = sweep.epochs or params.train.epochs
+    epochs = sweep.epochs or params.entry(sweep.model).train_config(params.train).epochs
     name = experiment_name(params, data_version)
     storage = sweep.storage or str(Path(state_dir).resolve())
     store = Store(f"{storage.rstrip('/')}/{name}")

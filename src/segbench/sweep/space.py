@@ -44,7 +44,7 @@ def trial_params(params: Params, config: Mapping[str, Any], epochs: int | None) 
     """The validated params one trial trains with: ``config``'s values, and ``epochs``."""
     values = overrides(params.sweep, config)
     if epochs is not None:
-        values["train.epochs"] = epochs
+        values[params.sweep.override_key("train", "epochs")] = epochs
     values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
     return params.with_overrides(values, source="params.yaml (sweep trial)")
 

@@ -76,7 +76,7 @@ def run_trial(
     params = trial_params(params, config, epochs)
     store, key = Store(store), trial_key(ctx.get_trial_id(), config)
     saved = store.read_trial(key)
-    horizon = params.train.epochs
+    horizon = params.entry(model).train_config(params.train).epochs
     # Starts of a trial from a checkpoint: 1, then 2 after a retry or a resumed sweep (a start
     # before the first checkpoint is a fresh start and counts as 1 again).
     attempt, reported = 1, []

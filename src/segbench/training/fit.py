@@ -246,7 +246,7 @@ def train(
         raise SegbenchError(f"models.{name}: {skipped}")
     card = model_card(name, params, data_version, promoted=promoted, spec=spec, channels=channels)
     dist = Dist.from_env()
-    device = resolve_device(params.train.device, index=dist.local_rank)
+    device = resolve_device((card.train or params.train).device, index=dist.local_rank)
     init_distributed(dist, device)
     ckpt = resume_dir_for(out_dir)
     fp = fingerprint(card.config(), module_digest(__name__))
