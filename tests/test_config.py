@@ -230,12 +230,15 @@ def test_experiment_sets_each_leaf_and_refuses_a_bad_file(tmp_path, capsys):
 
     good = tmp_path / "good.yaml"
     good.write_text(
-        "train: {epochs: 40}\nmodels: {unet: {decoder_channels: [256, 128, 64, 32, 16]}}\n"
+        "train: {epochs: 40}\nmodels: {unet: {decoder_channels: [256, 128, 64, 32, 16], "
+        "train: {epochs: 50}}}\n"
     )
     main(["experiment", str(good), "--params", "params.yaml", "--print"])
     printed = capsys.readouterr().out
     assert "-S train.epochs=40" in printed
     assert "'models.unet.decoder_channels=[256, 128, 64, 32, 16]'" in printed
+    # A key params.yaml does not have (the entry's own train keys): DVC needs `++` to add it.
+    assert "'++models.unet.train={epochs: 50}'" in printed
     # After `--`, arguments go to `dvc exp run` verbatim, also after an option of segbench's.
     main(["experiment", str(good), "--print", "--", "--name", "full", "--queue"])
     assert capsys.readouterr().out.rstrip().endswith("--name full --queue")

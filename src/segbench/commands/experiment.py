@@ -45,7 +45,9 @@ def parse_args(parser, argv: list[str]):
 
 def set_params(base: dict, overrides: dict, prefix: str = "") -> list[str]:
     """``key=value`` for ``dvc exp run -S``: one per leaf of ``overrides``, descending only
-    where ``base`` has a mapping too (so a list or a new entry is set whole)."""
+    where ``base`` has a mapping too (so a list or a new entry is set whole). A key ``base``
+    does not have (an entry's own ``train`` keys, a new entry) is written ``++key=value``:
+    DVC's Hydra overrides refuse to add a key without it."""
     out = []
     for key, value in overrides.items():
         dotted = f"{prefix}{key}"
@@ -54,7 +56,7 @@ def set_params(base: dict, overrides: dict, prefix: str = "") -> list[str]:
         else:
             text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
             text = text.removesuffix("...\n").strip()  # a bare scalar ends its document
-            out.append(f"{dotted}={text}")
+            out.append(f"{'' if key in base else '++'}{dotted}={text}")
     return out
 
 
