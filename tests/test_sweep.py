@@ -44,6 +44,19 @@ def child_runs(parent_id: str) -> list:
     )
 
 
+def assert_sizes_are_trains(rows: list[dict], mlflow_store: str) -> None:
+    """Every trial has its model's size, whatever became of it; a finished trial's is the one
+    its own training counted (and logged to its MLflow run)."""
+    assert all(int(r["params_total"]) >= int(r["params_trainable"]) > 0 for r in rows), rows
+    mlflow.set_tracking_uri(mlflow_store)
+    client = mlflow.MlflowClient()
+    for row in rows:
+        if row["status"] == "completed":
+            logged = client.get_run(row["mlflow_run_id"]).data.metrics
+            assert logged["params_trainable"] == int(row["params_trainable"]), row
+            assert logged["params_total"] == int(row["params_total"]), row
+
+
 def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
     tiny_data, small_params_raw, tmp_path, mlflow_store, capsys
 ):
@@ -72,6 +85,9 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
     assert {"trial", "status", "lr", "epochs_run", "val_dice", "best_val_dice", "attempts"} <= set(
         rows[0]
     )
+    # One model for every learning rate: one size, the stopped trials' too.
+    assert_sizes_are_trains(rows, mlflow_store)
+    assert len({(r["params_trainable"], r["params_total"]) for r in rows}) == 1
     by_lr = {float(r["lr"]): r for r in rows}
     for lr in (1e-6, 1e-7):
         assert by_lr[lr]["status"] == "stopped early" and by_lr[lr]["epochs_run"] == "1", by_lr
@@ -213,6 +229,10 @@ def test_sweep_joins_a_ray_head_and_retries_a_crashed_trial_from_its_checkpoint(
     assert all(r["status"] == "completed" and r["epochs_run"] == "3" for r in rows), rows
     assert sorted(r["attempts"] for r in rows) == ["1", "2"]  # the crashed one ran twice
     retried = next(r for r in rows if r["attempts"] == "2")
+    # The LoRA rank changes what is trained, and the retried trial has its size too.
+    assert_sizes_are_trains(rows, mlflow_store)
+    size = {r["rank"]: int(r["params_trainable"]) for r in rows}
+    assert size["2"] < size["4"], rows
 
     # It continued from its epoch-1 checkpoint in the same MLflow run: each epoch logged once.
     mlflow.set_tracking_uri(mlflow_store)
@@ -312,6 +332,7 @@ def test_an_interrupted_sweep_writes_nothing_and_resumes(
     assert resumed["status"] == "completed" and resumed["epochs_run"] == "3"
     # The interrupted trial went on from its checkpoint, in the same MLflow run.
     assert resumed["attempts"] == "2"
+    assert_sizes_are_trains(rows, mlflow_store)
     mlflow.set_tracking_uri(mlflow_store)
     client = mlflow.MlflowClient()
     steps = [m.step for m in client.get_metric_history(resumed["mlflow_run_id"], "val_dice")]

@@ -110,7 +110,10 @@ def test_random_space_becomes_ray_distributions(small_params_raw):
 def test_a_trials_values_go_into_train_and_the_swept_entry(small_params_raw):
     params = parse_params(small_params_raw)
     trial = trial_params(params, {"train.lr": 0.01, "model.rank": 8}, 3)
-    assert trial.train.lr == 0.01 and trial.train.epochs == 3
+    # Training values go to the swept entry's own train keys: other entries keep train's.
+    trained = trial.entry("sam_lora").train_config(trial.train)
+    assert trained.lr == 0.01 and trained.epochs == 3
+    assert trial.train == params.train
     assert trial.models["sam_lora"].rank == 8
     assert params.models["sam_lora"].rank == 4  # the original is untouched
     with pytest.raises(SegbenchError, match=r"sweep trial\): models\.sam_lora\.rank"):
@@ -156,8 +159,9 @@ def test_promote_hands_the_best_values_to_the_entry_that_asks(small_params_raw, 
     assert promoted["config"] == best["config"]
     tuned, values = promoted_params(params, "sam_lora", tmp_path / "promoted" / "sam_lora.json")
     assert tuned.models["sam_lora"].rank == 16 and values["trial"] == "abc_00001"
-    assert tuned.train.lr == 0.0003 and tuned.train.batch_size == 8
-    assert tuned.train.epochs == params.train.epochs  # the sweep's short horizon is not promoted
+    trained = tuned.entry("sam_lora").train_config(tuned.train)
+    assert trained.lr == 0.0003 and trained.batch_size == 8 and tuned.train == params.train
+    assert trained.epochs == params.train.epochs  # the sweep's short horizon is not promoted
     assert promoted_params(params, "unet", None) == (params, None)
 
 

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
 # Error colouring of a prediction against the reference (RGB in [0, 1]).
 TP_COLOR, FP_COLOR, FN_COLOR = (0.1, 0.8, 0.2), (0.95, 0.2, 0.2), (0.2, 0.45, 1.0)
@@ -288,23 +289,29 @@ _SWEEP_STYLES = {
 }
 
 
+SWEEP_SIZE = "params_trainable"  # trials.csv: the trainable parameters of each trial's model
+_LOG_AXES = ("lr", "learning_rate", SWEEP_SIZE)
+
+
 def sweep_scatter(trials: list[dict], knobs: list[str], path: Path, *, metric: str) -> Path:
-    """``metric`` against each sweep knob (one panel each; learning rate on a log axis)."""
-    fig, axes = plt.subplots(1, len(knobs), figsize=(4 * len(knobs), 3.4), dpi=80, squeeze=False)
-    for ax, knob in zip(axes[0], knobs, strict=True):
+    """``metric`` against each sweep knob, then against the trial's trainable parameters where
+    ``trials`` have them (``params_trainable``): one panel each; learning rate and parameters
+    on log axes."""
+    sized = any(_sweep_points(trials, SWEEP_SIZE, metric, status) for status in _SWEEP_STYLES)
+    panels = [*knobs, *([SWEEP_SIZE] if sized else [])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), dpi=80, squeeze=False)
+    for ax, knob in zip(axes[0], panels, strict=True):
         for status, style in _SWEEP_STYLES.items():
-            pts = [
-                (float(t[knob]), float(t[metric]))
-                for t in trials
-                if t.get("status", "completed") == status
-                and t.get(knob) not in (None, "")
-                and t.get(metric) not in (None, "", "nan")
-            ]
+            pts = _sweep_points(trials, knob, metric, status)
             if pts:
                 ax.scatter(*zip(*pts, strict=True), label=status, **style)
-        if knob in ("lr", "learning_rate"):
+        if knob in _LOG_AXES:
             ax.set_xscale("log")
-        ax.set_xlabel(knob)
+        if knob == SWEEP_SIZE:
+            _size_ticks(
+                ax, {x for s in _SWEEP_STYLES for x, _ in _sweep_points(trials, knob, metric, s)}
+            )
+        ax.set_xlabel("trainable parameters" if knob == SWEEP_SIZE else knob)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -313,3 +320,34 @@ def sweep_scatter(trials: list[dict], knobs: list[str], path: Path, *, metric: s
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _size_ticks(ax, sizes: set[float]) -> None:
+    """Parameter counts as 42.7k or 4M, ticked where a reader finds them: sizes often lie
+    within one decade, where a log axis has no labelled tick. A few sizes (ranks swept) are
+    ticked each; more, at 1, 2 and 5 of each decade over a narrow range, else at each decade."""
+    if len(sizes) <= 6:
+        ax.set_xticks(sorted(sizes))
+        for places in (1, 2, 3):  # as many digits as tell the sizes apart (4.13M, 4.21M)
+            fmt = EngFormatter(places=places, sep="")
+            if len({fmt(v) for v in sizes}) == len(sizes):
+                break
+        ax.xaxis.set_major_formatter(fmt)
+    else:
+        narrow = max(sizes) < 100 * min(sizes)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+        ax.xaxis.set_major_formatter(EngFormatter(places=0, sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _sweep_points(trials: list[dict], knob: str, metric: str, status: str) -> list[tuple]:
+    """(knob, metric) of the ``status`` trials that have both (on a log axis, only positive
+    knob values)."""
+    pts = [
+        (float(t[knob]), float(t[metric]))
+        for t in trials
+        if t.get("status", "completed") == status
+        and t.get(knob) not in (None, "")
+        and t.get(metric) not in (None, "", "nan")
+    ]
+    return [(x, y) for x, y in pts if x > 0 or knob not in _LOG_AXES]

@@ -187,7 +187,8 @@ def sweep_summary(sweeps_dir: Path | None) -> dict | None:
 
 
 def _sweep(sweeps_dir: Path | None, fig_dir: Path) -> Path | None:
-    """Dice against each swept knob, if a sweep wrote ``trials.csv``."""
+    """Dice against each swept knob and the trials' trainable parameters, if a sweep wrote
+    ``trials.csv``."""
     summary = sweep_summary(sweeps_dir)
     if summary is None:
         return None

@@ -10,8 +10,11 @@ pickled state is never restored).
 Outputs (``out_dir``, written only when the sweep has finished)::
 
     trials.csv   one row per trial: its values (one column per swept key: ``lr``, ``rank``, ...),
-                 status (completed | stopped early | failed), epochs run, final and best
-                 validation Dice, best epoch, final losses, attempts, seconds, MLflow run id
+                 status (completed | stopped early | failed), its model's trainable and total
+                 parameters (``params_trainable``, ``params_total``: counted from its values by
+                 :mod:`segbench.sweep.size`, whatever became of the trial), epochs run, final
+                 and best validation Dice, best epoch, final losses, attempts, seconds, MLflow
+                 run id
     best.json    the best trial (by best validation Dice): its values as training keys
                  (``{"train.lr": ..., "model.rank": ...}``), its metrics, the sweep's settings
 
@@ -35,6 +38,7 @@ from segbench.errors import SegbenchError
 from segbench.io import atomic_dir, read_json, write_csv, write_json
 from segbench.sweep.cluster import check_fits, ray_session
 from segbench.sweep.plan import sweep_plan
+from segbench.sweep.size import SIZE_FIELDS, trial_sizes
 from segbench.sweep.space import column_names, tune_space
 from segbench.sweep.store import Store
 from segbench.sweep.trainable import run_trial
@@ -143,9 +147,12 @@ def run_sweep(
                     f"{errors}. Nothing was written to {out_dir}; fix the cause and run again "
                     "(finished trials are not lost: the sweep resumes)"
                 )
+            sizes = trial_sizes(params, [r["_config"] for r in rows], tiles_dir)
+            for row, size in zip(rows, sizes, strict=True):
+                row.update({k: size.get(k, "") for k in SIZE_FIELDS})
             best = _best(rows, columns, sweep, epochs, name)
             with atomic_dir(out_dir) as tmp:
-                fields = ["trial", "status", *columns.values(), *_RESULT_FIELDS]
+                fields = ["trial", "status", *columns.values(), *SIZE_FIELDS, *_RESULT_FIELDS]
                 plain = [{k: v for k, v in r.items() if k != "_config"} for r in rows]
                 write_csv(tmp / "trials.csv", plain, fields)
                 write_json(tmp / "best.json", best)
