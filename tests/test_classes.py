@@ -99,7 +99,9 @@ def test_zero_shot_sam_is_not_applicable_to_several_classes_and_box_prompts_are_
     params = params_for(synthetic={"domain": "phases"})
     skipped = not_applicable(params)
     zero_shot = {m for m, e in params.models.items() if e.model == "sam_zero_shot"}
-    assert set(skipped) == zero_shot and all("one class" in why for why in skipped.values())
+    edges = {m for m, e in params.models.items() if e.model in ("sobel", "canny")}
+    assert set(skipped) == zero_shot | edges  # edge baselines: tests/test_edges.py
+    assert all("one class" in skipped[m] for m in zero_shot)
     assert not not_applicable(params_for())  # binary: everything runs
     raw = deep_update(real_params_raw(), {"data": {"synthetic": {"domain": "phases"}}})
     raw["models"]["sam_decoder"]["prompt"] = "box"
@@ -276,3 +278,9 @@ def test_a_model_of_other_classes_is_refused_by_evaluate(tiny_data, tmp_path):
     with pytest.raises(SegbenchError, match="trained for the classes background, particle"):
         evaluate(tmp_path / "otsu", phases, tmp_path / "raw3", tmp_path / "eval")
     assert not (tmp_path / "eval").exists()
+
+
+def test_ignore_values_need_three_classes():
+    classes = [{"name": "bg", "values": [0]}, {"name": "fg", "values": [1]}]
+    with pytest.raises(SegbenchError, match="ignore_values: needs three or more classes"):
+        params_for(source="folder", path=".", classes=classes, ignore_values=[255])

@@ -124,7 +124,10 @@ def test_a_tile_larger_than_the_images_loads_for_every_source():
 
 
 def test_unknown_model_lists_valid_names():
-    valid = "valid: attention_unet, otsu, sam_decoder, sam_lora, sam_zero_shot, segformer, unet"
+    valid = (
+        "valid: attention_unet, canny, otsu, sam_decoder, sam_lora, sam_zero_shot, segformer, "
+        "sobel, unet"
+    )
     with pytest.raises(SegbenchError, match=valid):
         parse_params(deep_update(real_params_raw(), {"models": {"segnet": {}}}))
 

@@ -47,8 +47,8 @@ def test_bad_model_params_name_the_entry():
         build_model(entry("unet", encoder_name="no-such-encoder"), name="my_unet")
 
 
-def test_every_registered_model_but_otsu_and_zero_shot_sam_is_a_network():
-    assert set(NETWORKS) == set(MODELS) - {"otsu", "sam_zero_shot"} | {"ensemble"}
+def test_every_registered_model_but_classical_and_zero_shot_sam_is_a_network():
+    assert set(NETWORKS) == set(MODELS) - {"otsu", "sobel", "canny", "sam_zero_shot"} | {"ensemble"}
 
 
 @pytest.mark.parametrize("name", NETWORKS)

@@ -113,7 +113,9 @@ def test_cli_unknown_model_is_a_clean_error(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "segnet", "--tiles", str(tiles), "--out", str(tmp_path / "m")])
     assert info.value.code == 2
-    assert "models.segnet: not configured (configured: otsu, unet, " in capsys.readouterr().err
+    assert "models.segnet: not configured (configured: otsu, sobel, canny, unet, " in (
+        capsys.readouterr().err
+    )
     assert not (tmp_path / "m").exists()
     with pytest.raises(SystemExit):
         main(["train", "ensemble", "--tiles", str(tiles), "--out", str(tmp_path / "m")])

@@ -58,7 +58,8 @@ class TrainingSummary(_Record):
     best_val_dice: float | None = None
     epochs_run: int | None = None
     stop_reason: str | None = None
-    fit_scores: dict[str, float] = {}  # classical models: training Dice of each choice tried
+    fit_scores: dict[str, float] = {}  # classical models: the score of each choice tried (Dice
+    # or mIoU pooled over the split the model fits on: training tiles, or validation for edges)
 
 
 class EnsembleFit(_Record):

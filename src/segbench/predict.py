@@ -109,6 +109,8 @@ class Predictor:
             )
         ref = resize_mask(reference, shape) if self.oracle else None
         if self.kind == "classical":
+            if getattr(self.model, "unit_input", False):  # edge baselines: unit thresholds
+                small = to_unit(small, *intensity_range(small, self.normalize))
             proba = self.model.predict(small)
             if self.num_classes > 2:  # class indices -> one-hot "probabilities"
                 proba = np.eye(self.num_classes, dtype=np.float32)[proba].transpose(2, 0, 1)

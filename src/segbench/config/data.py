@@ -203,6 +203,13 @@ class DataConfig(Section):
                 f"{len(domain)} classes ({', '.join(domain)}); give {len(domain)} names or null"
             )
         plain = all(isinstance(e, str) for e in entries)
+        if len(names) == 2 and self.ignore_values:
+            # Two-class masks are stored {0, 255} (readable by any viewer): 255 cannot also
+            # mean "not annotated" there.
+            raise ValueError(
+                "ignore_values: needs three or more classes; with two, give the unannotated "
+                "value its own class or drop those pixels from the masks"
+            )
         if plain and len(names) == 2 and domain is None:
             return ClassSpec(names=tuple(names), binary_rule=rule)
         if self.mask.value is not None or self.mask.threshold is not None:

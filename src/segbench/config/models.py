@@ -147,6 +147,33 @@ class OtsuEntry(Entry):
     smooth_sigma: float = Field(ge=0.0, description="Gaussian pre-smoothing, pixels")
 
 
+class _EdgeEntry(Entry):
+    """An edge baseline (:mod:`segbench.models.edges`): edges at a threshold chosen on the
+    validation split, closed, filled and opened into regions; two classes only."""
+
+    kind: ClassVar[Kind] = "classical"
+    close_radius: int = Field(
+        ge=0, description="disk radius (px) closing contour gaps and opening away open edges"
+    )
+
+
+class SobelEntry(_EdgeEntry):
+    """``model: sobel``: Sobel gradient magnitude above a threshold chosen on validation."""
+
+    model: Literal["sobel"]
+    smooth_sigma: float = Field(ge=0.0, description="Gaussian pre-smoothing, pixels")
+
+
+class CannyEntry(_EdgeEntry):
+    """``model: canny``: Canny edges, the high hysteresis threshold chosen on validation."""
+
+    model: Literal["canny"]
+    sigma: float = Field(gt=0.0, description="Canny's Gaussian smoothing, pixels")
+    low_ratio: float = Field(
+        gt=0.0, le=1.0, description="hysteresis: low threshold = low_ratio x high threshold"
+    )
+
+
 class SamBase(Section):
     """What every SAM entry shares: which SAM, from which weights, at which input size."""
 
@@ -310,6 +337,8 @@ MODEL_ENTRIES: tuple[type[Entry], ...] = (
     AttentionUnetEntry,
     SegformerEntry,
     OtsuEntry,
+    SobelEntry,
+    CannyEntry,
     SamZeroShotEntry,
     SamDecoderEntry,
     SamLoraEntry,

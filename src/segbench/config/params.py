@@ -167,20 +167,30 @@ def not_applicable(params: Params) -> dict[str, str]:
     """``{entry: why}`` for the models entries that cannot run on this data.
 
     Zero-shot SAM's prompts (points, boxes, the automatic generator) mark objects of *one*
-    class; on data with several classes those entries are not run. The pipeline skips them
-    and says so (``check``, their stages, the report); naming one directly
+    class, and the edge baselines (sobel, canny) fill closed contours, which says "object" but
+    not which class; on data with several classes those entries are not run. The pipeline
+    skips them and says so (``check``, their stages, the report); naming one directly
     (``segbench train/evaluate <entry>``) is an error with this reason.
     """
     spec = params.data.class_spec()
     if spec.binary:
         return {}
-    return {
-        name: f"zero-shot SAM ({entry.prompt} prompts) segments one class, but the data has "
-        f"{spec.num_classes} ({', '.join(spec.names)}); use sam_decoder or sam_lora with "
-        "prompt: none (one mask token per class)"
-        for name, entry in params.models.items()
-        if entry.model == "sam_zero_shot"
-    }
+    names = ", ".join(spec.names)
+    skipped = {}
+    for name, entry in params.models.items():
+        if entry.model == "sam_zero_shot":
+            skipped[name] = (
+                f"zero-shot SAM ({entry.prompt} prompts) segments one class, but the data has "
+                f"{spec.num_classes} ({names}); use sam_decoder or sam_lora with prompt: none "
+                "(one mask token per class)"
+            )
+        elif entry.model in ("sobel", "canny"):
+            skipped[name] = (
+                f"the {entry.model} edge baseline fills closed contours as one foreground "
+                f"class, but the data has {spec.num_classes} classes ({names}); otsu "
+                "(multi-Otsu) is the classical baseline for several classes"
+            )
+    return skipped
 
 
 def _check_ensembles(params: Params) -> None:

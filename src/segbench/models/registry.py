@@ -6,7 +6,10 @@ builder imports its model's libraries (smp, segment_anything) only when called.
 
 What a builder returns depends on the entry's ``kind``: ``torch`` -> an ``nn.Module`` mapping
 ``(N, C, H, W)`` float images (C = ``in_channels``; H and W multiples of 32) to ``(N, 1, H, W)``
-logits; ``classical`` -> an object with ``fit``/``predict``/``state_dict``/``load_state_dict``;
+logits; ``classical`` -> an object with ``fit``/``predict``/``state_dict``/``load_state_dict``
+(optional class attributes: ``fit_split``, the tiles ``fit`` is given, ``"train"`` when absent;
+``unit_input``, True where ``fit`` and ``predict`` take unit images, float32 in [0, 1] over the
+source image's intensity range, rather than stored intensities);
 ``zero_shot`` -> an object with ``predict(unit_image, reference)``
 (:class:`segbench.sam.prompted.PromptedSam`). Ensembles are built by :func:`build_ensemble`.
 """
@@ -18,6 +21,7 @@ from typing import Any
 
 from segbench.config.models import (
     AttentionUnetEntry,
+    CannyEntry,
     ModelEntry,
     OtsuEntry,
     SamBase,
@@ -25,6 +29,7 @@ from segbench.config.models import (
     SamLoraEntry,
     SamZeroShotEntry,
     SegformerEntry,
+    SobelEntry,
     UnetEntry,
 )
 from segbench.errors import SegbenchError
@@ -46,7 +51,9 @@ def _build_unet(entry: UnetEntry, *, name: str, in_channels: int, num_classes: i
     )
 
 
-def _build_attention_unet(entry: AttentionUnetEntry, *, name: str, in_channels: int, num_classes: int):
+def _build_attention_unet(
+    entry: AttentionUnetEntry, *, name: str, in_channels: int, num_classes: int
+):
     from segbench.models.attention_unet import build_attention_unet
 
     return build_attention_unet(
@@ -85,7 +92,9 @@ def _sam(entry: SamBase):
     )
 
 
-def _build_sam_decoder(entry: SamDecoderEntry | SamLoraEntry, *, name: str, in_channels: int, num_classes: int):
+def _build_sam_decoder(
+    entry: SamDecoderEntry | SamLoraEntry, *, name: str, in_channels: int, num_classes: int
+):
     from segbench.sam.segmenter import SamSegmenter
 
     model = SamSegmenter(
@@ -103,9 +112,7 @@ def _build_sam_decoder(entry: SamDecoderEntry | SamLoraEntry, *, name: str, in_c
 def _build_sam_lora(entry: SamLoraEntry, *, name: str, in_channels: int, num_classes: int):
     from segbench.sam.lora import apply_lora
 
-    model = _build_sam_decoder(
-        entry, name=name, in_channels=in_channels, num_classes=num_classes
-    )
+    model = _build_sam_decoder(entry, name=name, in_channels=in_channels, num_classes=num_classes)
     apply_lora(
         model.sam,
         rank=entry.rank,
@@ -129,6 +136,25 @@ def _build_otsu(entry: OtsuEntry, *, name: str, in_channels: int, num_classes: i
     return OtsuThreshold(smooth_sigma=entry.smooth_sigma, num_classes=num_classes)
 
 
+def _build_sobel(entry: SobelEntry, *, name: str, in_channels: int, num_classes: int):
+    from segbench.models.edges import SobelEdges
+
+    return SobelEdges(
+        smooth_sigma=entry.smooth_sigma, close_radius=entry.close_radius, num_classes=num_classes
+    )
+
+
+def _build_canny(entry: CannyEntry, *, name: str, in_channels: int, num_classes: int):
+    from segbench.models.edges import CannyEdges
+
+    return CannyEdges(
+        sigma=entry.sigma,
+        low_ratio=entry.low_ratio,
+        close_radius=entry.close_radius,
+        num_classes=num_classes,
+    )
+
+
 MODELS: dict[str, Builder] = {
     "unet": _build_unet,
     "attention_unet": _build_attention_unet,
@@ -137,6 +163,8 @@ MODELS: dict[str, Builder] = {
     "sam_lora": _build_sam_lora,
     "sam_zero_shot": _build_sam_zero_shot,
     "otsu": _build_otsu,
+    "sobel": _build_sobel,
+    "canny": _build_canny,
 }
 
 

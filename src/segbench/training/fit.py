@@ -37,6 +37,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -57,6 +58,7 @@ from segbench.codedeps import module_digest
 from segbench.config import Params, not_applicable
 from segbench.cost import count_parameters, peak_memory_mb
 from segbench.data.dataset import load_tiles
+from segbench.data.normalize import to_unit
 from segbench.devices import resolve_device
 from segbench.errors import SegbenchError
 from segbench.io import atomic_dir, read_json, write_csv, write_json
@@ -167,8 +169,13 @@ def _build(card: ModelCard):
 
 
 def _fit_classical(card: ModelCard, tiles_dir):
+    # Otsu fits on the training tiles; an edge baseline chooses its threshold on the validation
+    # ones (its fit_split), scaled to [0, 1] by each source image's range (unit_input), as
+    # predict will scale whole images.
     model = _build(card)
-    images, masks, _ = load_tiles(tiles_dir, "train")
+    images, masks, ranges = load_tiles(tiles_dir, getattr(model, "fit_split", "train"))
+    if getattr(model, "unit_input", False):
+        images = np.stack([to_unit(i, lo, hi) for i, (lo, hi) in zip(images, ranges, strict=True)])
     scores = model.fit(images, masks)
     outcome = {"fit_scores": scores, "params_total": 0, "params_trainable": 0}
     return {"state.json": model.state_dict()}, [], outcome
