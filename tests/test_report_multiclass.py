@@ -236,7 +236,7 @@ def test_the_report_of_several_classes_has_every_part(phases_report):
     assert "mIoU 0." in html.split('id="galleries"')[1]
     # The study's columns, and the note on its mPA.
     study = html.split('id="study-table"')[1].split("</table>")[0]
-    for title in ("test loss", "mIoU", "mPA", "devices", "training time"):
+    for title in ("test loss", "mIoU", "mPA", "devices", "epochs", "batch", "training time"):
         assert f"<th>{title}</th>" in study
     assert "cpu ×1" in study and "n/a" in study  # Otsu trains no loss
     note = html.split('id="mpa-note"')[1].split("</dd>")[0]
@@ -253,7 +253,7 @@ def test_the_summary_and_csv_of_several_classes(phases_report):
     summary = (out / "summary.md").read_text()
     assert "| model | mIoU [95% CI] | vs best (Holm p) |" in summary
     assert "| model | substrate | phase_a | phase_b |" in summary
-    assert "| model | test loss | mIoU | mPA | devices | training time |" in summary
+    assert "| model | test loss | mIoU | mPA | devices | epochs | batch | training time |" in summary
     assert "Not run on this data." in summary and "`sam_point`: " + SKIP_REASON in summary
     assert "![otsu: confusion matrix](figures/confusion_otsu.png)" in summary
     assert "![class colours](figures/legend.png)" in summary
