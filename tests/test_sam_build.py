@@ -308,3 +308,31 @@ def test_state_dict_that_does_not_fit_is_one_clear_error(tmp_path):
     with pytest.raises(SegbenchError, match="does not fit a tiny SAM") as err:
         build_sam("tiny", checkpoint=path)
     assert "extra.weight" in str(err.value)
+
+
+def test_a_decoder_trained_from_scratch_is_reinitialised_and_the_encoders_kept(tiny_ckpt):
+    """``decoder_init: scratch`` (a reference study trained SAM's mask decoder from scratch):
+    the decoder's weights are fresh and seeded, the image and prompt encoders the checkpoint's."""
+    from segbench.models import build_model
+    from tests.conftest import shipped_entry
+
+    def build(init: str, seed: int = 0):
+        entry = shipped_entry(
+            "sam_decoder",
+            checkpoint=str(tiny_ckpt),
+            image_size=1024,
+            decoder_init=init,
+            init_seed=seed,
+            embedding_cache=None,
+        )
+        return build_model(entry, name="sam_decoder").sam.state_dict()
+
+    ckpt, scratch = torch.load(tiny_ckpt, weights_only=True), build("scratch")
+    decoder = [k for k in scratch if k.startswith("mask_decoder.")]
+    assert all(torch.equal(build("checkpoint")[k], ckpt[k]) for k in decoder)
+    changed = [k for k in decoder if not torch.equal(scratch[k], ckpt[k])]
+    assert len(changed) > len(decoder) // 2  # every weight matrix, not the 1/0 norms
+    assert all(torch.equal(scratch[k], ckpt[k]) for k in scratch if k.startswith("image_encoder."))
+    again, other = build("scratch"), build("scratch", seed=1)
+    assert all(torch.equal(scratch[k], again[k]) for k in decoder)  # seeded
+    assert any(not torch.equal(scratch[k], other[k]) for k in decoder)

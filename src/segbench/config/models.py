@@ -311,6 +311,10 @@ class SamDecoderEntry(_SamTrained):
     embedding_cache: str | None = Field(
         description="directory of cached image embeddings (the encoder is frozen); null = none"
     )
+    decoder_init: Literal["checkpoint", "scratch"] = Field(
+        description="checkpoint: fine-tune the checkpoint's mask decoder; scratch: train one "
+        "re-initialised (seeded by init_seed), the encoders still from the checkpoint"
+    )
 
 
 class SamLoraEntry(_SamTrained):

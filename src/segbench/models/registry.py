@@ -104,6 +104,10 @@ def _build_sam_decoder(
         iou_loss_weight=entry.iou_loss_weight,
         num_classes=num_classes,
     )
+    if getattr(entry, "decoder_init", "checkpoint") == "scratch":
+        from segbench.sam.build import reinitialise
+
+        reinitialise(model.sam.mask_decoder, seed=entry.init_seed)
     if getattr(entry, "embedding_cache", None):
         model.use_cache(entry.embedding_cache)
     return model

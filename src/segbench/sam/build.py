@@ -326,3 +326,20 @@ def _resize_rel_pos(table: torch.Tensor, rows: int) -> torch.Tensor:
         mode="linear",
     )
     return resized.reshape(-1, rows).permute(1, 0).contiguous().to(table.dtype)
+
+
+def reinitialise(module: nn.Module, *, seed: int) -> nn.Module:
+    """Give every parameter of ``module`` (e.g. SAM's mask decoder) fresh initial values, drawn
+    by each layer's own ``reset_parameters`` (PyTorch's defaults, as segment_anything builds
+    them) from ``seed``; the global random state is left as it was. A decoder "trained from
+    scratch", as one reference study did, starts here rather than from the checkpoint's."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in module.modules():
+            reset = getattr(layer, "reset_parameters", None)
+            if callable(reset):
+                reset()
+            elif type(layer).__name__ == "LayerNorm2d":  # segment_anything's own: 1 and 0
+                nn.init.ones_(layer.weight)
+                nn.init.zeros_(layer.bias)
+    return module
