@@ -162,6 +162,9 @@ def test_the_sweep_ran_its_grid_and_only_the_entry_that_asked_took_the_best(run)
     assert unet.train.lr == run.params["train"]["lr"] and unet.promoted is None
     html = run.html()
     assert 'id="sweep"' in html and 'class="sweep-trials"' in html
+    assert "<th>trainable params</th>" in html
+    for trial in read_csv(run.repo / "sweeps" / "trials.csv"):  # each trial's own count
+        assert f"<td>{trial['params_trainable']}</td>" in html
 
 
 def test_the_threshold_tuned_on_validation_is_recorded(run):
