@@ -4,8 +4,6 @@ its evaluation, and reached by the sweep's values for the swept entry."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from segbench.config import parse_params
@@ -89,4 +87,3 @@ def test_per_model_epochs_and_batch_reach_training_mlflow_and_evaluation(
     evaluate(tmp_path / "unet", params, raw_dir, tmp_path / "eval")
     metrics = read_json(tmp_path / "eval" / "metrics.json")
     assert (metrics["train_epochs"], metrics["train_batch_size"]) == (1, 2)
-    assert json.dumps(metrics)  # plain JSON for DVC

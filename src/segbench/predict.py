@@ -111,9 +111,9 @@ class Predictor:
         if self.kind == "classical":
             if getattr(self.model, "unit_input", False):  # edge baselines: unit thresholds
                 small = to_unit(small, *intensity_range(small, self.normalize))
-            proba = self.model.predict(small)
-            if self.num_classes > 2:  # class indices -> one-hot "probabilities"
-                proba = np.eye(self.num_classes, dtype=np.float32)[proba].transpose(2, 0, 1)
+            # Several classes (multi-Otsu): one-hot (C, H, W), resized like probabilities.
+            several = self.num_classes > 2
+            proba = (self.model.predict_proba if several else self.model.predict)(small)
         elif self.kind == "zero_shot":
             unit = to_unit(small, *intensity_range(small, self.normalize))
             mask = self.model.predict(unit, ref, image_id=image_id)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from segbench.config.base import Section
-from segbench.config.training import Loss, Optimizer, TrainConfig
+from segbench.config.training import Loss, Optimizer, TrainConfig, merge_train
 
 Kind = Literal["torch", "classical", "zero_shot", "ensemble"]
 
@@ -78,20 +78,6 @@ class TrainedEntry(Entry):
         """``train`` with this entry's own keys set (raises pydantic's ValidationError for a
         value ``train`` refuses; :class:`~segbench.config.params.Params` names the entry)."""
         return merge_train(train, self.train or {})
-
-
-def merge_train(train: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """``train`` with ``overrides`` set, validated as a whole; a nested section (``tversky``,
-    ``plateau``, ``step``) takes the keys given and keeps the others."""
-    if not overrides:
-        return train
-    data = train.model_dump()
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return TrainConfig.model_validate(data)
 
 
 class UnetEntry(TrainedEntry):

@@ -3,7 +3,7 @@ optimiser and weight decay: :meth:`segbench.config.models.Entry.train_config`)."
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -83,3 +83,17 @@ class TrainConfig(Section):
                 f"(epochs: {self.epochs}); use fewer"
             )
         return self
+
+
+def merge_train(train: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """``train`` with ``overrides`` set, validated as a whole; a nested section (``tversky``,
+    ``plateau``, ``step``) takes the keys given and keeps the others."""
+    if not overrides:
+        return train
+    data = train.model_dump()
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return TrainConfig.model_validate(data)
