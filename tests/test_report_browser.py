@@ -48,7 +48,7 @@ def test_comparison_table_lists_both_models(seen):
 
 def test_comparison_table_fits_the_window(seen):
     assert seen["viewport"]["width"] == 1280
-    assert overflow(seen, "comparison") == []  # eleven rows: tests/test_report_layout.py
+    assert overflow(seen, "comparison") == []  # every row: tests/test_report_layout.py
 
 
 def test_every_gallery_image_is_embedded_decoded_and_visible(seen):

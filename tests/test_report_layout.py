@@ -1,13 +1,14 @@
 """The report's tables at the width of an ordinary browser window (1280 x 800): the main
-comparison must fit without scrolling sideways with all eleven rows of the real pipeline,
+comparison must fit without scrolling sideways with every row of the real pipeline (thirteen),
 their long names, confidence intervals, verdicts and notes.
 
-The report is built by :func:`segbench.report.report` from the pipeline's own outputs: Otsu, a
-one-epoch U-Net and the three zero-shot SAMs (oracle prompts, no checkpoint) are really trained
-and evaluated on shrunk synthetic data with ten test images (so every Dice has its interval and
-every verdict its p-value); the other models of ``params.yaml`` (attention_unet, segformer,
-sam_auto, sam_decoder, sam_lora and the ensemble) are copies of those directories under their
-own names, configs and notes, with their per-image Dice moved so that the verdicts differ. The
+The report is built by :func:`segbench.report.report` from the pipeline's own outputs: Otsu,
+Sobel, Canny, a one-epoch U-Net and the three zero-shot SAMs (oracle prompts, no checkpoint)
+are really trained and evaluated on shrunk synthetic data with ten test images (so every Dice
+has its interval and every verdict its p-value); the other models of ``params.yaml``
+(attention_unet, segformer, sam_auto, sam_decoder, sam_lora and the ensemble) are copies of
+those directories under their own names, configs and notes, with their per-image Dice moved so
+that the verdicts differ. The
 comparison table as the window shows it is kept in ``test-artifacts/report_1280_comparison.png``
 for a human to look at.
 """
@@ -37,12 +38,13 @@ from tests.conftest import SHRINK, deep_update, real_params_raw
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 WINDOW = (1280, 800)
+ROWS = 13  # every model and ensemble of params.yaml: build_report checks it
 # Ten test images (the shrunk data has one): enough for bootstrap intervals and p-values.
 TEN_TEST_IMAGES = {
     "data": {"synthetic": {"n_images": 16}, "split": {"train": 0.25, "val": 0.125, "test": 0.625}},
     "train": {"epochs": 1},
 }
-TRAINED = ("otsu", "unet", "sam_point", "sam_points", "sam_box")
+TRAINED = ("otsu", "sobel", "canny", "unet", "sam_point", "sam_points", "sam_box")
 # name: (the trained model it copies, shift of its per-image Dice, its cost figures). The costs
 # include a long multi-GPU run, so the cells are as wide as a full-scale report's.
 COPIES = {
@@ -208,6 +210,7 @@ def build_report(root: Path) -> Path:
     for name, (source, shift, cost) in COPIES.items():
         copy_model(root, params, name, source, shift, cost)
     assert sorted([*TRAINED, *COPIES]) == sorted([*params.models, *params.ensembles])
+    assert len(TRAINED) + len(COPIES) == ROWS
     write_sweep(root / "sweeps")
     report(
         params,
@@ -220,18 +223,18 @@ def build_report(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def eleven_models(tmp_path_factory) -> Path:
-    """``report.html`` with every model and ensemble of ``params.yaml``: eleven rows."""
+def every_model(tmp_path_factory) -> Path:
+    """``report.html`` with every model and ensemble of ``params.yaml``: thirteen rows."""
     require_browser()  # before the training: no browser, nothing to build
-    return build_report(tmp_path_factory.mktemp("eleven_models"))
+    return build_report(tmp_path_factory.mktemp("every_model"))
 
 
 @pytest.fixture(scope="module")
-def seen(eleven_models, tmp_path_factory) -> dict:
-    """The eleven-row report as a 1280 x 800 window shows it. The comparison table, cut out of
+def seen(every_model, tmp_path_factory) -> dict:
+    """The thirteen-row report as a 1280 x 800 window shows it. The comparison table, cut out of
     the full-page screenshot as the window shows it, is kept in the artifacts directory."""
     shot = tmp_path_factory.mktemp("layout") / "report_1280.png"
-    result = check_report_in_browser(eleven_models, shot, viewport=WINDOW)
+    result = check_report_in_browser(every_model, shot, viewport=WINDOW)
     table = table_layout(result, "comparison")
     dest = artifacts_dir() / "report_1280_comparison.png"
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -243,10 +246,10 @@ def seen(eleven_models, tmp_path_factory) -> dict:
     return result
 
 
-def test_the_report_has_every_model_and_their_long_cells(seen, eleven_models):
+def test_the_report_has_every_model_and_their_long_cells(seen, every_model):
     assert seen["page_errors"] == seen["console_errors"] == seen["requests"] == []
-    assert len(seen["models"]) == 11 and {"attention_unet", "sam_points"} <= set(seen["models"])
-    table = eleven_models.read_text().split('id="comparison"')[1].split("</table>")[0]
+    assert len(seen["models"]) == ROWS and {"attention_unet", "sam_points"} <= set(seen["models"])
+    table = every_model.read_text().split('id="comparison"')[1].split("</table>")[0]
     # The longest notes, the Dice with its interval, a verdict with its p-value.
     assert "<span>oracle prompts,</span> <span>random-init SAM</span>" in table
     assert re.search(r">0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]</td>", table)
@@ -258,7 +261,7 @@ def test_the_comparison_table_fits_a_1280_px_window(seen):
     assert seen["viewport"]["width"] == WINDOW[0]
     assert overflow(seen, "comparison") == []
     table = table_layout(seen, "comparison")
-    assert table["rows"] == 11
+    assert table["rows"] == ROWS
 
 
 def test_the_other_tables_are_readable_without_widening_the_page(seen):
@@ -270,11 +273,11 @@ def test_the_other_tables_are_readable_without_widening_the_page(seen):
             assert table["container"] == "div.scroll", table
 
 
-def test_the_width_check_sees_a_table_too_wide_for_the_window(eleven_models, tmp_path):
+def test_the_width_check_sees_a_table_too_wide_for_the_window(every_model, tmp_path):
     """Not blind: the same report with every cell and header kept on one line (as they were
     before the table was made to fit) overflows, and so do hand-made pages with a wide table in
     a scrolling box, a wide table that widens the page, and a cell that hides its text."""
-    html = eleven_models.read_text()
+    html = every_model.read_text()
     nowrap = "<style>#comparison :is(th, td) { white-space: nowrap !important; }</style>"
     page = tmp_path / "nowrap.html"
     page.write_text(html.replace("</head>", nowrap + "</head>", 1))
