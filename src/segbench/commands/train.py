@@ -36,6 +36,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> None:
     from segbench.config import load_params, not_applicable
+    from segbench.devices import check_devices
     from segbench.skipped import write_skipped_model
     from segbench.sweep.promote import promoted_params
     from segbench.training import train
@@ -58,8 +59,11 @@ def run(args) -> None:
         print(f"train@{args.model}: the sweep's best configuration ({values})")
     entry = params.entry(args.model)
     devices = entry.train_config(params.train).devices if entry.kind == "torch" else 1
-    if devices > 1 and "LOCAL_RANK" not in os.environ:
-        sys.exit(_launch_local(devices, args))
+    if "LOCAL_RANK" not in os.environ:
+        if entry.kind == "torch":  # the check stage's rule, again here: GPUs come and go
+            check_devices(args.model, entry, params.train)
+        if devices > 1:
+            sys.exit(_launch_local(devices, args))
     with phase("compute"):
         metrics = train(
             args.model, params, args.tiles, args.out, promoted=promoted, resume=not args.fresh

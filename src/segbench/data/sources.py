@@ -19,6 +19,7 @@ import numpy as np
 
 from segbench.config import DataConfig
 from segbench.decode import IMAGE_SUFFIXES, DecodeError, pil_to_array, read_any
+from segbench.downloads import missing_hf_folder, unreachable_hub
 from segbench.errors import SegbenchError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -231,6 +232,8 @@ def _load_hf(cfg: DataConfig):
     hf = cfg.hf
     if cfg.path:
         path = Path(cfg.path).expanduser()
+        if not path.exists():
+            raise SegbenchError(missing_hf_folder(cfg.path, hf.name, hf.revision))
         try:
             ds = datasets.load_from_disk(str(path))
         except FileNotFoundError as exc:
@@ -244,6 +247,8 @@ def _load_hf(cfg: DataConfig):
             ds = datasets.load_dataset(hf.name, revision=hf.revision)
         except Exception as exc:  # offline, unknown name, private repo, bad revision, ...
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if _unreachable(exc):
+                raise SegbenchError(unreachable_hub(hf.name, hf.revision, reason)) from None
             raise SegbenchError(
                 f"data.hf.name: cannot load {hf.name!r}"
                 + (f" at revision {hf.revision!r}" if hf.revision else "")
@@ -264,6 +269,34 @@ def _load_hf(cfg: DataConfig):
     else:
         parts = {hf.split or "data": ds}
     return where, parts
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether loading from the hub failed for want of network: ``datasets`` raises
+    ConnectionError both offline (HF_HUB_OFFLINE) and when the host cannot be reached; an
+    unknown name or revision is another error (DatasetNotFoundError, a FileNotFoundError).
+    Only the explicit chain (``raise ... from``) counts: an error handled on the way is no
+    reason."""
+    for _ in range(8):  # bounded against a cycle
+        if isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in _OFFLINE:
+            return True
+        if exc.__cause__ is None:
+            return False
+        exc = exc.__cause__
+    return False
+
+
+# "No network" in httpx (huggingface_hub >= 1), requests (older) and huggingface_hub (offline,
+# file not cached), none of which subclasses the built-in ConnectionError.
+_OFFLINE = {
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionError",
+    "LocalEntryNotFoundError",
+    "NetworkError",
+    "ReadTimeout",
+    "Timeout",
+}
 
 
 def _hf_value(value, *, as_mask: bool) -> np.ndarray:

@@ -110,7 +110,7 @@ def build_sam(
     check_image_size(image_size, native=spec.native_image_size, patch_size=spec.patch_size)
     state = None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, sha256=sha256)
+        state = load_checkpoint(checkpoint, sha256=sha256, variant=variant)
         try:
             found = checkpoint_variant(state)
         except SegbenchError as exc:

@@ -13,22 +13,25 @@ from pathlib import Path
 
 import torch
 
+from segbench.downloads import CheckpointUse, missing_checkpoint
 from segbench.errors import SegbenchError
 
 
-def load_checkpoint(path: str | Path, *, sha256: str | None = None) -> dict[str, torch.Tensor]:
+def load_checkpoint(
+    path: str | Path, *, sha256: str | None = None, variant: str | None = None
+) -> dict[str, torch.Tensor]:
     """The state dict (name -> CPU tensor) in the ``torch.save`` file ``path``.
 
     The file is read with torch's weights-only unpickler, so a checkpoint that holds anything
     but tensors and plain containers is refused instead of run. ``sha256`` is the expected hex
     digest of the file. A dict that wraps the state under ``"model"`` or ``"state_dict"`` (as
-    training checkpoints do) is unwrapped. Every failure is a :class:`SegbenchError`.
+    training checkpoints do) is unwrapped. Every failure is a :class:`SegbenchError`; a missing
+    official file (known by its name, else by ``variant``) says where to download it.
     """
     path = Path(path)
     if not path.is_file():
-        raise SegbenchError(
-            f"SAM checkpoint {path} does not exist; put the file there or fix the checkpoint path"
-        )
+        fix = missing_checkpoint(path, [CheckpointUse(variant=variant, sha256=sha256)])
+        raise SegbenchError(f"SAM checkpoint {path} does not exist; {fix}")
     if sha256 is not None:
         actual = file_sha256(path)
         if actual != sha256.strip().lower():
