@@ -224,6 +224,17 @@ def _cell(column: str, text: str | None) -> str | int | float:
 
 
 SKIPPED_KEY = "skipped"
+# An evaluation's extra measurements (segbench.evalextra) live in this sub-directory, which
+# always holds an index saying which of them are there (a fixed DVC output).
+EXTRA_DIR, EXTRA_INDEX = "extra", "index.json"
+
+
+def write_extra_index(eval_dir: str | Path, *, points_curve: bool, auto_compare: bool) -> Path:
+    """``eval_dir/extra/index.json`` (the directory made if missing): which extras exist."""
+    path = Path(eval_dir) / EXTRA_DIR / EXTRA_INDEX
+    path.parent.mkdir(exist_ok=True)
+    write_json(path, {"points_curve": points_curve, "auto_compare": auto_compare})
+    return path
 
 
 def write_skipped(eval_dir: str | Path, reason: str) -> Path:

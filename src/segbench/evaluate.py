@@ -24,6 +24,9 @@ Output layout (``out_dir``)::
     threshold.csv    pooled validation Dice at each candidate threshold (``threshold: tune``;
                      the header alone otherwise)
     pred/<id>.png    predicted masks: {0, 255}, or class indices
+    extra/           what an entry asks for beyond its row (:mod:`segbench.evalextra`): the
+                     Dice-against-clicks curve, SAM against its LoRA-adapted self; its
+                     index.json says which
     card.json        the evaluated model's card, and
     history.csv      its training history, copied: the directory describes its row of the
                      report on its own
@@ -45,7 +48,8 @@ from segbench.classes import IGNORE, read_channels, read_classes
 from segbench.config import Params
 from segbench.cost import peak_memory_mb
 from segbench.errors import SegbenchError
-from segbench.evalmetrics import EvalMetrics
+from segbench.evalextra import EXTRA, PointsCurve, auto_compare
+from segbench.evalmetrics import EvalMetrics, write_extra_index
 from segbench.io import (
     atomic_dir,
     read_csv,
@@ -120,6 +124,9 @@ def evaluate(
         write_csv(tmp / "threshold.csv", curve, ["threshold", "val_dice"])
         (tmp / "pred").mkdir()
         rows, seconds, losses = [], 0.0, []
+        clicks = (
+            PointsCurve(card.entry.k_points) if getattr(card.entry, "points_curve", False) else None
+        )
         confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
         for rec in tqdm(tests, desc=f"evaluate@{predictor.name}", unit="img"):
             image = read_image(raw_dir / rec["image"], channels)
@@ -129,6 +136,9 @@ def evaluate(
             proba = predictor.predict_proba(image, mask, image_id=rec["id"])
             pred = to_labels(proba, threshold, cfg.min_area)
             seconds += time.perf_counter() - start
+            if clicks is not None:  # untimed; the image's embedding is reused
+                masks = predictor.predict_points_curve(image, mask, image_id=rec["id"])
+                clicks.add(rec["id"], [to_labels(m, threshold, cfg.min_area) for m in masks], mask)
             write_mask(tmp / "pred" / f"{rec['id']}.png", pred, n_classes)
             if loss_fn is not None:
                 losses.append(image_loss(loss_fn, proba, mask))
@@ -181,6 +191,7 @@ def evaluate(
             metrics["train_epochs"] = card.train.epochs
             metrics["train_batch_size"] = card.train.batch_size * card.train.accumulate
         write_csv(tmp / "per_image.csv", rows, per_image_fields(n_classes))
+        _extras(predictor, params, raw_dir, tests, clicks, tmp / EXTRA)
         # Through the schema the report reads it with: a key evaluate adds or renames without
         # it fails here, not in the report. NaN is written as null.
         EvalMetrics.model_validate(metrics).write(tmp)
@@ -194,6 +205,33 @@ def evaluate(
             file=sys.stderr,
         )
     return metrics
+
+
+def _extras(predictor: Predictor, params: Params, raw_dir: Path, tests, clicks, extra: Path):
+    """``extra/``: the points curve accumulated in the main pass, and the base-vs-adapted
+    automatic masks of a ``sam_lora`` entry with ``auto_compare`` (:mod:`segbench.evalextra`)."""
+    cfg, entry = params.evaluate, predictor.card.entry
+    extra.mkdir()
+    if clicks is not None:
+        clicks.write(extra, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+    compare = getattr(entry, "auto_compare", None) is not None
+    if compare:
+        auto_compare(
+            predictor.model.sam,
+            entry,
+            name=predictor.name,
+            tests=tests,
+            raw_dir=raw_dir,
+            channels=read_channels(raw_dir),
+            scale=predictor.scale,
+            normalize=predictor.normalize,
+            extra_dir=extra,
+            min_area=cfg.min_area,
+            n_resamples=cfg.bootstrap_resamples,
+            seed=cfg.seed,
+            device=predictor.device,
+        )
+    write_extra_index(extra.parent, points_curve=clicks is not None, auto_compare=compare)
 
 
 def _score(pred: np.ndarray, mask: np.ndarray, n_classes: int) -> tuple[dict, np.ndarray]:

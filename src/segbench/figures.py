@@ -282,6 +282,35 @@ def lines(
     return path
 
 
+def interval_lines(
+    series: dict[str, list[tuple[float, float, float, float]]],
+    path: Path,
+    *,
+    xlabel,
+    ylabel,
+    title,
+) -> Path:
+    """One line per name of ``{name: [(x, y, y_low, y_high), ...]}`` with its interval as a
+    shaded band (NaN bounds, fewer than two values, draw no band at that x)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=80)
+    for name, points in series.items():
+        if not points:
+            continue
+        xs, ys, lows, highs = (np.asarray(v, dtype=float) for v in zip(*points, strict=True))
+        (line,) = ax.plot(xs, ys, "o-", label=name, markersize=3)
+        ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xticks(sorted({x for points in series.values() for x, *_ in points}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 # Trials ASHA stopped ran fewer epochs: their Dice is not comparable, so they look different.
 _SWEEP_STYLES = {
     "completed": {"color": "tab:purple", "marker": "o"},

@@ -133,6 +133,28 @@ class Predictor:
             proba = resize_proba(proba, (height, width))
         return proba.astype(np.float32)
 
+    def predict_points_curve(
+        self, image: np.ndarray, reference: np.ndarray, *, image_id: str = ""
+    ) -> list[np.ndarray]:
+        """Zero-shot SAM with ``points_curve``: 1 .. k_points points per object, each as
+        :meth:`predict_proba` returns a mask ((H, W) float32, 0/1 resized to the image), for one
+        (H, W[, 3]) image and its (H, W) reference mask. Called right after
+        :meth:`predict_proba` with the same ``image_id``, it reuses that image's embedding."""
+        if not getattr(self.model, "points_curve", False):
+            raise SegbenchError(f"{self.name} has no points curve (points_curve: true)")
+        image = self.as_input(image)
+        height, width = image.shape[:2]
+        shape = scaled_shape(height, width, self.scale)
+        small = resize_image(image, shape)
+        unit = to_unit(small, *intensity_range(small, self.normalize))
+        masks = self.model.predict_points_curve(
+            unit, resize_mask(reference, shape), image_id=image_id
+        )
+        out = [m.astype(np.float32) for m in masks]
+        if shape != (height, width):
+            out = [resize_proba(m, (height, width)) for m in out]
+        return out
+
 
 def resize_proba(proba: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) or (C, H, W) probabilities resized (bilinear) to ``shape`` = (H', W')."""

@@ -56,6 +56,7 @@ from segbench.evalmetrics import PER_IMAGE_FILE, evaluate_stage, read_per_image
 from segbench.io import atomic_dir, read_csv, read_image, read_json, read_mask, write_csv
 from segbench.metrics import METRICS
 from segbench.modelcard import ModelCard
+from segbench.reportextra import extra_sections
 
 __all__ = ["COLUMNS", "NOTES", "banners", "headline", "markdown_table", "report"]
 
@@ -292,6 +293,17 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
         if not spec.binary:
             plots |= _class_figures(rows, raw_dir, eval_dir, tmp / "figures", params.ensembles)
         galleries = _galleries(params, raw_dir, eval_dir, order, tmp / "figures")
+        extra_plots, extras = extra_sections(
+            order,
+            eval_dir,
+            raw_dir,
+            tmp / "figures",
+            channels=read_channels(raw_dir),
+            display=lambda image: _display(image, params),
+            gallery_size=params.report.gallery_size,
+            alpha=params.report.alpha,
+        )
+        plots |= extra_plots
         columns, details = table_columns(metric), detail_columns(metric)
         context = {
             "rows": rows,
@@ -310,6 +322,7 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
             "class_iou_cell": class_iou_cell,
             "class_md": "" if spec.binary else class_iou_markdown(rows),
             "skipped": skipped,
+            **extras,
             "dataset": read_json(raw_dir / "summary.json"),
             "source": params.data.source,
             "params": params.model_dump(mode="json"),
@@ -348,6 +361,10 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
                     galleries={
                         m: {g: [(src(p), c) for p, c in items] for g, items in groups.items()}
                         for m, groups in galleries.items()
+                    },
+                    auto_galleries={
+                        m: [(src(p), c) for p, c in compare["gallery"]]
+                        for m, compare in extras["auto_compares"].items()
                     },
                 )
             )

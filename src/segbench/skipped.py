@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segbench.evalmetrics import write_skipped
+from segbench.evalmetrics import write_extra_index, write_skipped
 from segbench.io import atomic_dir, read_json, write_csv, write_json
 from segbench.modelcard import HISTORY_FIELDS
 
@@ -40,4 +40,5 @@ def write_skipped_eval(out_dir: str | Path, reason: str) -> None:
         write_csv(tmp / "history.csv", [], HISTORY_FIELDS)
         write_csv(tmp / "confusion.csv", [], ["reference"])
         write_json(tmp / "card.json", {"skipped": reason})
+        write_extra_index(tmp, points_curve=False, auto_compare=False)
         write_skipped(tmp, reason)

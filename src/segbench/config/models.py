@@ -203,7 +203,12 @@ class AutoMaskConfig(Section):
 
 # A key that only one prompt mode reads: set with that mode, absent with the others (so that a
 # value that would change nothing is never silently accepted).
-_ZERO_SHOT_MODE_KEYS = {"k_points": "points", "box_jitter": "box", "auto": "auto"}
+_ZERO_SHOT_MODE_KEYS = {
+    "k_points": "points",
+    "points_curve": "points",
+    "box_jitter": "box",
+    "auto": "auto",
+}
 
 
 class SamZeroShotEntry(SamBase, Entry):
@@ -221,6 +226,11 @@ class SamZeroShotEntry(SamBase, Entry):
     k_points: int | None = Field(None, ge=1, description="prompt: points only")
     box_jitter: int | None = Field(None, ge=0, description="prompt: box only")
     auto: AutoMaskConfig | None = Field(None, description="prompt: auto only")
+    points_curve: bool | None = Field(
+        None,
+        description="prompt: points only; also score 1 .. k_points points per object in the "
+        "same pass (the Dice-against-clicks curve)",
+    )
 
     @model_validator(mode="after")
     def _mode_keys(self):
@@ -319,6 +329,11 @@ class SamLoraEntry(_SamTrained):
     dropout: float = Field(ge=0, lt=1)
     targets: list[Literal["q", "k", "v"]] = Field(min_length=1, description="projections")
     blocks: list[int] | None = Field(description="encoder blocks to adapt; null = all")
+    auto_compare: AutoMaskConfig | None = Field(
+        description="null = off; else evaluate also runs SAM's automatic mask generator with "
+        "these settings on this LoRA-adapted SAM and on its base SAM (the checkpoint as it "
+        "comes: no adapters, its own decoder)",
+    )
 
 
 # Every entry of `models:`, one class per registered model.

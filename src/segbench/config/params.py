@@ -161,6 +161,11 @@ def _check_classes(params: Params) -> None:
                 f"models.{name}.prompt: box prompts mark one object class, but data has "
                 f"{spec.num_classes} classes; use prompt: none (one mask token per class)"
             )
+        if getattr(entry, "auto_compare", None) is not None:
+            raise ValueError(
+                f"models.{name}.auto_compare: the automatic mask generator's masks are merged "
+                f"into one foreground, but data has {spec.num_classes} classes; set it to null"
+            )
 
 
 def not_applicable(params: Params) -> dict[str, str]:

@@ -16,6 +16,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from segbench.config.models import SamZeroShotEntry
+from segbench.errors import SegbenchError
 from segbench.sam.zero_shot import PROMPT_MODES, ZeroShot, to_sam_rgb
 
 
@@ -32,7 +33,9 @@ class PromptedSam:
             auto=entry.auto,
             embedding_cache=entry.embedding_cache,
         )
+        self.points_curve = entry.points_curve
         self._zero_shot: ZeroShot | None = None
+        self._image_id: str | None = None
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         """SAM's parameters (all frozen: nothing is trained), for the cost figures."""
@@ -43,6 +46,7 @@ class PromptedSam:
     def to(self, device: torch.device) -> PromptedSam:
         self.sam.to(device)
         self._zero_shot = None  # its predictor holds the device it was made on
+        self._image_id = None
         return self
 
     def predict(
@@ -54,8 +58,25 @@ class PromptedSam:
         ``reference`` is the (H, W) ground-truth mask the oracle modes take their prompts from
         (ignored by ``auto``); ``image_id`` seeds the box jitter per image.
         """
-        if self._zero_shot is None:
-            self._zero_shot = ZeroShot(self.sam, **self._settings)
-        self._zero_shot.set_image(to_sam_rgb(unit), image_id=image_id)
+        self._set_image(unit, image_id)
         ref = None if reference is None or not self.oracle else np.asarray(reference) > 0
         return self._zero_shot.predict(self.prompt, ref)
+
+    def predict_points_curve(
+        self, unit: np.ndarray, reference: np.ndarray, *, image_id: str = ""
+    ) -> list[np.ndarray]:
+        """The (H, W) bool masks with 1 .. k_points points per object (``points_curve``
+        entries). The image just given to :meth:`predict` under the same ``image_id`` (not
+        empty) is not embedded again."""
+        if self.prompt != "points":
+            raise SegbenchError(f"points curve: only prompt: points has one, not {self.prompt}")
+        if not (image_id and image_id == self._image_id):
+            self._set_image(unit, image_id)
+        return self._zero_shot.predict_points_curve(np.asarray(reference) > 0)
+
+    def _set_image(self, unit: np.ndarray, image_id: str) -> None:
+        if self._zero_shot is None:
+            self._zero_shot = ZeroShot(self.sam, **self._settings)
+        self._image_id = None  # until the new image is set
+        self._zero_shot.set_image(to_sam_rgb(unit), image_id=image_id)
+        self._image_id = image_id

@@ -159,7 +159,30 @@ class ZeroShot:
             out |= self._prompted(mode, parts[start : start + _CHUNK], rng)
         return out
 
-    def _prompted(self, mode: str, parts: list[np.ndarray], rng) -> np.ndarray:
+    @torch.inference_mode()
+    def predict_points_curve(self, reference: np.ndarray) -> list[np.ndarray]:
+        """The (H, W) bool masks of ``points`` mode with 1, 2, ..., ``k_points`` points per
+        component, for the current image, from one embedding.
+
+        The points are :func:`interior_points`' greedy sequence, so the j-point prompt is the
+        first j of the k-point one and the last mask is exactly :meth:`predict` ``("points")``.
+        """
+        if self._rgb is None:
+            raise RuntimeError("call set_image first")
+        if reference.shape != self._rgb.shape[:2]:
+            raise SegbenchError(
+                f"image {self._id or '(unnamed)'}: reference mask {reference.shape} and image "
+                f"{self._rgb.shape[:2]} differ in size"
+            )
+        parts = components(reference)
+        out = [np.zeros(reference.shape, dtype=bool) for _ in range(self.k_points)]
+        for start in range(0, len(parts), _CHUNK):
+            chunk = parts[start : start + _CHUNK]
+            for j in range(1, self.k_points + 1):
+                out[j - 1] |= self._prompted("points", chunk, None, k=j)
+        return out
+
+    def _prompted(self, mode: str, parts: list[np.ndarray], rng, *, k: int | None = None):
         size = self._rgb.shape[:2]
         transform, device = self.predictor.transform, self.predictor.device
         coords = labels = boxes = None
@@ -167,7 +190,7 @@ class ZeroShot:
             raw = np.stack([box(p, jitter=self.box_jitter, rng=rng) for p in parts])
             boxes = transform.apply_boxes_torch(torch.as_tensor(raw, device=device), size)
         else:
-            k = 1 if mode == "point" else self.k_points
+            k = 1 if mode == "point" else k or self.k_points
             # A component smaller than k pixels gives fewer points; repeating its last point
             # keeps the batch rectangular and adds no new information.
             pts = [interior_points(p, k) for p in parts]
