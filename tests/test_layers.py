@@ -15,7 +15,18 @@ from tests.static_imports import REPO, graph, imports_of, modules
 # Lowest first. A module's component is its first name under segbench (segbench.config.models
 # is config); stages/ and flows/ sit above all of them.
 LAYERS = [
-    {"segbench", "errors", "io", "decode", "workspace", "zygote", "timing", "codedeps", "classes"},
+    {
+        "segbench",
+        "errors",
+        "io",
+        "decode",
+        "workspace",
+        "zygote",
+        "timing",
+        "codedeps",
+        "classes",
+        "downloads",
+    },
     {"config", "modelcard", "evalmetrics"},
     {
         "data",
@@ -36,8 +47,17 @@ LAYERS = [
         "cardloss",
         "skipped",
     },
-    {"check", "fetch", "prepare", "training", "evaluate", "predict", "predict_folder"},
-    {"sweep", "ensemble", "report", "comparison"},
+    {
+        "check",
+        "fetch",
+        "prepare",
+        "training",
+        "evaluate",
+        "evalextra",
+        "predict",
+        "predict_folder",
+    },
+    {"sweep", "ensemble", "report", "reportextra", "comparison"},
     {"dag", "commands", "cli"},
 ]
 TOP = len(LAYERS)  # stages/ and flows/

@@ -1,5 +1,5 @@
-"""The ``segbench`` command: the pipeline's functions outside DVC, plus ``summary``, ``predict``
-and ``experiment``.
+"""The ``segbench`` command: the pipeline's functions outside DVC, plus ``summary``, ``predict``,
+``experiment`` and ``study``.
 
 Each subcommand is a module of :mod:`segbench.commands`; the DVC stage scripts in ``stages/``
 call the same modules' ``main``, so a stage run by DVC, by Prefect, or by hand goes through
@@ -23,6 +23,7 @@ from segbench.commands import (
     prepare,
     promote,
     report,
+    study,
     summary,
     sweep,
     sweep_plan,
@@ -45,6 +46,7 @@ COMMANDS = (
     summary,
     predict,
     experiment,
+    study,
 )
 # Commands that do not read the params file, or take it as their own argument.
 _NO_PARAMS = {summary.NAME, predict.NAME, experiment.NAME, code.NAME}

@@ -69,6 +69,11 @@ def command(params_file: str, overrides_file: str, dvc_args: list[str]) -> list[
     overrides: Any = load_raw(overrides_file)
     if not isinstance(overrides, dict):
         raise SegbenchError(f"{overrides_file}: expected a mapping of params keys")
+    if "study" in overrides:  # a study file also removes entries, which -S cannot say
+        raise SegbenchError(
+            f"{overrides_file} is a study file (it has a study: section); apply it with "
+            f"`segbench study {overrides_file}`, then run `dvc exp run`"
+        )
     parse_params(merge_raw(base, overrides), source=f"{params_file} + {overrides_file}")
     sets = [arg for pair in set_params(base, overrides) for arg in ("-S", pair)]
     return [sys.executable, "-m", "dvc", "exp", "run", *sets, *dvc_args]
