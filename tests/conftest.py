@@ -134,6 +134,18 @@ def small_params(small_params_raw):
     return parse_params(small_params_raw)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``long`` run only with SEGBENCH_LONG=1 (``make test-long``): each is a
+    whole shrunk pipeline or a fault case, and together they exceed ``make test``'s 6 minutes
+    on 2 cores. (SEGBENCH_FAULTS_LONG=1, the older name, counts too.)"""
+    if "1" in (os.environ.get("SEGBENCH_LONG"), os.environ.get("SEGBENCH_FAULTS_LONG")):
+        return
+    skip = pytest.mark.skip(reason="a long test: `make test-long` (SEGBENCH_LONG=1) runs it")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def stage_zygotes(tmp_path_factory):
     """Stage processes that tests start (``dvc repro``) are served by this session's own

@@ -146,3 +146,20 @@ def test_auto_compare_refused_on_several_classes():
     raw["models"]["sam_lora"]["auto_compare"] = raw_entry("sam_auto")["auto"]
     with pytest.raises(SegbenchError, match=r"models\.sam_lora\.auto_compare: .*3 classes"):
         parse_params(raw)
+
+
+def test_a_decoder_trained_from_scratch_is_noted_on_its_row_and_explained():
+    from segbench.comparison import banners, fmt
+
+    params = _params(
+        {
+            "sam_decoder": ("sam_decoder", {}),
+            "scratch": ("sam_decoder", {"decoder_init": "scratch"}),
+        }
+    )
+    assert params.models["scratch"].notes()["scratch_decoder"] is True
+    assert params.models["sam_decoder"].notes()["scratch_decoder"] is False
+    row = {"model": "scratch", **params.models["scratch"].notes()}
+    assert fmt("notes", row) == "random-init SAM, decoder from scratch"
+    assert any(b.startswith("Mask decoder trained from scratch.") for b in banners([row]))
+    assert not any("from scratch" in b for b in banners([{"model": "sam_decoder"}]))

@@ -4,13 +4,11 @@ then run again, ends where an uninterrupted run ends, loses no output and leaves
 The cases and every check are in tests/faults.py (shared with benchmarks/faults.py, which runs
 them for many seeds; its figures are in BENCHMARKS.md). Here: one kill per stage, each stage's
 uninterrupted reference run made once per module. The sweep (three local Ray starts, about a
-minute) and the kill of a real ``dvc repro`` (a repository copy, about 20 s) run only with
-``SEGBENCH_FAULTS_LONG=1``: `make test` stays within its budget without them.
+minute) and the kill of a real ``dvc repro`` (a repository copy, about 20 s) are ``long``:
+``make test-long`` runs them, `make test` stays within its budget without them.
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
@@ -18,10 +16,7 @@ from tests.faults import CASES, DvcRepo, Lab, describe, run_dvc_trial, run_trial
 
 pytestmark = pytest.mark.slow
 
-long_only = pytest.mark.skipif(
-    os.environ.get("SEGBENCH_FAULTS_LONG") != "1",
-    reason="a long fault-injection case: set SEGBENCH_FAULTS_LONG=1 to run it",
-)
+long_only = pytest.mark.long  # `make test-long` (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ LAYERS = [
         "codedeps",
         "classes",
         "downloads",
+        "yamledit",
     },
     {"config", "modelcard", "evalmetrics"},
     {

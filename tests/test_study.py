@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segbench.commands.study import apply_keep, merge_study, read_study, render
+from segbench.commands.study import apply_keep, merge_study, read_study
 from segbench.config import parse_params
 from segbench.errors import SegbenchError
+from segbench.yamledit import render
 from tests.conftest import REPO, real_params_raw, venv_env
 
 STUDIES = sorted((REPO / "configs").glob("study-*.yaml"))
@@ -320,3 +321,11 @@ def test_a_missing_study_file_is_one_line(tmp_path):
     proc = segbench("study", "configs/study-nowhere.yaml", cwd=tmp_path)
     assert proc.returncode == 2 and "study-nowhere.yaml: no such study file" in proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_segbench_experiment_points_a_study_file_to_segbench_study():
+    from segbench.commands.experiment import command
+
+    study = REPO / "configs" / "study-unet-vs-attention-unet.yaml"
+    with pytest.raises(SegbenchError, match=r"is a study file .* `segbench study "):
+        command(str(REPO / "params.yaml"), str(study), [])

@@ -10,7 +10,7 @@ from segbench.evalextra import read_extra
 from segbench.io import read_csv
 from tests.studies import run_study
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # make test-long (tests/conftest.py)
 
 
 def test_lora_study_runs_its_sweep_and_compares_sam_with_its_adapted_self(tmp_path):

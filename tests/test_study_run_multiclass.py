@@ -8,7 +8,7 @@ import pytest
 from segbench.modelcard import ModelCard
 from tests.studies import run_study
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # make test-long (tests/conftest.py)
 
 
 def test_multiclass_study_runs_with_per_model_training_keys(tmp_path):

@@ -26,3 +26,5 @@ def test_sam_prompt_study_runs_with_its_curve_and_a_scratch_decoder(tmp_path):
     html = run.html()
     assert 'id="points-curve"' in html and '<tr data-entry="sam_points">' in html
     assert all(f'<tr data-model="{m}"' in html for m in kept)
+    assert "decoder from scratch" in html and "Mask decoder trained from scratch." in html
+    assert run.metrics("sam_decoder_scratch")["scratch_decoder"] is True

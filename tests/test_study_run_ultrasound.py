@@ -9,7 +9,7 @@ import pytest
 from segbench.modelcard import ModelCard
 from tests.studies import run_study
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # make test-long (tests/conftest.py)
 
 
 def test_ultrasound_study_runs_with_per_model_epochs_and_says_what_to_download(tmp_path):

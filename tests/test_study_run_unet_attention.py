@@ -7,7 +7,7 @@ import pytest
 
 from tests.studies import run_study
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # make test-long (tests/conftest.py)
 
 
 def test_unet_against_attention_unet_runs_with_its_split_and_baselines(tmp_path):

@@ -297,6 +297,7 @@ def interrupt_once(pid: int, marker: str, *args, on_epoch, **kwargs):
     return train(*args, on_epoch=interrupting, **kwargs)
 
 
+@pytest.mark.long  # ~40 s on 2 cores: make test-long (tests/conftest.py)
 def test_an_interrupted_sweep_writes_nothing_and_resumes(
     tiny_data, small_params_raw, tmp_path, mlflow_store, capsys
 ):

@@ -136,6 +136,14 @@ NOTES = {
         "Anything. Point models.<name>.checkpoint at an official sam_vit_b/l/h file (README, "
         "'Segment Anything') for numbers that do.",
     ),
+    "scratch_decoder": (
+        "decoder from scratch",
+        "Mask decoder trained from scratch. Rows noted 'decoder from scratch' re-initialised "
+        "SAM's mask decoder and trained it on this data alone (decoder_init: scratch, as a "
+        "reference study did); only the image and prompt encoders are the checkpoint's. They "
+        "measure what a decoder learns from these images on frozen SAM features, not SAM's own "
+        "decoder fine-tuned.",
+    ),
 }
 
 

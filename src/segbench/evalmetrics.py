@@ -107,6 +107,7 @@ class EvalMetrics(BaseModel):
     device: str
     oracle_prompts: bool
     random_init: bool
+    scratch_decoder: bool = False  # written since the decoder could be trained from scratch
     # Only when the threshold was tuned: pooled validation Dice at the chosen threshold.
     val_dice_at_threshold: Figure = None
     # Trained networks: their training loss on the test images (segbench.cardloss), and the

@@ -401,6 +401,7 @@ CSV_FIELDS = [
     "reference",
     "oracle_prompts",
     "random_init",
+    "scratch_decoder",
 ]
 
 

@@ -40,8 +40,18 @@ class Entry(Section):
         """A SAM without a checkpoint: its numbers say nothing about Segment Anything."""
         return False
 
+    @property
+    def scratch_decoder(self) -> bool:
+        """SAM's mask decoder re-initialised and trained on this data alone (a study's
+        setting): the row measures that decoder, not SAM's fine-tuned one."""
+        return False
+
     def notes(self) -> dict[str, bool]:
-        return {"oracle_prompts": self.oracle_prompts, "random_init": self.random_init}
+        return {
+            "oracle_prompts": self.oracle_prompts,
+            "random_init": self.random_init,
+            "scratch_decoder": self.scratch_decoder,
+        }
 
     def train_config(self, train: TrainConfig) -> TrainConfig:
         """The ``train`` section this entry trains with (some entries set their own keys)."""
@@ -311,6 +321,10 @@ class SamDecoderEntry(_SamTrained):
         description="checkpoint: fine-tune the checkpoint's mask decoder; scratch: train one "
         "re-initialised (seeded by init_seed), the encoders still from the checkpoint"
     )
+
+    @property
+    def scratch_decoder(self) -> bool:
+        return self.decoder_init == "scratch"
 
 
 class SamLoraEntry(_SamTrained):
