@@ -52,7 +52,11 @@ def _leaves(node, path=()):
 def test_entries_are_typed_and_overrides_are_validated():
     params = load_params(REPO / "params.yaml")
     assert type(params.models["sam_box"]).__name__ == "SamZeroShotEntry"
-    assert params.models["sam_box"].notes() == {"oracle_prompts": True, "random_init": True}
+    assert params.models["sam_box"].notes() == {
+        "oracle_prompts": True,
+        "random_init": True,
+        "scratch_decoder": False,
+    }
     assert params.models["unet"].kind == "torch" and params.models["otsu"].kind == "classical"
     tuned = params.with_overrides({"train.lr": 0.01, "models.sam_lora.rank": 8})
     assert (tuned.train.lr, tuned.models["sam_lora"].rank) == (0.01, 8)

@@ -10,7 +10,7 @@ from segbench.evalextra import read_extra
 from segbench.modelcard import ModelCard
 from tests.studies import run_study
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # make test-long (tests/conftest.py)
 
 
 def test_sam_prompt_study_runs_with_its_curve_and_a_scratch_decoder(tmp_path):

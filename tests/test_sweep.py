@@ -192,6 +192,7 @@ def ray_head(tmp_path):
         log.close()
 
 
+@pytest.mark.long  # ~25 s on 2 cores: make test-long (tests/conftest.py)
 def test_sweep_joins_a_ray_head_and_retries_a_crashed_trial_from_its_checkpoint(
     tiny_data, small_params_raw, tmp_path, mlflow_store, ray_head, monkeypatch, capsys
 ):
