@@ -8,6 +8,7 @@ import copy
 import functools
 import io
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -158,12 +159,37 @@ def stage_zygotes(tmp_path_factory):
         zygote.main(["stop"])
 
 
+_MLFLOW_TEMPLATE: list[Path] = []  # this worker's empty, initialised store (made once)
+
+
+def seeded_store(path: Path) -> str:
+    """The sqlite URI of an MLflow store at ``path``, which is made a copy of an empty store
+    this worker initialised once (when ``path`` does not exist yet). MLflow creates a new
+    store's 40-odd tables and runs its migrations on first use, 3-4 s on 2 cores; tests that
+    each log to a store of their own would pay that again and again. A copy is what MLflow
+    itself would have made: the same schema, the Default experiment, no runs."""
+    if not _MLFLOW_TEMPLATE:
+        import tempfile
+
+        from mlflow.tracking import MlflowClient
+
+        template = Path(tempfile.mkdtemp(prefix="segbench-mlflow-")) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+        _MLFLOW_TEMPLATE.append(template)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_MLFLOW_TEMPLATE[0], path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(autouse=True)
-def mlflow_store(tmp_path, monkeypatch) -> str:
-    """Every test gets its own MLflow store (absolute sqlite URI) and artifact root."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def mlflow_store(tmp_path_factory, monkeypatch) -> str:
+    """Every test gets its own MLflow store (absolute sqlite URI, a seeded copy: see
+    :func:`seeded_store`) and artifact root, beside its tmp_path."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = seeded_store(root / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DVC_ROOT", str(root))
     return uri
 
 

@@ -50,7 +50,15 @@ from pathlib import Path
 import psutil
 import yaml
 
-from tests.conftest import REPO, SHRINK, deep_update, only_models, real_params_raw, venv_env
+from tests.conftest import (
+    REPO,
+    SHRINK,
+    deep_update,
+    only_models,
+    real_params_raw,
+    seeded_store,
+    venv_env,
+)
 
 MODEL = "unet"
 KILL_FROM_S = 0.05  # the client has not even connected to the zygote yet
@@ -320,7 +328,7 @@ class Lab:
         self.env = dict(env or venv_env())
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread per stage, as under
             self.env.setdefault(name, "1")  # xdist: two cores shared with the test's own work
-        self.env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
+        self.env |= {"MLFLOW_TRACKING_URI": seeded_store(store / "mlflow.db")}
         self.env |= {"DVC_ROOT": str(store), "SEGBENCH_ZYGOTE_DEBUG": "1"}
         self.env.pop("DVC_STAGE", None)
         self.references: dict[str, Reference] = {}

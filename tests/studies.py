@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from segbench.io import read_json
-from tests.conftest import REPO, SHRINK, deep_update, venv_env
+from tests.conftest import REPO, SHRINK, deep_update, seeded_store, venv_env
 
 # The synthetic stand-in of a study's hub or folder dataset (binary: ultrasound's lesions).
 STAND_IN_DOMAIN = "ultrasound"
@@ -88,7 +88,7 @@ def run_study(name: str, tmp_path: Path) -> StudyRun:
     from segbench.workspace import commit, copy_repository
 
     repo = copy_repository(REPO, tmp_path / "repo")
-    env = venv_env() | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = venv_env() | {"MLFLOW_TRACKING_URI": seeded_store(tmp_path / "mlflow.db")}
     applied = _run(
         [sys.executable, "-m", "segbench.cli", "study", f"configs/{name}.yaml"], repo, env
     )

@@ -20,7 +20,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import REPO, SHRINK, deep_update, real_params_raw
+from tests.conftest import REPO, SHRINK, deep_update, real_params_raw, seeded_store
 
 SCANNED = ("src", "stages", "flows", "tests", "benchmarks", "tools")
 FIRST_PARTY = {"segbench", "tests"}
@@ -255,7 +255,7 @@ def models(tiny_data, tmp_path_factory) -> Path:
     params = parse_params(deep_update(deep_update(real_params_raw(), SHRINK), SMALL))
     root = tmp_path_factory.mktemp("models_without_pipeline")
     with pytest.MonkeyPatch.context() as mp:  # one MLflow store for both
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("MLFLOW_TRACKING_URI", seeded_store(root / "mlflow.db"))
         for name in ("otsu", "unet"):
             train(name, params, tiles, root / name)
     return root

@@ -10,7 +10,7 @@ from segbench.errors import SegbenchError
 from segbench.io import read_csv, read_image
 from segbench.modelcard import ModelCard
 from segbench.models.ensemble import Ensemble, choose_weights, simplex_grid
-from tests.conftest import SHRINK, deep_update, only_models, real_params_raw
+from tests.conftest import SHRINK, deep_update, only_models, real_params_raw, seeded_store
 
 
 def test_simplex_grid_holds_every_vertex_and_sums_to_one():
@@ -132,7 +132,7 @@ def fitted(tiny_data, tmp_path_factory):
     )
     root = tmp_path_factory.mktemp("ens")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("MLFLOW_TRACKING_URI", seeded_store(root / "mlflow.db"))
         for member in ("unet", "segformer"):
             train(member, params, tiles, root / "models" / member)
         metrics = fit_ensemble("uformer", params, raw, root / "models", root / "ens" / "uformer")

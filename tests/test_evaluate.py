@@ -13,6 +13,7 @@ from segbench.metrics import binary_metrics
 from segbench.modelcard import ModelCard
 from segbench.threshold import GRID
 from segbench.training import train
+from tests.conftest import seeded_store
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ def unet_dir(tiny_data, tmp_path_factory):
     store = out.parent / "mlflow.db"
     params = params.with_overrides({"train.epochs": 1})
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+        mp.setenv("MLFLOW_TRACKING_URI", seeded_store(store))
         train("unet", params, tiles, out)
     return out, f"sqlite:///{store}"
 

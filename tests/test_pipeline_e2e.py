@@ -22,7 +22,7 @@ import yaml
 from segbench.io import read_csv, read_json
 from segbench.modelcard import ModelCard
 from tests.browser import browser_available, check_report_in_browser, overflow
-from tests.conftest import real_params_raw, venv_env
+from tests.conftest import real_params_raw, seeded_store, venv_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_e2e")]
 
@@ -80,7 +80,7 @@ def run(tmp_path_factory, prefect_server, small_params_raw_module) -> Run:
     raw["models"]["sam_lora"]["from_sweep"] = True  # the promote stage hands it the best trial
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     commit(repo, "shrink params")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = seeded_store(root / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setenv("DVC_ROOT", str(repo))

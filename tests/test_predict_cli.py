@@ -24,6 +24,7 @@ from segbench.cli import main
 from segbench.io import read_json
 from segbench.predict_folder import predict_folder
 from segbench.training import train
+from tests.conftest import seeded_store
 
 # The module's tests share its trained models: on one xdist worker they are trained once.
 pytestmark = pytest.mark.xdist_group("predict_models")
@@ -39,7 +40,7 @@ def models(tiny_data, tmp_path_factory) -> dict[str, Path]:
     one_epoch = parse_params(deep_update(deep_update(real_params_raw(), SHRINK), ONE_EPOCH))
     root = tmp_path_factory.mktemp("predict_models")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("MLFLOW_TRACKING_URI", seeded_store(root / "mlflow.db"))
         for name in ("otsu", "unet"):
             train(name, one_epoch, tiles, root / name)
     return {"otsu": root / "otsu", "unet": root / "unet"}

@@ -33,7 +33,7 @@ from tests.browser import (
     require_browser,
     table_layout,
 )
-from tests.conftest import SHRINK, deep_update, real_params_raw
+from tests.conftest import SHRINK, deep_update, real_params_raw, seeded_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -200,7 +200,7 @@ def build_report(root: Path) -> Path:
 
     params = parse_params(deep_update(deep_update(real_params_raw(), SHRINK), TEN_TEST_IMAGES))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("MLFLOW_TRACKING_URI", seeded_store(root / "mlflow.db"))
         mp.setenv("DVC_ROOT", str(root))
         fetch(params, root / "raw")
         prepare(params.prepare, root / "raw", root / "tiles")

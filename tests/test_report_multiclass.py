@@ -32,7 +32,7 @@ from segbench.evalmetrics import write_skipped
 from segbench.io import read_csv, read_mask, write_csv, write_json
 from segbench.metrics import multiclass_row
 from segbench.report import csv_fields, pick_examples, read_confusion
-from tests.conftest import SHRINK, deep_update, only_models, real_params_raw
+from tests.conftest import SHRINK, deep_update, only_models, real_params_raw, seeded_store
 from tests.test_evalmetrics import example_metrics
 
 CLASSES = ["substrate", "phase_a", "phase_b"]
@@ -202,7 +202,7 @@ def phases_report(tmp_path_factory):
     raw = deep_update(deep_update(real_params_raw(), SHRINK), PHASES)
     params = parse_params(only_models(raw, ["otsu", "unet", "sam_point"]))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("MLFLOW_TRACKING_URI", seeded_store(root / "mlflow.db"))
         mp.setenv("DVC_ROOT", str(root))
         fetch(params, root / "raw")
         prepare(params.prepare, root / "raw", root / "tiles")

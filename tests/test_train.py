@@ -11,6 +11,7 @@ from segbench.evaluate import evaluate
 from segbench.io import read_json
 from segbench.modelcard import ModelCard
 from segbench.training import train
+from tests.conftest import seeded_store
 
 # The module's tests share one trained U-Net: on one xdist worker it is trained once.
 pytestmark = pytest.mark.xdist_group("trained_unet")
@@ -23,7 +24,7 @@ THREE_LEVELS = {"models.unet.encoder_depth": 3, "models.unet.decoder_channels": 
 @pytest.fixture(scope="module")
 def unet_store(tmp_path_factory) -> str:
     """The MLflow store of the module's one trained U-Net (trained once: it takes seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('unet_mlflow') / 'mlflow.db'}"
+    return seeded_store(tmp_path_factory.mktemp("unet_mlflow") / "mlflow.db")
 
 
 @pytest.fixture(scope="module")
