@@ -20,7 +20,7 @@ from segbench.io import read_csv, read_json, read_mask
 from tests.datasets import PARKING_COLORS, parking_classes, write_parking_palette_dataset
 from tests.test_pipeline_e2e import dvc
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # make test-long (tests/conftest.py)
 
 
 def test_16_bit_rgb_folder_with_palette_masks_through_dvc_and_predict(repo_copy, tmp_path, capsys):

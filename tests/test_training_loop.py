@@ -83,6 +83,7 @@ def _communicate_watching_sockets(proc, timeout: float) -> tuple[str, str, set[s
 
 
 @pytest.mark.slow
+@pytest.mark.long  # ~20 s on 2 cores: make test-long; a killed run continuing by itself is below
 def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
     _, tiles, _ = tiny_data
     epochs = 2  # killed after the first, continued with the second: all the test needs
