@@ -271,6 +271,11 @@ def lines(
             ax.plot(xs, ys, "o-", label=name, markersize=3)
     if logx:
         ax.set_xscale("log")
+    return _save_lines(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
+
+
+def _save_lines(fig, ax, path: Path, *, xlabel, ylabel, title) -> Path:
+    """Label, grid and legend a line plot, save it to ``path`` and close it."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -300,15 +305,7 @@ def interval_lines(
         (line,) = ax.plot(xs, ys, "o-", label=name, markersize=3)
         ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xticks(sorted({x for points in series.values() for x, *_ in points}))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_lines(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
 
 
 # Trials ASHA stopped ran fewer epochs: their Dice is not comparable, so they look different.
