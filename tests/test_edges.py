@@ -193,3 +193,24 @@ def test_params_yaml_entries_validate():
         raw = deep_update(real_params_raw(), {"models": {name: {key: value}}})
         with pytest.raises(SegbenchError, match=rf"models\.{name}\.{key}"):
             parse_params(raw)
+
+
+def test_the_train_command_prints_the_fit_in_one_short_line(
+    tiny_data, small_params_raw, tmp_path, capsys
+):
+    """Sixty-odd candidate thresholds go to MLflow, not to the terminal: the stage's line says
+    how many were tried."""
+    import re
+
+    import yaml
+
+    from segbench.commands.train import main
+
+    _, tiles, _ = tiny_data  # made from the same shrunk params
+    raw = tmp_path / "params.yaml"
+    raw.write_text(yaml.safe_dump(small_params_raw, sort_keys=False))
+    main(["canny", "--tiles", str(tiles), "--out", str(tmp_path / "canny"), "--params", str(raw)])
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("train@canny: ")]
+    shown = json.loads(line.split(": ", 1)[1])
+    assert "fit_candidates" in shown and shown["fit_candidates"] > 10
+    assert not [k for k in shown if re.match(r"fit_dice_", k)] and len(line) < 400
