@@ -36,8 +36,6 @@ import torch
 from tqdm import tqdm
 
 from segbench.config.models import AutoMaskConfig, SamLoraEntry
-from segbench.data.normalize import intensity_range, to_unit
-from segbench.data.resize import resize_image, scaled_shape
 from segbench.evalmetrics import EXTRA_DIR, EXTRA_INDEX
 from segbench.io import (
     read_csv,
@@ -104,25 +102,22 @@ class PointsCurve:
 
 
 def auto_compare(
-    adapted_sam,
+    predictor,
     entry: SamLoraEntry,
     *,
-    name: str,
     tests: list[dict],
     raw_dir: Path,
     channels: str,
-    scale: float,
-    normalize,
     extra_dir: Path,
     min_area: int,
     n_resamples: int,
     seed: int,
-    device: torch.device,
 ) -> dict:
-    """The automatic mask generator of ``entry.auto_compare`` on the base SAM and on
-    ``adapted_sam`` (a segment_anything ``Sam``, LoRA merged), over the test images ``tests``
-    (manifest rows of ``raw_dir``); writes the files the module docstring lists under
-    ``extra_dir`` and returns the summary (auto_compare.json's content)."""
+    """The automatic mask generator of ``entry.auto_compare`` on the base SAM and on the
+    adapted one of ``predictor`` (the evaluated ``sam_lora`` model: its segment_anything
+    ``Sam``, LoRA merged), over the test images ``tests`` (manifest rows of ``raw_dir``);
+    writes the files the module docstring lists under ``extra_dir`` and returns the summary
+    (auto_compare.json's content)."""
     from segbench.sam.build import build_sam
 
     settings: AutoMaskConfig = entry.auto_compare
@@ -133,16 +128,16 @@ def auto_compare(
         sha256=entry.sha256,
         init_seed=entry.init_seed,
     )
-    sams = {"base": base.to(device).eval(), "adapted": adapted_sam.eval()}
+    sams = {"base": base.to(predictor.device).eval(), "adapted": predictor.model.sam.eval()}
     for kind in sams:
         (extra_dir / "auto" / kind).mkdir(parents=True)
     rows = []
-    for rec in tqdm(tests, desc=f"auto masks@{name} (base, adapted)", unit="img"):
+    for rec in tqdm(tests, desc=f"auto masks@{predictor.name} (base, adapted)", unit="img"):
         image = read_image(raw_dir / rec["image"], channels)
         mask = read_mask(raw_dir / rec["mask"], 2)
         row = {"id": rec["id"]}
         for kind, sam in sams.items():
-            pred = automatic_mask(sam, image, settings, scale=scale, normalize=normalize)
+            pred = automatic_mask(sam, image, settings, predictor)
             pred = to_labels(pred, 0.5, min_area)
             write_mask(extra_dir / "auto" / kind / f"{rec['id']}.png", pred)
             score = binary_metrics(pred, mask)
@@ -198,21 +193,16 @@ def summarize_auto(rows: list[dict], *, n_resamples: int, seed: int) -> dict:
 
 
 @torch.inference_mode()
-def automatic_mask(sam, image: np.ndarray, settings: AutoMaskConfig, *, scale, normalize):
-    """SAM's automatic masks, merged, for one full-size (H, W[, 3]) image: shown to SAM at the
-    working resolution (``scale``) as the zero-shot entries see it; returned as an (H, W)
-    float32 0/1 mask at full size (resized like a probability)."""
-    from segbench.predict import resize_proba
+def automatic_mask(sam, image: np.ndarray, settings: AutoMaskConfig, predictor) -> np.ndarray:
+    """SAM's automatic masks, merged, for one full-size (H, W[, 3]) image, shown to SAM as the
+    zero-shot entries see it (:meth:`~segbench.predict.Predictor.unit_image` of the evaluated
+    model's ``predictor``); an (H, W) float32 0/1 mask at full size."""
     from segbench.sam.zero_shot import ZeroShot, to_sam_rgb
 
-    height, width = image.shape[:2]
-    shape = scaled_shape(height, width, scale)
-    small = resize_image(image, shape)
-    unit = to_unit(small, *intensity_range(small, normalize))
+    unit, full = predictor.unit_image(image)
     zero_shot = ZeroShot(sam, auto=settings)
     zero_shot.set_image(to_sam_rgb(unit))
-    pred = zero_shot.predict("auto").astype(np.float32)
-    return pred if shape == (height, width) else resize_proba(pred, (height, width))
+    return predictor.to_full(zero_shot.predict("auto"), full)
 
 
 def read_extra(eval_dir: str | Path) -> dict:

@@ -217,19 +217,15 @@ def _extras(predictor: Predictor, params: Params, raw_dir: Path, tests, clicks, 
     compare = getattr(entry, "auto_compare", None) is not None
     if compare:
         auto_compare(
-            predictor.model.sam,
+            predictor,
             entry,
-            name=predictor.name,
             tests=tests,
             raw_dir=raw_dir,
             channels=read_channels(raw_dir),
-            scale=predictor.scale,
-            normalize=predictor.normalize,
             extra_dir=extra,
             min_area=cfg.min_area,
             n_resamples=cfg.bootstrap_resamples,
             seed=cfg.seed,
-            device=predictor.device,
         )
     write_extra_index(extra.parent, points_curve=clicks is not None, auto_compare=compare)
 

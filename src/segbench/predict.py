@@ -142,18 +142,26 @@ class Predictor:
         :meth:`predict_proba` with the same ``image_id``, it reuses that image's embedding."""
         if not getattr(self.model, "points_curve", False):
             raise SegbenchError(f"{self.name} has no points curve (points_curve: true)")
+        unit, full = self.unit_image(image)
+        ref = resize_mask(reference, unit.shape[:2])
+        masks = self.model.predict_points_curve(unit, ref, image_id=image_id)
+        return [self.to_full(m, full) for m in masks]
+
+    def unit_image(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """A full-size (H, W[, 3]) image as the zero-shot SAMs see it (with the model's
+        channels, at the working resolution, in [0, 1]: :func:`to_unit` over the range
+        ``prepare`` measured), and its full (H, W)."""
         image = self.as_input(image)
-        height, width = image.shape[:2]
-        shape = scaled_shape(height, width, self.scale)
-        small = resize_image(image, shape)
-        unit = to_unit(small, *intensity_range(small, self.normalize))
-        masks = self.model.predict_points_curve(
-            unit, resize_mask(reference, shape), image_id=image_id
-        )
-        out = [m.astype(np.float32) for m in masks]
-        if shape != (height, width):
-            out = [resize_proba(m, (height, width)) for m in out]
-        return out
+        full = image.shape[:2]
+        small = resize_image(image, scaled_shape(*full, self.scale))
+        return to_unit(small, *intensity_range(small, self.normalize)), full
+
+    @staticmethod
+    def to_full(mask: np.ndarray, full: tuple[int, int]) -> np.ndarray:
+        """A working-resolution mask as :meth:`predict_proba` returns it: (H, W) float32 0/1,
+        resized like a probability to the image's ``full`` (H, W)."""
+        out = mask.astype(np.float32)
+        return out if out.shape == tuple(full) else resize_proba(out, full)
 
 
 def resize_proba(proba: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -98,7 +98,8 @@ def pick_changed(rows: list[dict], k: int) -> list[tuple[dict, str]]:
     base Dice; images with an undefined Dice, no foreground, are left out), with captions."""
     scored = [r for r in rows if not (math.isnan(r["dice_base"]) or math.isnan(r["dice_adapted"]))]
     scored.sort(key=lambda r: (r["dice_adapted"] - r["dice_base"], r["id"]))
-    chosen = scored[::-1][:k] + [r for r in scored[:k] if r not in scored[::-1][:k]]
+    helped = scored[::-1][:k]
+    chosen = helped + [r for r in scored[:k] if r not in helped]  # few images: no repeats
     return [
         (
             r,
