@@ -58,7 +58,7 @@ LAYERS = [
         "predict",
         "predict_folder",
     },
-    {"sweep", "ensemble", "report", "reportextra", "comparison"},
+    {"sweep", "ensemble", "report", "reportcsv", "reportextra", "comparison"},
     {"dag", "commands", "cli"},
 ]
 TOP = len(LAYERS)  # stages/ and flows/

@@ -31,7 +31,8 @@ from segbench.errors import SegbenchError
 from segbench.evalmetrics import write_skipped
 from segbench.io import read_csv, read_mask, write_csv, write_json
 from segbench.metrics import multiclass_row
-from segbench.report import csv_fields, pick_examples, read_confusion
+from segbench.report import pick_examples, read_confusion
+from segbench.reportcsv import csv_fields
 from tests.conftest import SHRINK, deep_update, only_models, real_params_raw, seeded_store
 from tests.test_evalmetrics import example_metrics
 
@@ -127,7 +128,7 @@ def test_the_per_class_table_gives_each_class_its_interval_and_images():
 
 def test_the_two_class_table_and_csv_keep_their_columns():
     from segbench.comparison import COLUMNS, table_columns
-    from segbench.report import CSV_FIELDS
+    from segbench.reportcsv import CSV_FIELDS
 
     assert table_columns("dice") is COLUMNS and csv_fields("dice") is CSV_FIELDS
     several = csv_fields("miou", CLASSES)

@@ -56,6 +56,7 @@ from segbench.evalmetrics import PER_IMAGE_FILE, evaluate_stage, read_per_image
 from segbench.io import atomic_dir, read_csv, read_image, read_json, read_mask, write_csv
 from segbench.metrics import METRICS
 from segbench.modelcard import ModelCard
+from segbench.reportcsv import csv_fields, csv_row
 from segbench.reportextra import extra_sections
 
 __all__ = ["COLUMNS", "NOTES", "banners", "headline", "markdown_table", "report"]
@@ -369,77 +370,8 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
                 )
             )
         fields = csv_fields(metric, list(spec.names))
-        write_csv(tmp / "comparison.csv", [_csv_row(r, fields) for r in rows], fields)
+        write_csv(tmp / "comparison.csv", [csv_row(r, fields) for r in rows], fields)
     return rows
-
-
-# comparison.csv: the table's figures unformatted (notes and verdict as words).
-CSV_FIELDS = [
-    "model",
-    "dice",
-    "dice_ci_low",
-    "dice_ci_high",
-    "dice_std",
-    "verdict",
-    "p",
-    "p_holm",
-    *[m for m in METRICS if m != "dice"],
-    "n_images",
-    "n_empty_reference",
-    "empty_fpr",
-    "threshold",
-    "threshold_tuned",
-    "params_total",
-    "params_trainable",
-    "train_seconds",
-    "train_device",
-    "device_count",
-    "train_peak_memory_mb",
-    "images_per_second",
-    "device",
-    "notes",
-    "reference",
-    "oracle_prompts",
-    "random_init",
-    "scratch_decoder",
-]
-
-
-def csv_fields(metric: str = "dice", class_names: list[str] = ()) -> list[str]:
-    """The columns of ``comparison.csv``: :data:`CSV_FIELDS` with two classes; with several,
-    mIoU (and its interval) first, no threshold, the test loss, the number of classes, and each
-    class's IoU, interval and images (``iou_<class>``, ``iou_<class>_ci_low`` ...)."""
-    if metric == "dice":
-        return CSV_FIELDS
-    lead = ["model", "miou", "miou_ci_low", "miou_ci_high", "miou_std"]
-    rest = [f for f in CSV_FIELDS if f not in lead and not f.startswith("threshold")]
-    per_class = [
-        f"iou_{name}{part}" for name in class_names for part in ("", "_ci_low", "_ci_high", "_n")
-    ]
-    return [*lead, *rest, "test_loss", "num_classes", *per_class]
-
-
-def _class_cells(row: dict) -> dict:
-    """``iou_<class>``, ``..._ci_low``, ``..._ci_high``, ``..._n`` of a row of several classes."""
-    out = {}
-    for k, name in enumerate(row.get("class_names") or ()):
-        for part, key in (
-            ("", "class_iou"),
-            ("_ci_low", "class_iou_ci_low"),
-            ("_ci_high", "class_iou_ci_high"),
-            ("_n", "class_iou_n"),
-        ):
-            values = row.get(key) or []
-            out[f"iou_{name}{part}"] = values[k] if k < len(values) else None
-    return out
-
-
-def _csv_row(row: dict, fields: list[str] = CSV_FIELDS) -> dict:
-    row = {**row, **_class_cells(row)}
-    out = {k: row.get(k) for k in fields}
-    out["notes"] = fmt("notes", row)
-    out["verdict"] = "reference" if row.get("reference") else row.get("verdict", "")
-    return {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
 def ensemble_note(card: ModelCard) -> str:
