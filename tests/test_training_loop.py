@@ -3,6 +3,7 @@
 import argparse
 import ipaddress
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,19 +12,22 @@ import threading
 import time
 
 import mlflow
+import numpy as np
 import psutil
 import pytest
 import torch
 import yaml
+from torch.utils.data import DataLoader, TensorDataset
 
 import segbench.training.fit as train_module
 from segbench.checkpoint import resume_dir_for
 from segbench.config import parse_params
 from segbench.errors import SegbenchError
 from segbench.io import read_csv
+from segbench.metrics import multiclass_metrics, pooled_foreground_dice
 from segbench.modelcard import ModelCard
 from segbench.training import train
-from segbench.training.loop import train_one_epoch
+from segbench.training.loop import train_one_epoch, validate
 from tests.conftest import REPO, SHRINK, deep_update, only_models, real_params_raw, venv_env
 
 
@@ -170,6 +174,7 @@ def test_the_cli_opt_out_reaches_training(tiny_data, tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(train_module, "train", lambda *a, **k: seen.update(k) or {})
     monkeypatch.setattr("segbench.training.train", train_module.train)
+    monkeypatch.setattr("segbench.training.repeats.train", train_module.train)  # repeats: 1
     _, tiles, _ = tiny_data
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params()))
     argv = ["unet", "--tiles", str(tiles), "--out", str(tmp_path / "u")]
@@ -250,19 +255,67 @@ def test_early_stopping_and_best_and_last_checkpoints(tiny_data, tmp_path, monke
     scripted = iter([0.5, 0.6, 0.55, 0.58, 0.59, 0.7])
     real_validate = train_module.validate
 
-    def validate(*args):  # the real validation, with a scripted Dice to steer the stopper
-        loss, _ = real_validate(*args)
-        return loss, next(scripted)
+    def validate(*args):  # the real validation, with a scripted criterion to steer the stopper
+        return real_validate(*args)._replace(score=next(scripted))
 
     monkeypatch.setattr(train_module, "validate", validate)
     params = parse_params(raw_params(epochs=6, early_stopping=2, scheduler="none"))
     metrics = train("unet", params, tiles, tmp_path / "unet")
     assert metrics["epochs_run"] == 4 and metrics["best_epoch"] == 2
     assert metrics["stop_reason"].startswith("early stopping")
-    assert len(read_csv(tmp_path / "unet" / "history.csv")) == 4
+    assert metrics["best_val_score"] == 0.6  # the criterion chose, not the pooled Dice
+    history = read_csv(tmp_path / "unet" / "history.csv")
+    assert [float(r["val_score"]) for r in history] == [0.5, 0.6, 0.55, 0.58]
+    assert metrics["best_val_dice"] == pytest.approx(float(history[1]["val_dice"]))
     best = torch.load(tmp_path / "unet" / "weights.pt", weights_only=True)
     last = torch.load(tmp_path / "unet" / "last.pt", weights_only=True)
     assert any(not torch.equal(best[k], last[k]) for k in best)
+
+
+def _tiles(logits: list, targets: list) -> DataLoader:
+    """A validation loader whose "images" are the logits an identity model returns."""
+    return DataLoader(TensorDataset(torch.stack(logits), torch.stack(targets)), batch_size=2)
+
+
+def test_validation_scores_each_tile_where_pooled_dice_hides_an_empty_one():
+    """Tile 1 is found exactly; tile 2 has nothing to find but one false-positive pixel. Pooled
+    over the pixels that pixel is nearly free (64/65); per tile it costs tile 2 everything."""
+    found, empty = torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)
+    found[:, :4] = 1
+    logits = [torch.where(found > 0, 5.0, -5.0), torch.full((1, 8, 8), -5.0)]
+    logits[1][0, 7, 7] = 5.0
+    val = validate(torch.nn.Identity(), _tiles(logits, [found, empty]), bce, torch.device("cpu"))
+    assert val.dice == pytest.approx(64 / 65) and val.score == pytest.approx(0.5)
+    assert val.loss == pytest.approx(float(bce(torch.stack(logits), torch.stack([found, empty]))))
+
+
+def test_validation_with_several_classes_scores_each_tile_by_its_miou_ignoring_255():
+    rng = np.random.default_rng(0)
+    right = torch.from_numpy(rng.integers(0, 3, size=(8, 8)))
+    background = torch.zeros(8, 8, dtype=torch.int64)
+    painted = background.clone()
+    painted[:2, :2] = 2  # four pixels of class 2 where there is only background
+    unannotated = torch.full((8, 8), 255, dtype=torch.int64)
+    preds, refs = [right, painted, background], [right, background, unannotated]
+    logits = [torch.nn.functional.one_hot(p, 3).permute(2, 0, 1).float() * 10 for p in preds]
+    val = validate(torch.nn.Identity(), _tiles(logits, refs), _ignoring_ce, torch.device("cpu"))
+    per_tile = [
+        multiclass_metrics(p.numpy(), r.numpy(), 3, ignore_index=255)
+        for p, r in zip(preds, refs, strict=True)
+    ]
+    assert math.isnan(per_tile[2]["miou"])  # nothing annotated: left out of the mean
+    assert val.score == pytest.approx((1.0 + per_tile[1]["miou"]) / 2)
+    confusion = sum(m["confusion"] for m in per_tile)
+    assert val.dice == pytest.approx(pooled_foreground_dice(confusion))
+    assert val.dice > 0.9 > val.score  # four stray pixels: nearly free pooled, not per tile
+
+
+def _ignoring_ce(logits, target):
+    return torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
+
+
+def bce(logits, target):
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
 
 
 def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(

@@ -4,6 +4,12 @@ Definitions (per image, from the confusion counts TP, FP, FN, TN of one (H, W) m
 
 * Dice = 2TP / (2TP + FP + FN); IoU = TP / (TP + FP + FN) (foreground). Where the reference
   is empty both are undefined: NaN, excluded from means and counted (``n_empty_reference``).
+* Dice over all images (``dice_all``): Dice where the reference has foreground; where it is
+  empty, 1 when nothing is predicted and 0 when anything is (a false positive on an empty image
+  is a complete failure, an empty answer a complete success). Defined on every image, it is
+  the per-image criterion models are ranked, tested and tuned on (thresholds, checkpoints,
+  ensemble weights): the NaN rule above would let a model that marks every empty image score
+  as well as one that leaves them empty.
 * pixel accuracy = (TP + TN) / all pixels.
 * precision = TP / (TP + FP) (NaN where nothing is predicted); recall = TP / (TP + FN) (NaN
   where the reference is empty).
@@ -25,7 +31,7 @@ import numpy as np
 
 from segbench.errors import SegbenchError
 
-METRICS = ("dice", "iou", "pixel_accuracy", "mpa", "miou", "precision", "recall")
+METRICS = ("dice", "dice_all", "iou", "pixel_accuracy", "mpa", "miou", "precision", "recall")
 
 
 class MetricInputError(SegbenchError, ValueError):
@@ -69,12 +75,20 @@ def _nanmean(*values: float) -> float:
     return sum(kept) / len(kept) if kept else math.nan
 
 
+def dice_all(tp: int, fp: int, fn: int) -> float:
+    """Dice over all images (module doc) from one image's confusion counts: 2TP/(2TP+FP+FN),
+    and on an empty reference 1.0 with nothing predicted, 0.0 with anything predicted."""
+    if tp + fn == 0:
+        return 0.0 if fp else 1.0
+    return 2 * tp / (2 * tp + fp + fn)
+
+
 def binary_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """The metrics of one (H, W) prediction against its reference (module doc for definitions).
 
-    Both masks are bool or {0, 1}. Returns ``dice``, ``iou``, ``pixel_accuracy``, ``mpa``,
-    ``miou``, ``precision``, ``recall``, ``fpr`` (floats, NaN where undefined) and the confusion
-    counts ``tp``, ``fp``, ``fn``, ``tn`` (ints). Raises :class:`MetricInputError` (a
+    Both masks are bool or {0, 1}. Returns ``dice``, ``dice_all``, ``iou``, ``pixel_accuracy``,
+    ``mpa``, ``miou``, ``precision``, ``recall``, ``fpr`` (floats, NaN where undefined) and the
+    confusion counts ``tp``, ``fp``, ``fn``, ``tn`` (ints). Raises :class:`MetricInputError` (a
     ``ValueError``) on masks of different shapes or with values other than 0 and 1.
     """
     c = confusion(pred, target)
@@ -84,6 +98,7 @@ def binary_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     fg_iou, bg_iou = _ratio(tp, tp + fp + fn), _ratio(tn, tn + fn + fp)
     return {
         "dice": math.nan if empty_ref else _ratio(2 * tp, 2 * tp + fp + fn),
+        "dice_all": dice_all(tp, fp, fn),
         "iou": math.nan if empty_ref else fg_iou,
         "pixel_accuracy": (tp + tn) / (tp + fp + fn + tn),
         "mpa": _nanmean(bg_recall, fg_recall),
@@ -187,8 +202,8 @@ def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def dataset_dice(pred: np.ndarray, target: np.ndarray) -> float:
-    """Dice pooled over all pixels of a batch of binary masks (validation during training,
-    ensemble weights, threshold tuning)."""
+    """Dice pooled over all pixels of a batch of binary masks (shown beside the per-image
+    criterion, which is what chooses)."""
     c = confusion(pred, target)
     return _ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"])
 
@@ -235,7 +250,7 @@ def multiclass_row(
     return row, m["confusion"]
 
 
-MULTICLASS_SUMMARY = METRICS
+MULTICLASS_SUMMARY = tuple(m for m in METRICS if m != "dice_all")  # miou ranks there
 
 
 def summarize_multiclass(rows: list[dict[str, float]], num_classes: int) -> dict:

@@ -38,7 +38,10 @@ from segbench.io import read_json
 CARD_FILE = "card.json"
 SCHEMA_VERSION = 1
 # Columns of a model directory's history.csv: one row per epoch (empty for untrained models).
-HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+# A model trained with train.repeats > 1 keeps each further seed's model directory under
+# <model dir>/repeats/<seed>/ (segbench.training.repeats).
+REPEATS_DIR = "repeats"
+HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "val_dice", "val_score", "lr", "seconds"]
 
 
 class _Record(BaseModel):
@@ -58,6 +61,12 @@ class TrainingSummary(_Record):
     best_val_dice: float | None = None
     epochs_run: int | None = None
     stop_reason: str | None = None
+    # Of ``seconds``, the time spent filling SAM's embedding cache (encoder forward passes
+    # whose result later epochs read from disk); 0 without a cache.
+    cache_seconds: float = Field(default=0.0, ge=0)
+    # The checkpoint criterion at best_epoch: mean over validation tiles of the per-image
+    # criterion (Dice over all images with two classes, mIoU with several).
+    best_val_score: float | None = None
     fit_scores: dict[str, float] = {}  # classical models: the score of each choice tried (Dice
     # or mIoU pooled over the split the model fits on: training tiles, or validation for edges)
 
@@ -71,6 +80,16 @@ class EnsembleFit(_Record):
     n_val_images: int
     weights_tried: int
     fit_seconds: float
+    # Searched together with the weights (two classes; None with several: the argmax decides).
+    threshold: float | None = None
+    # The criterion models are ranked on (segbench.metrics: mean per-image Dice over all
+    # images with two classes, mean per-image mIoU with several), of the mix and of each member
+    # alone at its own best threshold.
+    val_score: float | None = None
+    member_val_score: dict[str, float] = {}
+    # The one member holding all the weight, when the search gave it all: the ensemble *is*
+    # that member and the report shows it as such, not as a new model.
+    collapsed_to: str | None = None
 
 
 class ModelCard(_Record):

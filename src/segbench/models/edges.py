@@ -27,8 +27,10 @@ unclosed contours:
    (data whose foreground is the phase around closed objects, such as a matrix around pores).
 
 :meth:`EdgeSegmenter.fit` tries every threshold of the detector's grid (geometric, ten steps a
-decade) with both regions on the **validation** tiles (``fit_split``), scores each by Dice with
-the pixels of all tiles pooled, and keeps the best; ``fit_scores`` holds every score. Only the
+decade) with both regions on the **validation** tiles (``fit_split``), scores each by the
+per-image criterion models are ranked on (:mod:`segbench.metrics`): the mean over tiles of Dice
+over all images (a tile with nothing to find scores 1 when nothing is predicted there, 0
+otherwise), and keeps the best; ``fit_scores`` holds every score. Only the
 threshold and the region are learnt; the other keys are set in ``params.yaml``.
 
 Two classes only: a filled contour says "object", not which class (on data with several classes
@@ -48,6 +50,7 @@ from skimage.morphology import disk
 
 from segbench.classes import IGNORE
 from segbench.errors import SegbenchError
+from segbench.metrics import dice_all
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _REGIONS = ("inside", "outside")
@@ -82,6 +85,15 @@ def edges_to_regions(edges: np.ndarray, radius: int) -> np.ndarray:
     return filled
 
 
+def _mean_dice_all(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
+    """Mean over tiles of :func:`segbench.metrics.dice_all` from (N,) per-tile counts (1.0 for
+    no tile: nothing to get wrong)."""
+    if not len(tp):
+        return 1.0
+    per_tile = zip(tp.tolist(), fp.tolist(), fn.tolist(), strict=True)
+    return float(np.mean([dice_all(*counts) for counts in per_tile]))
+
+
 class EdgeSegmenter:
     """Base of the edge baselines. Images are (H, W) or (H, W, 3) float32 unit images in [0, 1]
     (``unit_input``); predictions (H, W) float32 in {0, 1}. Subclasses say how a luminance
@@ -114,24 +126,26 @@ class EdgeSegmenter:
 
     def fit(self, images: np.ndarray, masks: np.ndarray) -> dict[str, float]:
         """Choose the threshold and the region on (N, H, W[, 3]) unit images and (N, H, W)
-        {0, 1} masks (the validation tiles; 255, not annotated, counts for nothing) by pooled
-        Dice; return ``{"<region>_<threshold>": Dice}`` for every choice tried."""
+        {0, 1} masks (the validation tiles; 255, not annotated, counts for nothing) by the
+        criterion models are ranked on: the mean over tiles of Dice over all images (module
+        doc). Returns ``{"<region>_<threshold>": criterion}`` for every choice tried."""
         responses = [self._response(luminance(image)) for image in images]
         truth = [np.asarray(m) == 1 for m in masks]
         scored = [np.asarray(m) != IGNORE for m in masks]
-        fg = sum(int(t.sum()) for t in truth)
-        pixels = sum(int(k.sum()) for k in scored)
+        kept = [i for i, k in enumerate(scored) if k.any()]  # an unannotated tile says nothing
+        fg = np.array([int(truth[i].sum()) for i in kept])
+        pixels = np.array([int(scored[i].sum()) for i in kept])
         scores, choices = {}, {}
         for threshold in self.grid:
-            inter = pred = 0
-            for response, t, k in zip(responses, truth, scored, strict=True):
-                inside = self._inside(response, threshold)
-                inter += int(np.count_nonzero(inside & t))
-                pred += int(np.count_nonzero(inside & k))
+            inter, pred = np.zeros(len(kept), np.int64), np.zeros(len(kept), np.int64)
+            for j, i in enumerate(kept):
+                inside = self._inside(responses[i], threshold)
+                inter[j] = np.count_nonzero(inside & truth[i])
+                pred[j] = np.count_nonzero(inside & scored[i])
             # "outside" is the complement: its counts follow from the same pass
-            for region, i, p in (("inside", inter, pred), ("outside", fg - inter, pixels - pred)):
+            for region, tp, p in (("inside", inter, pred), ("outside", fg - inter, pixels - pred)):
                 key = f"{region}_{threshold:g}"
-                scores[key] = 2 * i / (p + fg) if p + fg else 1.0
+                scores[key] = _mean_dice_all(tp, p - tp, fg - tp)
                 choices[key] = (threshold, region)
         best = max(scores, key=scores.get)  # ties: the lowest threshold, inside first
         self.threshold, self.region = choices[best]

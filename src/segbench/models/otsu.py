@@ -1,13 +1,16 @@
 """The classical baseline: a per-image Otsu threshold, or multi-Otsu for several classes.
 
 No training. Two classes: :meth:`OtsuThreshold.fit` only decides whether the foreground is the
-bright or the dark side of the threshold, by which choice gives the higher Dice on the training
-tiles. C > 2 classes: ``skimage.filters.threshold_multiotsu`` splits each image into C intensity
-bins (darkest first, thresholds chosen per image), and :meth:`~OtsuThreshold.fit` learns which
-class each bin stands for: of every permutation of the classes and the many-to-one map that
-gives each bin its most frequent class, the one with the highest mIoU on the training tiles,
-pixels pooled. A permutation predicts every class; the many-to-one map wins where two bins are
-really one class (a class with no intensity of its own is then never predicted).
+bright or the dark side of the threshold, by which choice gives the higher criterion on the
+training tiles: the per-image criterion models are ranked on (:mod:`segbench.metrics`), here the
+mean over tiles of Dice over all images (a tile with nothing to find scores 1 when nothing is
+predicted there, 0 otherwise). C > 2 classes: ``skimage.filters.threshold_multiotsu`` splits
+each image into C intensity bins (darkest first, thresholds chosen per image), and
+:meth:`~OtsuThreshold.fit` learns which class each bin stands for: of every permutation of the
+classes, the one with the highest mean per-tile mIoU on the training tiles. The many-to-one map
+that gives each bin its most frequent class is scored beside it for comparison only: it would
+win where two bins are really one class, but a class with no intensity of its own would then
+never be predicted.
 
 Colour images are reduced to luminance (ITU-R BT.601, as :mod:`segbench.decode` does) first.
 """
@@ -22,6 +25,7 @@ from scipy.optimize import linear_sum_assignment
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from segbench.errors import SegbenchError
+from segbench.metrics import dice_all
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _IGNORE = 255  # segbench.classes.IGNORE: mask pixels that count for nothing
@@ -72,8 +76,9 @@ class OtsuThreshold:
         """Learn the polarity (two classes) or the bin -> class map (C > 2) on (N, H, W[, 3])
         images and (N, H, W) masks of class indices (255 ignored).
 
-        Returns the training score of each choice tried: Dice per polarity, or the pooled mIoU
-        of the best permutation (``permutation``, the map used: multi-Otsu gives each class one
+        Returns the training score of each choice tried, on the criterion (module doc): the
+        mean per-tile Dice over all images per polarity, or the mean per-tile mIoU of the best
+        permutation (``permutation``, the map used: multi-Otsu gives each class one
         intensity bin) and, for comparison only, of the many-to-one map (``many_to_one``: each
         bin its most common class; on data whose classes overlap in intensity it collapses to
         "everything is background", which is no segmentation at all).
@@ -81,20 +86,23 @@ class OtsuThreshold:
         if self.num_classes == 2:
             return self._fit_polarity(images, masks)
         c = self.num_classes
-        counts = np.zeros((c, c), dtype=np.int64)  # [bin, class] pixel counts, pooled
+        counts = []  # per tile, [bin, class] pixel counts
         for image, mask in zip(images, masks, strict=True):
             bins = self.bins(image)
             if bins is None:
                 continue
             keep = mask != _IGNORE
-            counts += np.bincount(
-                bins[keep].astype(np.int64) * c + mask[keep], minlength=c * c
-            ).reshape(c, c)
-        perm = max(_permutations(counts), key=lambda m: _pooled_miou(counts, m))
-        many = counts.argmax(axis=1)
+            counts.append(
+                np.bincount(bins[keep].astype(np.int64) * c + mask[keep], minlength=c * c).reshape(
+                    c, c
+                )
+            )
+        counts = np.array(counts, dtype=np.int64).reshape(-1, c, c)
+        perm = max(_permutations(counts.sum(axis=0)), key=lambda m: _mean_miou(counts, m))
+        many = counts.sum(axis=0).argmax(axis=1)
         scores = {
-            "permutation": _pooled_miou(counts, perm),
-            "many_to_one": _pooled_miou(counts, many),
+            "permutation": _mean_miou(counts, perm),
+            "many_to_one": _mean_miou(counts, many),
         }
         self.mapping = [int(k) for k in perm]
         return scores
@@ -102,13 +110,17 @@ class OtsuThreshold:
     def _fit_polarity(self, images: np.ndarray, masks: np.ndarray) -> dict[str, float]:
         scores = {}
         for polarity in ("bright", "dark"):
-            inter = total = 0.0
+            per_tile = []
             for image, mask in zip(images, masks, strict=True):
-                pred = self._foreground(image, polarity)
-                inter += float((pred * mask).sum())
-                total += float(pred.sum() + mask.sum())
-            scores[polarity] = 2 * inter / total if total else 1.0
-        self.polarity = max(scores, key=scores.get)
+                scored = mask != _IGNORE
+                if not scored.any():
+                    continue  # nothing annotated: the tile says nothing about either side
+                pred, truth = self._foreground(image, polarity) > 0, mask == 1
+                tp = int(np.count_nonzero(pred & truth))
+                fp = int(np.count_nonzero(pred & scored & ~truth))
+                per_tile.append(dice_all(tp, fp, int(np.count_nonzero(truth)) - tp))
+            scores[polarity] = float(np.mean(per_tile)) if per_tile else 1.0
+        self.polarity = max(scores, key=scores.get)  # ties: bright
         return scores
 
     def predict(self, image: np.ndarray) -> np.ndarray:
@@ -153,7 +165,7 @@ class OtsuThreshold:
 
 def _permutations(counts: np.ndarray):
     """Candidate bin -> class permutations: all of them for few classes, else the one that
-    maximises pooled agreement (Hungarian)."""
+    maximises agreement over the pixels of all tiles pooled (Hungarian)."""
     c = len(counts)
     if c <= _MAX_ENUMERATED:
         yield from (np.array(p) for p in itertools.permutations(range(c)))
@@ -162,13 +174,19 @@ def _permutations(counts: np.ndarray):
     yield cols[np.argsort(rows)]
 
 
-def _pooled_miou(counts: np.ndarray, mapping: np.ndarray) -> float:
-    """mIoU of predicting ``mapping[bin]`` from pooled [bin, class] counts, over the classes
-    in the reference or the prediction."""
-    c = counts.shape[1]
-    confusion = np.zeros((c, c), dtype=np.int64)  # [predicted, reference]
-    np.add.at(confusion, np.asarray(mapping), counts)
-    tp = np.diag(confusion)
-    union = confusion.sum(axis=0) + confusion.sum(axis=1) - tp
+def _mean_miou(counts: np.ndarray, mapping: np.ndarray) -> float:
+    """Mean over tiles of the mIoU of predicting ``mapping[bin]``, from (N, bins, classes)
+    per-tile counts: each tile's mIoU over the classes in its reference or prediction, tiles
+    with no pixel counted left out (1.0 where none is left: nothing to get wrong)."""
+    c = counts.shape[2]
+    onehot = np.eye(c, dtype=np.int64)[np.asarray(mapping)]  # [bin, predicted class]
+    confusion = np.einsum("bp,nbr->npr", onehot, counts)  # per tile [predicted, reference]
+    tp = np.diagonal(confusion, axis1=1, axis2=2).astype(np.float64)
+    union = confusion.sum(axis=1) + confusion.sum(axis=2) - tp
     present = union > 0
-    return float((tp[present] / union[present]).mean()) if present.any() else 1.0
+    iou = np.divide(tp, union, out=np.zeros_like(tp), where=present)
+    n_present = present.sum(axis=1)
+    kept = n_present > 0
+    if not kept.any():
+        return 1.0
+    return float((iou.sum(axis=1)[kept] / n_present[kept]).mean())

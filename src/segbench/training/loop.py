@@ -7,6 +7,7 @@ the batches an uninterrupted one would, whatever the number of DataLoader worker
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -18,7 +19,8 @@ from segbench.config import AugmentConfig, TrainConfig
 from segbench.data.augment import build_augmenter
 from segbench.data.dataset import TileDataset
 from segbench.inference import autocast
-from segbench.metrics import confusion_matrix, dataset_dice, pooled_foreground_dice
+from segbench.metrics import confusion as confusion_counts
+from segbench.metrics import dice_all, multiclass_metrics, pooled_foreground_dice
 from segbench.training.distributed import Dist
 
 
@@ -45,31 +47,61 @@ def forward_loss(net, x: torch.Tensor, y: torch.Tensor, loss_fn) -> tuple:
     return logits.float(), loss
 
 
-@torch.no_grad()
-def validate(model, loader, loss_fn, device) -> tuple[float, float]:
-    """Mean loss and pooled Dice of ``model`` over ``loader``.
+class Validation(NamedTuple):
+    """One validation pass: ``loss``, the mean loss per tile; ``dice``, Dice pooled over the
+    tiles' pixels (``history.csv``'s ``val_dice``); ``score``, the mean over tiles of the
+    per-image criterion models are ranked on (:mod:`segbench.metrics`; ``val_score``): what
+    chooses the checkpoint, stops early and steers the plateau schedule."""
 
-    Two classes: foreground Dice at probability 0.5. Several: the argmax's Dice per foreground
-    class, pooled over the images, averaged over the foreground classes present (in reference
-    or prediction); ignored pixels count for none.
+    loss: float
+    dice: float
+    score: float
+
+
+@torch.no_grad()
+def validate(model, loader, loss_fn, device) -> Validation:
+    """Mean loss, pooled Dice and mean per-tile criterion of ``model`` over ``loader``.
+
+    Two classes: foreground at probability 0.5; the criterion is Dice over all images per tile
+    (a tile with nothing to find scores 1 if nothing is predicted there, else 0). Several
+    classes: the argmax; pooled Dice per foreground class, pooled over the tiles, averaged over
+    the foreground classes present (in reference or prediction); the criterion is each tile's
+    mIoU, averaged over the tiles with a pixel not ignored. Ignored pixels (255) count for none.
     """
     model.eval()
-    losses, preds, targets = [], [], []
+    losses, scores = [], []
     confusion = None
     for x, y in loader:
         logits, loss = forward_loss(model, x.to(device), y.to(device), loss_fn)
         losses.append(float(loss) * len(x))
         if logits.shape[1] == 1:
-            preds.append((logits > 0).cpu().numpy())
-            targets.append(y.numpy() > 0.5)
+            pred, ref = (logits > 0).cpu().numpy(), y.numpy() > 0.5
+            counts = [confusion_counts(p, r) for p, r in zip(pred, ref, strict=True)]
+            scores += [dice_all(c["tp"], c["fp"], c["fn"]) for c in counts]
+            total = np.array([[c["tp"], c["fp"], c["fn"]] for c in counts]).sum(axis=0)
+            confusion = total if confusion is None else confusion + total
             continue
-        pred = logits.argmax(1).cpu().numpy()
-        counts = confusion_matrix(pred, y.numpy(), logits.shape[1], ignore_index=IGNORE)
-        confusion = counts if confusion is None else confusion + counts
+        for p, r in zip(logits.argmax(1).cpu().numpy(), y.numpy(), strict=True):
+            m = multiclass_metrics(p, r, logits.shape[1], ignore_index=IGNORE)
+            scores.append(m["miou"])
+            confusion = m["confusion"] if confusion is None else confusion + m["confusion"]
     mean_loss = sum(losses) / len(loader.dataset)
+    return Validation(mean_loss, _pooled_dice(confusion), _mean_defined(scores))
+
+
+def _pooled_dice(confusion) -> float:
+    """Pooled Dice from summed binary ``[tp, fp, fn]`` or a (C, C) confusion matrix."""
     if confusion is None:
-        return mean_loss, dataset_dice(np.concatenate(preds), np.concatenate(targets))
-    return mean_loss, pooled_foreground_dice(confusion)
+        return math.nan
+    if confusion.ndim == 2:
+        return pooled_foreground_dice(confusion)
+    tp, fp, fn = (int(v) for v in confusion)
+    return 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else math.nan
+
+
+def _mean_defined(values: list[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
 
 
 def train_one_epoch(
