@@ -1,8 +1,10 @@
-"""What a model costs: parameter counts and peak memory, as every stage reports them."""
+"""What a model costs: parameter counts, peak memory and SAM's embedding caches, as every
+stage reports them."""
 
 from __future__ import annotations
 
 import resource
+import sys
 
 import torch
 
@@ -20,3 +22,18 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
         "params_total": sum(p.numel() for p in model.parameters()),
         "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
+
+
+def embedding_caches(model: object) -> list:
+    """The SAM embedding caches (:class:`segbench.sam.cache.EmbeddingCache`) ``model`` reads,
+    its submodules' included (see :func:`segbench.sam.cache.caches_in`); [] for other models."""
+    # Only SAM models hold a cache, and building one imports its module: while that is not
+    # loaded there is none, and importing it (segment_anything with it) would take a second.
+    module = sys.modules.get("segbench.sam.cache")
+    return [] if module is None else module.caches_in(model)
+
+
+def cache_fill_seconds(model: object) -> float:
+    """Seconds ``model``'s embedding caches spent being filled in this process (encoder
+    passes and writes on misses); 0.0 without a cache."""
+    return float(sum(cache.fill_seconds for cache in embedding_caches(model)))

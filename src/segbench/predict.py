@@ -7,11 +7,20 @@ probabilities resized back to (H, W): the foreground probability (H, W) of a two
 
 An image whose channels differ from the model's (a grey image for an RGB model, or the reverse)
 is converted (grey replicated; colour to luminance) and the predictor says so once.
+
+Timing a predictor (cost figures that do not depend on what ran before)::
+
+    predictor.warmup()                # one untimed image: start-up costs paid here
+    with predictor.cache_off():       # SAM's embedding cache bypassed: the encoder runs on
+        for image in images:          # every image, as on a user's first one
+            predictor.predict_proba(image, ...)
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import cv2
@@ -19,6 +28,7 @@ import numpy as np
 import torch
 
 from segbench.checkpoint import load_model_state, load_state
+from segbench.cost import embedding_caches
 from segbench.data.dataset import to_chw
 from segbench.data.normalize import intensity_range, standardize, to_unit
 from segbench.data.resize import resize_image, resize_mask, scaled_shape
@@ -29,6 +39,9 @@ from segbench.inference import sliding_window_proba
 from segbench.io import read_json
 from segbench.modelcard import ModelCard
 from segbench.models import build_ensemble, build_model
+
+# The warm-up image's seed: the same synthetic image in every run.
+_WARMUP_SEED = 0
 
 
 class Predictor:
@@ -77,20 +90,28 @@ class Predictor:
         return convert_channels(image, self.channels)
 
     def warmup(self) -> None:
-        """One untimed forward pass, so throughput figures exclude one-off start-up costs."""
-        if self.kind not in ("classical", "zero_shot") and not self.oracle:
-            blank = np.zeros(
-                (self.tile, self.tile, 3) if self.channels == "rgb" else (self.tile, self.tile),
-                dtype=np.uint8,
-            )
-            sliding_window_proba(
-                self.model,
-                to_chw(standardize(blank, 0.0, 255.0)),
-                tile=self.tile,
-                overlap=0.0,
-                batch_size=1,
-                device=self.device,
-            )
+        """One untimed prediction of a synthetic image (one tile at the working resolution;
+        for oracle models with a square object in its reference), with :meth:`cache_off`: the
+        one-off start-up costs (CUDA context and kernels, allocator, the zero-shot predictor
+        and its cache key) are paid here, so that throughput figures exclude them, and the
+        synthetic image's embedding never enters a cache. Classical models need none."""
+        if self.kind == "classical":
+            return
+        image, reference = warmup_image(self.tile, self.scale, self.channels)
+        with self.cache_off():
+            self.predict_proba(image, reference)
+
+    @contextmanager
+    def cache_off(self) -> Iterator[None]:
+        """Inside the block, the model's SAM embedding caches (zero-shot ``embedding_cache``, a
+        fine-tuned decoder's, an ensemble member's) are bypassed: the image encoder runs on
+        every image, no cache file is read or written, hits and misses stay as they are.
+        Outputs are the same as with the cache. The caches are used again after the block; a
+        model without one is unaffected. Do not move the model (``.to``) inside the block."""
+        with ExitStack() as stack:
+            for cache in embedding_caches(self.model):
+                stack.enter_context(cache.off())
+            yield
 
     def predict_proba(
         self, image: np.ndarray, reference: np.ndarray | None = None, *, image_id: str = ""
@@ -162,6 +183,18 @@ class Predictor:
         resized like a probability to the image's ``full`` (H, W)."""
         out = mask.astype(np.float32)
         return out if out.shape == tuple(full) else resize_proba(out, full)
+
+
+def warmup_image(tile: int, scale: float, channels: str) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random uint8 image ((S, S) grey or (S, S, 3) RGB, S such that it is one
+    ``tile`` at the working resolution ``scale``) and its (S, S) uint8 {0, 1} reference: a
+    centred square half its side, so that an oracle model has one object to prompt."""
+    size = max(1, round(tile / scale))
+    shape = (size, size, 3) if channels == "rgb" else (size, size)
+    image = np.random.default_rng(_WARMUP_SEED).integers(0, 256, shape, dtype=np.uint8)
+    reference = np.zeros((size, size), dtype=np.uint8)
+    reference[size // 4 : size - size // 4, size // 4 : size - size // 4] = 1
+    return image, reference
 
 
 def resize_proba(proba: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -11,14 +11,22 @@ Layout: ``<root>/<encoder key>/<tile key>.pt``, one (D, g, g) float32 tensor per
 
 Files are written to a temporary name and renamed, so a killed run never leaves a half-written
 embedding; an unreadable file is recomputed and replaced.
+
+Cost figures must not depend on what an earlier stage left on disk: inside
+:meth:`EmbeddingCache.off` the encoder runs on every tile and nothing is read, written or counted
+(what a user's first image costs), and :attr:`EmbeddingCache.fill_seconds` is the wall time spent
+filling the cache (encoder passes and writes on misses), which training reports apart from its
+own time. :func:`caches_in` finds the caches a model reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -43,21 +51,40 @@ def tile_key(tile: torch.Tensor) -> str:
 
 
 class EmbeddingCache:
-    """``embed(tiles, compute)``: cached embeddings where present, ``compute`` for the rest."""
+    """``embed(tiles, compute)``: cached embeddings where present, ``compute`` for the rest.
+
+    ``hits`` and ``misses`` count tiles; ``fill_seconds`` is the wall time of the misses (the
+    encoder on them and the writes, CUDA synchronised). The directory is made at the first write.
+    """
 
     def __init__(self, root: str | Path, encoder: nn.Module):
         self.dir = Path(root) / encoder_key(encoder)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.hits = self.misses = 0
+        self.fill_seconds = 0.0
+        self.enabled = True
+
+    @contextlib.contextmanager
+    def off(self) -> Iterator[None]:
+        """Bypass the cache inside the block: :meth:`embed` runs ``compute`` on every tile,
+        reads and writes no file and counts nothing. Restores the previous state after."""
+        was, self.enabled = self.enabled, False
+        try:
+            yield
+        finally:
+            self.enabled = was
 
     def embed(
         self, tiles: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]
     ) -> torch.Tensor:
-        """(N, C, H, W) tiles -> (N, D, g, g) embeddings on the tiles' device.
+        """(N, C, H, W) tiles -> (N, D, g, g) float32 embeddings on the tiles' device.
 
-        ``compute`` maps a batch of tiles to embeddings; it is called once, on the misses only,
-        without gradients (the encoder is frozen whenever a cache is used).
+        ``compute`` maps a batch of tiles to embeddings; it is called once, on the misses only
+        (on all tiles while :meth:`off`), without gradients (the encoder is frozen whenever a
+        cache is used).
         """
+        if not self.enabled:
+            with torch.no_grad():  # exactly what a miss computes, without the disk
+                return compute(tiles).float()
         keys = [tile_key(t) for t in tiles]
         found: dict[int, torch.Tensor] = {}
         for i, key in enumerate(keys):
@@ -68,11 +95,13 @@ class EmbeddingCache:
         self.hits += len(found)
         self.misses += len(missing)
         if missing:
+            start = _clock(tiles.device)
             with torch.no_grad():
                 fresh = compute(tiles[missing]).float()
             for i, emb in zip(missing, fresh, strict=True):
                 self._write(self.dir / f"{keys[i]}.pt", emb)
                 found[i] = emb
+            self.fill_seconds += _clock(tiles.device) - start
         return torch.stack([found[i] for i in range(len(keys))])
 
     @staticmethod
@@ -87,6 +116,7 @@ class EmbeddingCache:
 
     @staticmethod
     def _write(path: Path, emb: torch.Tensor) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         try:
@@ -95,3 +125,23 @@ class EmbeddingCache:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def caches_in(model: object) -> list[EmbeddingCache]:
+    """The distinct embedding caches ``model`` reads: its own ``cache`` attribute and, for a
+    torch module, its submodules' (an ensemble's SAM members); [] for a model without one."""
+    parts = list(model.modules()) if isinstance(model, nn.Module) else [model]
+    found: list[EmbeddingCache] = []
+    for part in parts:
+        cache = getattr(part, "cache", None)
+        if isinstance(cache, EmbeddingCache) and not any(cache is c for c in found):
+            found.append(cache)
+    return found
+
+
+def _clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the work queued on a CUDA ``device`` has finished (CUDA
+    runs asynchronously: without the wait, an encoder pass would be timed as free)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -17,6 +17,7 @@ from segment_anything.modeling import Sam
 
 from segbench.config.models import SamZeroShotEntry
 from segbench.errors import SegbenchError
+from segbench.sam.cache import EmbeddingCache
 from segbench.sam.zero_shot import PROMPT_MODES, ZeroShot, to_sam_rgb
 
 
@@ -42,6 +43,12 @@ class PromptedSam:
         for p in self.sam.parameters():
             p.requires_grad_(False)
             yield p
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        """The embedding cache this model reads (None without ``embedding_cache``), so that
+        :func:`~segbench.sam.cache.caches_in` finds it; made with the zero-shot predictor."""
+        return self._predictor().cache
 
     def to(self, device: torch.device) -> PromptedSam:
         self.sam.to(device)
@@ -74,9 +81,14 @@ class PromptedSam:
             self._set_image(unit, image_id)
         return self._zero_shot.predict_points_curve(np.asarray(reference) > 0)
 
-    def _set_image(self, unit: np.ndarray, image_id: str) -> None:
+    def _predictor(self) -> ZeroShot:
+        # Made at first use, on the device the model is on by then (see to()).
         if self._zero_shot is None:
             self._zero_shot = ZeroShot(self.sam, **self._settings)
+        return self._zero_shot
+
+    def _set_image(self, unit: np.ndarray, image_id: str) -> None:
+        zero_shot = self._predictor()
         self._image_id = None  # until the new image is set
-        self._zero_shot.set_image(to_sam_rgb(unit), image_id=image_id)
+        zero_shot.set_image(to_sam_rgb(unit), image_id=image_id)
         self._image_id = image_id

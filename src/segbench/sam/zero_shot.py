@@ -88,7 +88,8 @@ class ZeroShot:
     embedding. (The automatic generator embeds its own crops: crop layer 0 is the whole image,
     crop layer 1 four overlapping crops, each at the encoder's input size.) With
     ``embedding_cache`` (a directory), embeddings are read from and written to it, in every
-    mode; ``self.cache`` counts its ``hits`` and ``misses``. Without it, ``self.cache`` is None.
+    mode; ``self.cache`` counts its ``hits`` and ``misses``, and inside ``self.cache.off()``
+    every image is embedded afresh. Without it, ``self.cache`` is None.
     """
 
     def __init__(

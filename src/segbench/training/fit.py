@@ -6,12 +6,17 @@ Output layout (``out_dir``)::
 
     card.json       the model card (segbench.modelcard): entry, preparation, the training
                     configuration used, data version, cost and outcome, MLflow run id
-    weights.pt      torch models: what was trained, at the best epoch (by validation Dice): the
+    weights.pt      torch models: what was trained, at the best epoch (by validation score): the
                     whole state dict, or for SAM only the decoder and LoRA factors (the frozen
                     base comes from the checkpoint the card names)
     last.pt         torch models: the same, at the last epoch
     state.json      classical models: their fitted state (zero-shot models: no weights at all)
-    history.csv     per epoch: train_loss, val_loss, val_dice, lr, seconds (torch models)
+    history.csv     per epoch: train_loss, val_loss, val_dice (pooled), val_score (the mean
+                    per-image criterion, :func:`segbench.training.loop.validate`), lr, seconds
+
+The card's ``training.seconds`` is the whole fit; ``training.cache_seconds`` the part of it spent
+filling SAM's embedding cache (also the MLflow metric ``cache_seconds``), so the time of the
+training itself can be told from a one-off that a warm cache would skip.
 
 While a torch model trains, every completed epoch is checkpointed (model, optimiser, schedule,
 history, RNG state) to ``<out_dir's parent>/.<name>.resume/``. When the process was killed, the
@@ -56,7 +61,7 @@ from segbench.checkpoint import (
 from segbench.classes import BINARY, ClassSpec, in_channels, read_channels, read_classes
 from segbench.codedeps import module_digest
 from segbench.config import Params, not_applicable
-from segbench.cost import count_parameters, peak_memory_mb
+from segbench.cost import cache_fill_seconds, count_parameters, peak_memory_mb
 from segbench.data.dataset import load_tiles
 from segbench.data.normalize import to_unit
 from segbench.devices import resolve_device
@@ -123,19 +128,22 @@ def _fit_torch(
         train_loss = train_one_epoch(
             net, loader, loss_fn, optimizer, device, epoch, accumulate=cfg.accumulate
         )
-        val_loss, val_dice = validate(model, val_loader, loss_fn, device)
-        schedule.step(val_dice)
+        val = validate(model, val_loader, loss_fn, device)
+        # The checkpoint, early stopping and a plateau schedule follow the per-image criterion
+        # models are ranked on (val_score), not the pooled Dice kept beside it.
+        schedule.step(val.score)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_dice": val_dice,
+            "val_loss": val.loss,
+            "val_dice": val.dice,
+            "val_score": val.score,
             "lr": lr,
             "seconds": time.perf_counter() - start,
         }
         prog.history.append(row)
         prog.epoch = epoch
-        score = -math.inf if math.isnan(val_dice) else val_dice
+        score = -math.inf if math.isnan(val.score) else val.score
         if score > prog.best:
             prog.best, prog.best_epoch, prog.bad_epochs = score, epoch, 0
             best_state = model_state(model)
@@ -148,15 +156,20 @@ def _fit_torch(
             log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             if on_epoch is not None:
                 on_epoch(row)
-        epochs.set_postfix(loss=f"{train_loss:.3f}", val_dice=f"{val_dice:.3f}")
+        epochs.set_postfix(loss=f"{train_loss:.3f}", val_score=f"{val.score:.3f}")
         if cfg.early_stopping and prog.bad_epochs >= cfg.early_stopping:
-            stop_reason = f"early stopping: no better val Dice for {prog.bad_epochs} epochs"
+            stop_reason = f"early stopping: no better val score for {prog.bad_epochs} epochs"
             break
+    best_row = next((r for r in prog.history if r["epoch"] == prog.best_epoch), {})
     outcome = {
         "best_epoch": prog.best_epoch,
-        "best_val_dice": prog.best,
+        "best_val_score": prog.best,
+        "best_val_dice": best_row.get("val_dice", math.nan),
         "epochs_run": prog.epoch,
         "stop_reason": stop_reason,
+        # Part of the training time that filled SAM's embedding cache (a decoder-only model's
+        # first-epoch encoder passes): a one-off, reported apart from the training proper.
+        "cache_seconds": cache_fill_seconds(model),
         **counts,
     }
     return {"weights.pt": best_state, "last.pt": model_state(model)}, prog.history, outcome
