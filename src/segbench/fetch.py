@@ -17,7 +17,9 @@ Output layout (``out_dir``)::
                       foreground_fraction, split (+ classes present, with several classes)
     summary.json      counts, sizes, bit depths, stored channels, foreground fraction
                       distribution, empty masks, per-split counts, per class pixel share and
-                      images holding it, the input channels (also printed to the log)
+                      images holding it, the input channels (also printed to the log), and
+                      ``test_data_hash`` / ``val_data_hash``: the sha256 of those splits'
+                      images and masks (:func:`segbench.datahash.split_hash`)
 
 Channels: ``data.channels: gray`` reduces colour to luminance (as segbench always did), ``rgb``
 replicates grey images to three channels, and null takes what the images are: RGB as soon as
@@ -35,6 +37,7 @@ from segbench.classes import IGNORE, ClassSpec, write_classes
 from segbench.config import Params
 from segbench.data.sources import Item, open_source
 from segbench.data.split import SPLITS, assign_splits, group_key
+from segbench.datahash import split_hash
 from segbench.decode import DecodeError, bit_depth, channels_name, convert_channels, is_colour
 from segbench.errors import SegbenchError
 from segbench.io import atomic_dir, read_image, write_csv, write_image, write_json, write_mask
@@ -181,6 +184,8 @@ def fetch(params: Params, out_dir: str | Path) -> dict:
             fields.insert(fields.index("split"), CLASS_FIELD)
         write_csv(tmp / "manifest.csv", rows, fields)
         summary = summarise(rows, source=listing.where, spec=spec, channels=channels)
+        # the tiles' data_version leaves the test split out; these version what is scored on
+        summary |= {f"{s}_data_hash": split_hash(tmp, s) for s in ("test", "val")}
         write_json(tmp / "summary.json", summary)
         write_classes(tmp, spec, channels=channels)
     return summary

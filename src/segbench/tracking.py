@@ -5,7 +5,8 @@
   repository containing the working directory. Absolute, because DVC may run stages elsewhere.
 - One run per ``train@<model>``; ``evaluate@<model>`` logs into that same run (its id is kept in
   ``models/<model>/mlflow.json``).
-- Tags on every run: git commit, DVC experiment name, DVC stage, data version, device.
+- Tags on every run: git commit, whether the tree was dirty (:func:`git_state`), DVC experiment
+  name, DVC stage, data version, device, and (evaluation) the hash of the test images and masks.
 """
 
 from __future__ import annotations
@@ -58,15 +59,73 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
-def run_tags(*, stage: str, data_version: str, device: str) -> dict[str, str]:
-    """The tags every segbench run carries."""
+# What decides a run's result: its code, its config and its dependencies (git pathspecs from
+# the top of the repository). Everything else is left out of "dirty" on purpose: the pipeline
+# itself rewrites tracked files (dvc.lock after every stage, eval/*/metrics.json, the
+# .gitignore DVC keeps beside each output), so a whole-tree rule would call every run after a
+# pipeline's first stage dirty, and an edited README or test changes no number.
+RUN_INPUTS = (
+    "src",
+    "stages",
+    "flows",
+    "params.yaml",
+    "dvc.yaml",
+    "configs",
+    "pyproject.toml",
+    "requirements.lock",
+)
+
+# --no-optional-locks: never take index.lock, so stages running side by side cannot collide;
+# porcelain v2 with --branch gives the commit ("# branch.oid") in the same call.
+GIT_STATUS = ("git", "--no-optional-locks", "status", "--porcelain=v2", "--branch", "-unormal")
+
+
+def git_state(root: str | Path) -> dict[str, str]:
+    """``{"git_commit": sha or "unknown", "git_dirty": "true" | "false" | "unknown"}`` for the
+    repository holding ``root``, from one ``git status`` call; never raises.
+
+    Dirty: a tracked file under :data:`RUN_INPUTS` differs from the commit (staged or not,
+    deleted, renamed), or an untracked file there that ``.gitignore`` does not ignore (a new
+    module runs as surely as an edited one). No git, not a repository, or git failing:
+    "unknown" for both. A repository without a commit yet: commit "unknown", dirty as found.
+    """
+    pathspecs = [f":(top){path}" for path in RUN_INPUTS]
+    try:
+        out = subprocess.run(
+            [*GIT_STATUS, "--", *pathspecs],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):  # no git, not a repository, hung
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    lines = out.splitlines()
+    oid = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), "(initial)")
+    dirty = any(not ln.startswith("#") for ln in lines if ln)  # headers start with "#"
     return {
-        "git_commit": git_commit(Path.cwd()),  # the code that ran, also in a DVC temp copy
+        "git_commit": "unknown" if oid == "(initial)" else oid,
+        "git_dirty": "true" if dirty else "false",
+    }
+
+
+def run_tags(
+    *, stage: str, data_version: str, device: str, test_data_hash: str | None = None
+) -> dict[str, str]:
+    """The tags every segbench run carries (see the module's docstring); ``test_data_hash``
+    (:func:`segbench.datahash.split_hash` of the test split) only when given."""
+    tags = {
+        **git_state(Path.cwd()),  # the code that ran, also in a DVC temp copy
         "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
         "dvc_stage": os.environ.get("DVC_STAGE", stage),
         "data_version": data_version,
         "device": device,
     }
+    if test_data_hash is not None:
+        tags["test_data_hash"] = test_data_hash
+    return tags
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
