@@ -82,9 +82,9 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
 
     rows = read_csv(tmp_path / "sweeps" / "trials.csv")
     assert len(rows) == summary["trials"] == 4
-    assert {"trial", "status", "lr", "epochs_run", "val_dice", "best_val_dice", "attempts"} <= set(
-        rows[0]
-    )
+    # The criterion the sweep chose on, and the pooled Dice beside it.
+    assert {"trial", "status", "lr", "epochs_run", "val_score", "best_val_score"} <= set(rows[0])
+    assert {"val_dice", "best_val_dice", "attempts"} <= set(rows[0])
     # One model for every learning rate: one size, the stopped trials' too.
     assert_sizes_are_trains(rows, mlflow_store)
     assert len({(r["params_trainable"], r["params_total"]) for r in rows}) == 1
@@ -97,9 +97,11 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
     assert all(r["best_epoch"] in ("1", "2") for r in finished)
 
     best = read_json(tmp_path / "sweeps" / "best.json")
-    top = max(rows, key=lambda r: float(r["best_val_dice"]))
+    top = max(rows, key=lambda r: float(r["best_val_score"]))
     assert best["config"] == {"train.lr": float(top["lr"])} and best["model"] == "unet"
-    assert best["value"] == pytest.approx(float(top["best_val_dice"]))
+    assert best["metric"] == "best_val_score"
+    assert best["value"] == pytest.approx(float(top["best_val_score"]))
+    assert best["best_val_dice"] == pytest.approx(float(top["best_val_dice"]))
     assert best["config"]["train.lr"] in (0.003, 0.002)
     assert not (tmp_path / "state" / best["experiment"]).exists()  # finished: nothing to resume
     # No trial's weights or checkpoints are left behind, here or in Ray's session folders (which
@@ -119,6 +121,7 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
     parent = parents[0]
     assert parent.data.metrics["trials"] == 4
     assert parent.data.metrics["trials_stopped_early"] >= 2
+    assert parent.data.metrics["best_val_score"] == pytest.approx(best["value"])
     assert parent.data.params["best.train.lr"] == str(best["config"]["train.lr"])
     children = {r.info.run_id: r for r in child_runs(parent.info.run_id)}
     assert set(children) == {r["mlflow_run_id"] for r in rows}
@@ -130,6 +133,10 @@ def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
         else:
             assert child.info.status == "FINISHED"
             assert child.data.metrics["val_dice"] == pytest.approx(float(row["val_dice"]))
+            assert child.data.metrics["val_score"] == pytest.approx(float(row["val_score"]))
+            assert child.data.metrics["best_val_score"] == pytest.approx(
+                float(row["best_val_score"])
+            )
     # A trial logs its model card and history, not its weights (train@ trains the best again).
     run_id = next(r["mlflow_run_id"] for r in rows if r["status"] == "completed")
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model")}

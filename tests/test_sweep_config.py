@@ -140,6 +140,7 @@ def test_the_sweep_plan_changes_only_with_what_the_trials_read(small_params_raw,
 def test_promote_hands_the_best_values_to_the_entry_that_asks(small_params_raw, tmp_path):
     best = {
         "model": "sam_lora",
+        "metric": "best_val_score",
         "value": 0.7,
         "trial": "abc_00001",
         "experiment": "sweep-sam_lora-x",
@@ -157,6 +158,7 @@ def test_promote_hands_the_best_values_to_the_entry_that_asks(small_params_raw, 
     assert (tmp_path / "promoted" / "unet.json").read_bytes() == before  # unet does not retrain
     promoted = read_json(tmp_path / "promoted" / "sam_lora.json")
     assert promoted["config"] == best["config"]
+    assert (promoted["metric"], promoted["value"]) == ("best_val_score", 0.7)  # what it chose on
     tuned, values = promoted_params(params, "sam_lora", tmp_path / "promoted" / "sam_lora.json")
     assert tuned.models["sam_lora"].rank == 16 and values["trial"] == "abc_00001"
     trained = tuned.entry("sam_lora").train_config(tuned.train)

@@ -46,7 +46,7 @@ def run(args) -> None:
         print(
             f"sweep@{best['model']}: {summary['trials']} trials ("
             + ", ".join(f"{n} {s}" for s, n in counts.items())
-            + f"); best validation Dice {best['value']:.3f} with {values}"
+            + f"); best {best.get('metric', 'best_val_score')} {best['value']:.3f} with {values}"
         )
         print(f"sweep: wrote {args.out} (trials.csv, best.json)")
 

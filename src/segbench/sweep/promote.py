@@ -38,7 +38,10 @@ def promote(params: Params, best_json: str | Path, out_dir: str | Path) -> dict[
         files[name] = {
             "from_sweep": True,
             "config": best["config"],
-            "best_val_dice": best["value"],
+            # What the sweep chose on and its value there (a best.json written before it
+            # said so chose on the pooled Dice).
+            "metric": best.get("metric", "best_val_dice"),
+            "value": best["value"],
             "trial": best["trial"],
             "experiment": best["experiment"],
         }

@@ -1,9 +1,10 @@
 """``run_sweep(params, tiles_dir, out_dir, state_dir) -> summary``: Ray Tune over training.
 
 Every trial calls :func:`segbench.training.train` (through :mod:`segbench.sweep.trainable`) on the
-same tiles as ``train@``; ASHA stops trials whose validation Dice trails at a rung; crashed
-trials are retried from their last epoch; an interrupted sweep (killed, machine lost) resumes
-when run again with the same settings, from the progress each trial saved
+same tiles as ``train@``; ASHA stops trials whose validation score (``val_score``: the mean
+per-image criterion models are ranked on, by which training keeps its checkpoint) trails at a
+rung; crashed trials are retried from their last epoch; an interrupted sweep (killed, machine
+lost) resumes when run again with the same settings, from the progress each trial saved
 (:mod:`segbench.sweep.store`: JSON and weights-only checkpoints, verified first; Tune's own
 pickled state is never restored).
 
@@ -13,10 +14,13 @@ Outputs (``out_dir``, written only when the sweep has finished)::
                  status (completed | stopped early | failed), its model's trainable and total
                  parameters (``params_trainable``, ``params_total``: counted from its values by
                  :mod:`segbench.sweep.size`, whatever became of the trial), epochs run, final
-                 and best validation Dice, best epoch, final losses, attempts, seconds, MLflow
-                 run id
-    best.json    the best trial (by best validation Dice): its values as training keys
-                 (``{"train.lr": ..., "model.rank": ...}``), its metrics, the sweep's settings
+                 and best validation score (``val_score``, ``best_val_score``: what the sweep
+                 chose on), the pooled validation Dice of the last and of the best epoch
+                 (``val_dice``, ``best_val_dice``: for information), best epoch, final losses,
+                 attempts, seconds, MLflow run id
+    best.json    the best trial (by ``best_val_score``, which ``metric`` names and ``value``
+                 holds): its values as training keys (``{"train.lr": ..., "model.rank": ...}``),
+                 its metrics, the sweep's settings
 
 MLflow: one parent run ``sweep@<model>`` (the sweep's settings, the best values and metrics,
 both files as artifacts) with one child run per trial (the trial's training run).
@@ -52,7 +56,10 @@ from segbench.tracking import (
     tracking_uri,
 )
 
-METRIC = "best_val_dice"  # what "best" means: the trial's best epoch, as train@ keeps it
+# What "best" means: a trial's best epoch by the per-image criterion, as train@ keeps it
+# (EPOCH_METRIC each epoch, which ASHA compares at its rungs); the pooled Dice is only reported.
+METRIC = "best_val_score"
+EPOCH_METRIC = "val_score"
 STOPPED_TAG = "segbench.stopped_early"
 
 
@@ -167,6 +174,8 @@ def run_sweep(
 
 _RESULT_FIELDS = [
     "epochs_run",
+    "val_score",
+    "best_val_score",
     "val_dice",
     "best_val_dice",
     "best_epoch",
@@ -235,7 +244,7 @@ def _fit(params: Params, trainable, storage: str, name: str, epochs: int):
         trainable,
         param_space=tune_space(sweep),
         tune_config=tune.TuneConfig(
-            metric="val_dice",
+            metric=EPOCH_METRIC,
             mode="max",
             scheduler=scheduler,
             num_samples=sweep.num_samples,
@@ -291,14 +300,22 @@ def _one_line(error: BaseException) -> str:
 
 
 def _best(rows, columns, sweep, epochs: int, name: str) -> dict[str, Any]:
-    ok = [r for r in rows if r["status"] != "failed" and _num(r["best_val_dice"]) is not None]
+    """best.json (see the module's docstring): the trial with the highest ``best_val_score``
+    of those that did not fail (the first of equals, in trial order)."""
+    ok = [r for r in rows if r["status"] != "failed" and _num(r[METRIC]) is not None]
     if not ok:
-        raise SegbenchError(f"sweep@{sweep.model}: no trial reported a validation Dice")
-    top = max(ok, key=lambda r: _num(r["best_val_dice"]))
+        raise SegbenchError(
+            f"sweep@{sweep.model}: no trial reported a validation score ({METRIC}): each "
+            "scored NaN, or finished in a sweep saved before segbench chose on it; run the "
+            "sweep afresh (segbench sweep --fresh)"
+        )
+    top = max(ok, key=lambda r: _num(r[METRIC]))
     return {
         "model": sweep.model,
         "metric": METRIC,
-        "value": _num(top["best_val_dice"]),
+        "value": _num(top[METRIC]),
+        "best_val_dice": _num(top["best_val_dice"]),  # pooled, at the same epoch: information
+        "best_epoch": top["best_epoch"],
         "trial": top["trial"],
         "status": top["status"],
         "config": {k: top["_config"].get(k) for k in columns},
@@ -320,7 +337,8 @@ def _num(value) -> float | None:
 
 def _summary_metrics(rows, best) -> dict[str, float]:
     return {
-        "best_val_dice": best["value"],
+        METRIC: best["value"],
+        "best_val_dice": best["best_val_dice"] if best["best_val_dice"] is not None else math.nan,
         "trials": len(rows),
         "trials_completed": sum(r["status"] == "completed" for r in rows),
         "trials_stopped_early": sum(r["status"] == "stopped early" for r in rows),

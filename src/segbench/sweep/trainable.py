@@ -12,6 +12,13 @@ had finished only replays its reports.
 The last epoch is reported only after ``train`` has returned: ASHA stops a trial as soon as it
 reaches its horizon, and a stop while ``train`` still writes its outputs and ends its MLflow run
 would leave both unfinished.
+
+What the sweep decides on is ``val_score`` (each epoch: ASHA's rungs) and ``best_val_score`` (its
+best so far, and the trial's in the end), the per-image criterion training keeps its checkpoint
+by (:func:`segbench.training.loop.validate`); ``val_dice`` (pooled over the pixels) and
+``best_val_dice`` (at the best epoch by ``val_score``) are reported beside them, for information.
+Rows saved before ``val_score`` existed are replayed with NaN there (ASHA skips a NaN), and such
+epochs never count as a trial's best.
 """
 
 from __future__ import annotations
@@ -83,26 +90,25 @@ def run_trial(
     if saved is not None and saved.final is not None:  # it had finished: replay, nothing more
         for row in saved.epochs:
             if row["epoch"] < horizon:
-                tune.report(row)
-        tune.report(saved.final)
+                tune.report(_with_score(row))
+        tune.report(_with_score(saved.final))
         return
     if saved is not None and saved.files:
         store.restore(saved, key, resume_dir)
-        attempt, reported = saved.attempt + 1, list(saved.epochs)
+        attempt, reported = saved.attempt + 1, [_with_score(r) for r in saved.epochs]
         for row in reported:
             tune.report(row)
     else:  # a first start never continues anything left in its directory
         shutil.rmtree(resume_dir, ignore_errors=True)
     save = functools.partial(store.save, key, config, attempt=attempt, epochs=reported)
-    best = max((_finite(r["val_dice"]) for r in reported), default=-math.inf)
-    best_epoch = next((r["epoch"] for r in reported if _finite(r["val_dice"]) == best), 0)
+    best = _Best()
+    for row in reported:
+        best.update(row)
 
     def on_epoch(row: dict) -> None:
-        nonlocal best, best_epoch
-        if _finite(row["val_dice"]) > best:
-            best, best_epoch = _finite(row["val_dice"]), int(row["epoch"])
+        best.update(row)
         # best_epoch with every epoch: a trial ASHA stops never reaches the final report.
-        metrics = {**_metrics(row, best, attempt, resume_dir), "best_epoch": best_epoch}
+        metrics = _metrics(row, best, attempt, resume_dir)
         reported.append(metrics)
         save(resume_dir=resume_dir, mlflow_run_id=metrics["mlflow_run_id"] or None)
         if row["epoch"] >= horizon:
@@ -122,10 +128,16 @@ def run_trial(
         log_weights=False,
     )
     history = _history(out_dir)
-    last = history[-1] if history else {"epoch": 0, "val_dice": math.nan}
-    final = _metrics(last, summary.get("best_val_dice", best), attempt, ModelCard.read(out_dir))
+    last = history[-1] if history else {"epoch": 0}
+    # train()'s own best (its checkpoint's epoch), which a resumed training also knows of the
+    # epochs before the restart.
+    best = _Best(
+        score=summary.get("best_val_score", best.score),
+        dice=summary.get("best_val_dice", best.dice),
+        epoch=summary.get("best_epoch", best.epoch),
+    )
+    final = _metrics(last, best, attempt, ModelCard.read(out_dir))
     final.update(
-        best_epoch=summary.get("best_epoch", best_epoch),
         train_seconds=summary.get("train_seconds", math.nan),
         stop_reason=summary.get("stop_reason", ""),
     )
@@ -134,26 +146,53 @@ def run_trial(
     tune.report(final)
 
 
-def _metrics(row: dict, best: float, attempt: int, run: Path | ModelCard) -> dict[str, Any]:
-    """Tune's metrics of one epoch; ``run`` is where the MLflow run id is (the resume
-    directory's ``mlflow.json`` while training, the model card after)."""
+class _Best:
+    """A trial's best epoch so far by ``val_score`` (the first of equals, as ``train`` keeps
+    it): its score (-inf while no epoch has one), pooled Dice and epoch (0: none yet)."""
+
+    def __init__(self, *, score: float | None = -math.inf, dice: float | None = None, epoch=0):
+        self.score = _finite(score)
+        self.dice = math.nan if dice is None else float(dice)
+        self.epoch = int(epoch or 0)
+
+    def update(self, row: dict[str, Any]) -> None:
+        """Take epoch ``row`` (a history row or a reported one) if its score is higher."""
+        score = _finite(row.get("val_score"))
+        if score > self.score:
+            self.score, self.epoch = score, int(row["epoch"])
+            self.dice = float(row.get("val_dice", math.nan))
+
+
+def _metrics(row: dict, best: _Best, attempt: int, run: Path | ModelCard) -> dict[str, Any]:
+    """Tune's metrics of one epoch ``row`` (a history row); ``run`` is where the MLflow run id
+    is (the resume directory's ``mlflow.json`` while training, the model card after)."""
     if isinstance(run, ModelCard):
         run_id = run.mlflow_run_id or ""
     else:
         run_id = read_json(run / "mlflow.json")["run_id"] if (run / "mlflow.json").is_file() else ""
     return {
         "epoch": int(row["epoch"]),
-        "val_dice": float(row["val_dice"]),
+        "val_score": float(row.get("val_score", math.nan)),
+        "val_dice": float(row.get("val_dice", math.nan)),
         "val_loss": float(row.get("val_loss", math.nan)),
         "train_loss": float(row.get("train_loss", math.nan)),
-        "best_val_dice": float(best),
+        "best_val_score": best.score,
+        "best_val_dice": best.dice,
+        "best_epoch": best.epoch,
         "attempt": attempt,
         "mlflow_run_id": run_id,
     }
 
 
-def _finite(value: float) -> float:
-    return -math.inf if math.isnan(value) else value
+def _with_score(row: dict[str, Any]) -> dict[str, Any]:
+    """A reported row saved before the sweep chose on ``val_score``, with NaN for the score
+    and its best (Tune refuses a result without the metric it schedules on)."""
+    return {"val_score": math.nan, "best_val_score": math.nan, **row}
+
+
+def _finite(value: float | None) -> float:
+    """``value`` for comparing scores: -inf where it is missing or NaN."""
+    return -math.inf if value is None or math.isnan(value) else float(value)
 
 
 def _history(out_dir: Path) -> list[dict[str, float]]:
@@ -162,4 +201,6 @@ def _history(out_dir: Path) -> list[dict[str, float]]:
     path = out_dir / "history.csv"
     if not path.is_file():
         return []
-    return [{k: float(v) for k, v in row.items()} for row in read_csv(path)]
+    # An empty cell (a column the epoch had no value for, such as val_score in the epochs of a
+    # checkpoint written before it existed) is left out: missing, not a crash.
+    return [{k: float(v) for k, v in row.items() if v != ""} for row in read_csv(path)]
