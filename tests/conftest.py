@@ -41,8 +41,10 @@ SHRINK = {
         "epochs": 1,
     },
     # SAM's input at the shrunk tiles' size (64 px): the same tiny SAM, 1/16 of the pixels.
+    # sam_lora takes the sweep's values in the shipped file; tests that want that say so (many
+    # turn the sweep off, or drop the entry it sweeps).
     "models": {
-        name: {"image_size": 64}
+        name: {"image_size": 64} | ({"from_sweep": False} if "from_sweep" in block else {})
         for name, block in real_params_raw()["models"].items()
         if (block or {}).get("model", name).startswith("sam_")
     },
@@ -94,6 +96,8 @@ def raw_entry(base: str, **changes) -> dict:
     """A complete ``models`` entry as written in params.yaml: the shipped entry ``base`` with
     ``changes`` (``DROP`` as a value removes the key)."""
     block = copy.deepcopy(real_params_raw()["models"][base])
+    if "from_sweep" in block:  # the shipped sam_lora takes the sweep's values; a copy does not
+        block["from_sweep"] = False
     block.update(changes)
     return {k: v for k, v in block.items() if v is not DROP}
 
@@ -106,6 +110,10 @@ def only_models(raw: dict, models, ensembles=()) -> dict:
     out["ensembles"] = {e: out["ensembles"][e] for e in ensembles}
     if out["sweep"]["model"] not in out["models"]:
         out["sweep"]["enabled"] = False
+    if not out["sweep"]["enabled"]:  # nothing to promote
+        for block in out["models"].values():
+            if (block or {}).get("from_sweep"):
+                block["from_sweep"] = False
     return out
 
 

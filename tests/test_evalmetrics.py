@@ -63,7 +63,10 @@ def _eval_dir(root, name="unet", metrics=None, per_image=None):
     folder = root / "eval" / name
     folder.mkdir(parents=True)
     write_json(folder / "metrics.json", example_metrics() if metrics is None else metrics)
-    rows = per_image or [{"id": "a", "dice": 0.9, "fp": 3}, {"id": "b", "dice": "nan", "fp": 0}]
+    rows = per_image or [
+        {"id": "a", "score": 0.9, "dice": 0.9, "fp": 3},
+        {"id": "b", "score": 0.0, "dice": "nan", "fp": 0},
+    ]
     write_csv(folder / "per_image.csv", rows, list(rows[0]))
     return folder
 
@@ -141,12 +144,16 @@ def test_a_missing_metrics_file_says_which_stage_writes_it(tmp_path):
 @pytest.mark.parametrize(
     ("rows", "why"),
     [
-        ([{"id": "a", "iou": 0.9}], "no dice column (found id, iou)"),
-        ([{"name": "a", "dice": 0.9}], "no id column (found name, dice)"),
-        ([{"id": "a", "dice": 0.9}, {"id": "b", "dice": "high"}], "line 3: dice: 'high' is not"),
-        ([{"id": "", "dice": 0.9}], "line 2: id: empty"),
+        ([{"id": "a", "score": 0.9, "iou": 0.9}], "no dice column (found id, score, iou)"),
+        ([{"id": "a", "dice": 0.9}], "no score column (found id, dice)"),
+        ([{"name": "a", "score": 0.9, "dice": 0.9}], "no id column (found name, score, dice)"),
+        (
+            [{"id": "a", "score": 0.9, "dice": 0.9}, {"id": "b", "score": 0.8, "dice": "high"}],
+            "line 3: dice: 'high' is not",
+        ),
+        ([{"id": "", "score": 0.9, "dice": 0.9}], "line 2: id: empty"),
     ],
-    ids=["no_dice", "no_id", "text", "empty_id"],
+    ids=["no_dice", "no_score", "no_id", "text", "empty_id"],
 )
 def test_a_damaged_per_image_table_is_one_line_naming_it(rows, why, tmp_path):
     # Two models, so the comparison reads every per-image table.

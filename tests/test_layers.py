@@ -27,6 +27,7 @@ LAYERS = [
         "classes",
         "downloads",
         "yamledit",
+        "datahash",
     },
     {"config", "modelcard", "evalmetrics"},
     {
@@ -58,7 +59,7 @@ LAYERS = [
         "predict",
         "predict_folder",
     },
-    {"sweep", "ensemble", "report", "reportcsv", "reportextra", "comparison"},
+    {"sweep", "ensemble", "report", "reportcsv", "reportextra", "reporttext", "comparison"},
     {"dag", "commands", "cli"},
 ]
 TOP = len(LAYERS)  # stages/ and flows/

@@ -172,7 +172,7 @@ def test_the_threshold_tuned_on_validation_is_recorded(run):
 def test_dvc_knows_the_plots(run):
     plots = json.loads(dvc(run.repo, "plots", "show", "--json").stdout)
     assert not plots.get("errors")
-    assert "Test Dice against training time" in plots["data"]
+    assert "Test score (Dice over all images; mIoU) against training time" in plots["data"]
     assert "reports/plots/history/unet.csv" in plots["data"]
 
 
@@ -268,6 +268,21 @@ def test_an_experiment_reruns_only_what_depends_on_the_changed_key(run):
     assert "Running stage 'sweep_plan'" in exp.stdout
     for stage in ("fetch", "prepare", "sweep", "train@unet", "train@sam_lora"):
         assert f"Running stage '{stage}'" not in exp.stdout
+
+
+@pytest.mark.long  # make test-long: two more trainings of each network (tests/conftest.py)
+def test_repeated_training_through_dvc_shows_the_seed_spread(run):
+    """After the other experiment: `-S train.repeats=2` retrains each network with two seeds,
+    and the report gives each its spread and tests the seed-averaged per-image scores."""
+    exp = dvc(run.repo, "exp", "run", "-S", "train.repeats=2")
+    assert "Running stage 'train@unet'" in exp.stdout and "Running stage 'report'" in exp.stdout
+    assert "Running stage 'train@otsu'" not in exp.stdout  # nothing random to repeat
+    unet = read_json(run.repo / "eval" / "unet" / "metrics.json")
+    assert unet["seeds"] == [0, 1] and len(unet["seed_scores"]) == 2
+    rows = {r["model"]: r for r in read_csv(run.repo / "reports" / "comparison.csv")}
+    assert len(rows["unet"]["seed_scores"].split()) == 2 and rows["unet"]["seed_std"] != ""
+    summary = run.summary()
+    assert "(2 seeds)" in summary and "Networks were trained 2 times" in summary
 
 
 def test_bad_params_fail_the_stage_cleanly(repo_copy):

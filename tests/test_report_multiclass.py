@@ -59,16 +59,29 @@ def _several(**changes) -> dict:
     return example_metrics(**(several | changes))
 
 
-def _model(root: Path, name: str, miou, dice, **changes) -> str:
-    """An evaluation directory of three classes with per-image mIoU ``miou`` and Dice ``dice``."""
+def _model(root: Path, name: str, miou, dice, val=0.7, **changes) -> str:
+    """An evaluation directory of three classes with per-image mIoU ``miou`` (the score) and
+    Dice ``dice``, and the validation score ``val``."""
     rows = [
-        {"id": f"img{i:02d}", "miou": m, "dice": d, "iou_0": 0.9, "iou_1": 0.5, "iou_2": "nan"}
+        {
+            "id": f"img{i:02d}",
+            "score": m,
+            "miou": m,
+            "dice": d,
+            "iou_0": 0.9,
+            "iou_1": 0.5,
+            "iou_2": "nan",
+        }
         for i, (m, d) in enumerate(zip(miou, dice, strict=True))
     ]
     rows[0]["iou_1"] = "nan"  # phase_a absent from both masks of one image
     (root / name).mkdir(parents=True)
     write_csv(root / name / "per_image.csv", rows, list(rows[0]))
-    metrics = _several(miou=float(np.mean(miou)), dice=float(np.mean(dice)), n_images=len(miou))
+    mean = float(np.mean(miou))
+    metrics = _several(
+        miou=mean, score=mean, score_metric="miou", val_score=val, dice=float(np.mean(dice))
+    )
+    metrics["n_images"] = len(miou)
     write_json(root / name / "metrics.json", metrics | changes)
     return name
 
@@ -86,22 +99,22 @@ def test_several_classes_are_ranked_and_tested_on_per_image_miou(tmp_path):
     base = rng.uniform(0.6, 0.7, size=12)
     names = [
         # Higher foreground Dice but lower mIoU: with several classes mIoU decides.
-        _model(tmp_path, "dicey", base - 0.2, base + 0.2),
-        _model(tmp_path, "best", base, base - 0.1),
-        _model(tmp_path, "twin", base + rng.normal(0, 0.005, size=12), base),
-        _model(tmp_path, "otsu", base - 0.3, base - 0.3, test_loss=None),
+        _model(tmp_path, "dicey", base - 0.2, base + 0.2, val=0.8),
+        _model(tmp_path, "best", base, base - 0.1, val=0.9),
+        _model(tmp_path, "twin", base + rng.normal(0, 0.005, size=12), base, val=0.85),
+        _model(tmp_path, "otsu", base - 0.3, base - 0.3, val=0.5, test_loss=None),
     ]
     _skipped(tmp_path, "sam_point")
     rows = comparison_rows([*names, "sam_point"], tmp_path)
     order = [r["model"] for r in rows]  # sorted by mIoU; "twin" and "best" are a hair apart
     assert set(order[:2]) == {"twin", "best"} and order[2:] == ["dicey", "otsu"]
     by = {r["model"]: r for r in rows}
-    assert sum(bool(r.get("reference")) for r in rows) == 1
+    assert [r["model"] for r in rows if r.get("reference")] == ["best"]  # on validation
     assert by["dicey"]["verdict"] == "significantly worse"
     assert by["otsu"]["verdict"] == "significantly worse"
     assert by["best"]["class_iou_n"] == [12, 11, 0]  # images where each class's IoU is defined
     text = headline(rows)
-    assert text.startswith(f"Best test mIoU: {rows[0]['model']} (")
+    assert text.startswith("Reference: best, the best validation mIoU (0.900)")
     assert "paired Wilcoxon on per-image mIoU" in text
     assert "The classical baseline (multi-Otsu) scores" in text
     assert fmt("miou", rows[0]).endswith("[0.600, 0.800]")
@@ -132,7 +145,8 @@ def test_the_two_class_table_and_csv_keep_their_columns():
 
     assert table_columns("dice") is COLUMNS and csv_fields("dice") is CSV_FIELDS
     several = csv_fields("miou", CLASSES)
-    assert several[:2] == ["model", "miou"] and "threshold" not in several
+    assert several[:2] == ["model", "score"] and "threshold" not in several
+    assert several[several.index("score_metric") + 2] == "miou"
     assert {"test_loss", "num_classes", "iou_phase_a", "iou_phase_a_ci_low"} <= set(several)
 
 
@@ -219,8 +233,8 @@ def phases_report(tmp_path_factory):
 def test_the_report_of_several_classes_has_every_part(phases_report):
     out, _ = phases_report
     html = (out / "report.html").read_text()
-    assert "Best test mIoU: " in html and "per-image mIoU" in html
-    assert '<th class="miou">mIoU [95% CI]</th>' in html and 'class="dice"' not in html
+    assert "Reference: " in html and "per-image mIoU" in html
+    assert '<th class="score">mIoU [95% CI]</th>' in html and 'class="dice"' not in html
     # The per-class IoU table: one column per class, one row per model.
     table = html.split('id="class-iou"')[1].split("</table>")[0]
     assert [f"<th>{c}</th>" in table for c in CLASSES] == [True] * 3
@@ -252,7 +266,7 @@ def test_the_report_of_several_classes_has_every_part(phases_report):
 def test_the_summary_and_csv_of_several_classes(phases_report):
     out, _ = phases_report
     summary = (out / "summary.md").read_text()
-    assert "| model | mIoU [95% CI] | vs best (Holm p) |" in summary
+    assert "| model | mIoU [95% CI] | val. score | Δ vs reference [95% CI] |" in summary
     assert "| model | substrate | phase_a | phase_b |" in summary
     study = "| model | test loss | mIoU | mPA | devices | epochs | batch | training time |"
     assert study in summary
@@ -288,7 +302,7 @@ def test_a_colour_report_shows_its_images_in_colour(tmp_path):
         shutil.copyfile(tmp_path / "raw" / rec["mask"], model / "pred" / f"{rec['id']}.png")
         ref = read_mask(tmp_path / "raw" / rec["mask"], 3)
         row, counts = multiclass_row(ref, ref, 3, ignore_index=IGNORE)
-        rows.append({"id": rec["id"], **row})
+        rows.append({"id": rec["id"], "score": row["miou"], **row})
         confusion += counts
     write_csv(model / "per_image.csv", rows, list(rows[0]))
     counts = [dict(zip(spec.names, line.tolist(), strict=True)) for line in confusion]

@@ -1,12 +1,19 @@
 """The comparison table: one row per model, its uncertainty, its cost, and what qualifies it.
 
 A row is a model's ``eval/<m>/metrics.json`` (test metrics, with training's cost and the notes
-that qualify them); rows are sorted by the mean test *primary metric*: Dice with two classes,
-mIoU with several (:attr:`segbench.evalmetrics.EvalMetrics.primary`). The *reference* row is the
-best model that sees the image alone (no oracle prompts); every other row is compared with it
-on the per-image primary metric (paired Wilcoxon, Holm over all rows, :mod:`segbench.stats`).
-Entries that could not run on the data (:func:`segbench.evalmetrics.write_skipped`) have no
-row: :func:`skipped_entries` lists them and why.
+that qualify them). Rows are ranked on one per-image criterion, ``score`` (Dice over all
+images with two classes, where an empty reference scores 1 for an empty prediction and 0 for
+any false positive; mIoU with several: :mod:`segbench.metrics`), averaged over a model's seeds
+(``train.repeats``). The NaN-rule Dice (empty references left out) is shown beside it.
+
+The *reference* row is chosen before any test figure is looked at: the model with the best
+validation ``score`` among those that see the image alone (no oracle prompts). Every other row
+is compared with it on the per-image test score: the paired difference (mean with a paired
+BCa bootstrap interval, Hodges-Lehmann), the Wilcoxon signed-rank test with Holm's correction
+over the rows, and "better"/"worse" from the same signed-rank statistic (:mod:`segbench.stats`).
+An ensemble whose weight search gave one member all the weight is that member: it has no row
+(:func:`collapsed_ensembles`). Entries that could not run on the data
+(:func:`segbench.evalmetrics.write_skipped`) have no row: :func:`skipped_entries` lists them.
 """
 
 from __future__ import annotations
@@ -22,29 +29,38 @@ from segbench.evalmetrics import (
     read_per_image,
     read_skipped,
 )
-from segbench.stats import SMALL_TEST_SET, compare_to_best
+from segbench.stats import SMALL_TEST_SET, compare_to_reference, power_banner
 
 # The primary metric's name in the report's words.
 PRIMARY_TITLES = {"dice": "Dice", "miou": "mIoU"}
+# The ranking criterion's name in the report's words, by primary metric.
+SCORE_TITLES = {"dice": "Dice (all images)", "miou": "mIoU"}
+RANK = "score"  # the key rows are ranked, tested and plotted on
 
 # (key, title) of the main table's columns, in order (accuracy, its certainty, and cost);
 # _fmt knows how to show each. DETAIL_COLUMNS: every other metric, in a second table.
 COLUMNS = [
     ("model", "model"),
-    ("dice", "Dice [95% CI]"),
-    ("verdict", "vs best (Holm p)"),
-    ("n_images", "test images"),
+    ("score", "Dice, all images [95% CI]"),
+    ("dice_point", "Dice, empty refs left out"),
+    ("val_score", "val. score"),
+    ("diff", "Δ vs reference [95% CI]"),
+    ("verdict", "vs reference (Holm p)"),
+    ("pairs", "pairs"),
+    ("seeds", "seed spread"),
     ("threshold", "threshold"),
     ("params_total", "params"),
-    ("params_trainable", "trained"),
     ("train_seconds", "train s"),
-    ("devices", "train device"),
     ("images_per_second", "img/s"),
     ("notes", "notes"),
 ]
 DETAIL_COLUMNS = [
     ("model", "model"),
-    ("dice", "Dice [95% CI]"),
+    ("n_images", "test images"),
+    ("hl_diff", "HL Δ vs reference"),
+    ("params_trainable", "trained params"),
+    ("devices", "train device"),
+    ("dice", "Dice, empty refs left out [95% CI]"),
     ("iou", "IoU"),
     ("miou", "mIoU"),
     ("mpa", "mPA"),
@@ -58,12 +74,16 @@ DETAIL_COLUMNS = [
 # Several classes: mIoU (with its interval) leads; Dice, IoU, precision and recall are means
 # over the foreground classes present; there is no threshold (each pixel's argmax class).
 MULTICLASS_COLUMNS = [
-    ("miou", "mIoU [95% CI]") if key == "dice" else (key, title)
+    ("score", "mIoU [95% CI]") if key == "score" else (key, title)
     for key, title in COLUMNS
-    if key != "threshold"
+    if key not in ("threshold", "dice_point")
 ]
 MULTICLASS_DETAIL_COLUMNS = [
     ("model", "model"),
+    ("n_images", "test images"),
+    ("hl_diff", "HL Δ vs reference"),
+    ("params_trainable", "trained params"),
+    ("devices", "train device"),
     ("miou", "mIoU [95% CI]"),
     ("mpa", "mPA"),
     ("pixel_accuracy", "pixel acc."),
@@ -90,8 +110,10 @@ MEANS = ("iou", "miou", "mpa", "pixel_accuracy", "precision", "recall")
 # What `segbench summary` (and `make run`) prints in a terminal: the table's essentials.
 TERMINAL_KEYS = (
     "model",
-    "dice",
-    "miou",
+    "score",
+    "dice_point",
+    "val_score",
+    "diff",
     "verdict",
     "iou",
     "n_images",
@@ -161,9 +183,24 @@ def fmt(key: str, row: dict) -> str:
         return f"{row.get('train_device') or row.get('device', '?')} ×{row.get('device_count', 1)}"
     if key == "train_time":
         return _duration(row.get("train_seconds"))
+    if key in ("diff", "hl_diff", "pairs"):
+        return _difference(key, row)
+    if key == "seeds":
+        return _seed_spread(row)
+    if key == "dice_point":  # the main table's NaN-rule Dice; its interval is in the details
+        return "n/a" if _missing(row.get("dice")) else f"{row['dice']:.3f}"
     value = row.get(key)
     if _missing(value):
         return "n/a"
+    if key == "score":
+        low, high = row.get("score_ci_low"), row.get("score_ci_high")
+        ci = "" if _missing(low) else f" [{low:.3f}, {high:.3f}]"
+        return f"{value:.3f}{ci}"
+    if key == "val_score":
+        return f"{value:.3f}"
+    if key == "train_seconds" and row.get("train_cache_seconds"):
+        cache = row["train_cache_seconds"]
+        return f"{value - cache:.1f} + {cache:.1f} cache"
     # Dice, and mIoU where it is the primary metric (several classes): with the interval.
     if key == "dice" or (key == "miou" and row.get("num_classes")):
         low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
@@ -184,6 +221,35 @@ def fmt(key: str, row: dict) -> str:
     if isinstance(value, float):
         return f"{value:.1f}" if value >= 10 else f"{value:.3f}" if value < 1 else f"{value:.2f}"
     return str(value)
+
+
+def _difference(key: str, row: dict) -> str:
+    """The paired difference to the reference (this row minus it, per test image)."""
+    if row.get("reference"):
+        return "—"
+    if key == "pairs":
+        n, usable = row.get("n_pairs"), row.get("n_usable")
+        if n is None:
+            return "n/a"
+        ties = n - usable if usable is not None else 0
+        return f"{n}" + (f" ({ties} tied)" if ties else "")
+    value = row.get("mean_diff" if key == "diff" else "hl_diff")
+    if _missing(value):
+        return "n/a"
+    if key == "hl_diff":
+        return f"{value:+.3f}"
+    low, high = row.get("diff_ci_low"), row.get("diff_ci_high")
+    ci = "" if _missing(low) or _missing(high) else f" [{low:+.3f}, {high:+.3f}]"
+    return f"{value:+.3f}{ci}"
+
+
+def _seed_spread(row: dict) -> str:
+    """The seed-to-seed std of the mean test score, or how many times the model was made."""
+    scores = row.get("seed_scores")  # a list, or comparison.csv's space-separated cell
+    n = len(scores) if isinstance(scores, list) else len(str(scores or "").split())
+    if n < 2 or _missing(row.get("seed_std")):
+        return "1 seed" if row.get("train_epochs") else "—"  # nothing random to repeat
+    return f"±{row['seed_std']:.3f} ({n} seeds)"
 
 
 def _duration(seconds) -> str:
@@ -231,10 +297,12 @@ def class_iou_markdown(rows: list[dict]) -> str:
 def _verdict(row: dict) -> str:
     if row.get("reference"):
         return "reference"
+    if row.get("verdict") == "too few pairs":
+        return f"too few pairs ({row.get('n_usable', 0)} untied)"
     if _missing(row.get("p_holm")):
         return "n/a"
     words = {
-        "not significantly different": "not significantly different",
+        "not significantly different": "n.s.",
         "significantly worse": "worse *",
         "significantly better": "better *",
     }[row["verdict"]]
@@ -252,20 +320,43 @@ def skipped_entries(names: list[str], eval_dir: Path) -> dict[str, str]:
     return out
 
 
+def collapsed_ensembles(names: list[str], eval_dir: Path, ensembles: Collection[str]) -> dict:
+    """``{ensemble: member}`` for the ensembles of ``names`` whose weight search gave one
+    member all the weight (``metrics.json``'s ``ensemble_collapsed_to``): each *is* that
+    member, and has no row of its own."""
+    out = {}
+    for name in names:
+        if name in ensembles and not read_skipped(Path(eval_dir) / name):
+            stage = evaluate_stage(name, ensembles)
+            member = EvalMetrics.read(Path(eval_dir) / name, stage=stage).ensemble_collapsed_to
+            if member:
+                out[name] = member
+    return out
+
+
 def comparison_rows(
-    names: list[str], eval_dir: Path, *, alpha: float = 0.05, ensembles: Collection[str] = ()
+    names: list[str],
+    eval_dir: Path,
+    *,
+    alpha: float = 0.05,
+    ensembles: Collection[str] = (),
+    n_resamples: int = 10_000,
+    seed: int = 0,
 ):
     """One dict per model of ``names`` (evaluated in ``eval_dir/<name>``; those in
-    ``ensembles`` are ensembles), best test primary metric first (Dice with two classes, mIoU
-    with several), with the paired comparison on it against the reference row
-    (``reference``, ``p``, ``p_holm``, ``verdict``, ``significant``, ``n_pairs``,
-    ``mean_diff``). With several classes each row also holds ``class_iou_n``: per class, the
-    test images where its IoU is defined. Entries that were skipped on this data
-    (:func:`skipped_entries`) have no row. A missing or damaged ``metrics.json`` or
+    ``ensembles`` are ensembles), best test ``score`` first (the per-image criterion averaged
+    over seeds), with the paired comparison against the reference row, chosen on validation
+    (``reference``; the others: ``n_pairs``, ``n_usable``, ``mean_diff``, ``hl_diff``,
+    ``diff_ci_low``, ``diff_ci_high``, ``p``, ``p_holm``, ``verdict``, ``significant``,
+    ``can_reach``, ``family_size``). With several classes each row also holds
+    ``class_iou_n``: per class, the test images where its IoU is defined. Entries skipped on
+    this data (:func:`skipped_entries`) and ensembles that collapsed onto one member
+    (:func:`collapsed_ensembles`) have no row. A missing or damaged ``metrics.json`` or
     ``per_image.csv`` is a :class:`SegbenchError` naming the file and the stage that rewrites
     it."""
     eval_dir = Path(eval_dir)
     names = [n for n in names if n not in skipped_entries(names, eval_dir)]
+    names = [n for n in names if n not in collapsed_ensembles(names, eval_dir, ensembles)]
     stages = {name: evaluate_stage(name, ensembles) for name in names}
     rows = [
         {"model": name, **EvalMetrics.read(eval_dir / name, stage=stages[name]).model_dump()}
@@ -276,30 +367,33 @@ def comparison_rows(
     if metric != "dice":
         for row in rows:
             row["class_iou_n"] = _defined_per_class(per_image[row["model"]], row["num_classes"])
-    rows.sort(key=lambda r: -(r[metric] if not _missing(r.get(metric)) else -1))
-    ref = reference_row(rows, metric)
+    rows.sort(key=lambda r: -(r[RANK] if not _missing(r.get(RANK)) else -1))
+    ref = reference_row(rows)
     if ref is None:
         return rows
     ref["reference"] = True
-    scores = {m: {r["id"]: r[metric] for r in per} for m, per in per_image.items()}
+    scores = {m: {r["id"]: r[RANK] for r in per} for m, per in per_image.items()}
     ids = list(scores[ref["model"]])
     aligned = {m: [d.get(i, math.nan) for i in ids] for m, d in scores.items()}
-    tests = compare_to_best(aligned, ref["model"], alpha=alpha)
+    tests = compare_to_reference(
+        aligned, ref["model"], alpha=alpha, n_resamples=n_resamples, seed=seed
+    )
     for row in rows:
         row.update(tests.get(row["model"], {}))
     return rows
 
 
 def _per_image(path: Path, stage: str, metric: str) -> list[dict]:
-    """``per_image.csv``'s id and ``metric`` (several classes: and each class's IoU)."""
+    """``per_image.csv``'s id, ``score`` and ``metric`` (several classes: and each class's
+    IoU)."""
     if metric == "dice":
-        return read_per_image(path, stage=stage, columns=("id", "dice"))
+        return read_per_image(path, stage=stage, columns=("id", RANK, "dice"))
     header = []
     if path.is_file():
         with open(path, newline="", errors="replace") as fh:
             header = fh.readline().strip().split(",")
     classes = [c for c in header if c.startswith("iou_") and c[4:].isdigit()]
-    return read_per_image(path, stage=stage, columns=("id", metric, *classes))
+    return read_per_image(path, stage=stage, columns=("id", RANK, metric, *classes))
 
 
 def _defined_per_class(per_image: list[dict], num_classes: int) -> list[int]:
@@ -310,12 +404,24 @@ def _defined_per_class(per_image: list[dict], num_classes: int) -> list[int]:
 
 
 def reference_row(rows: list[dict], metric: str | None = None) -> dict | None:
-    """The best row by the primary ``metric`` (default: :func:`primary_metric`) among models
-    that see the image alone (no oracle prompts); ``rows`` are sorted best first."""
-    metric = metric or primary_metric(rows)
-    return next(
-        (r for r in rows if not _missing(r.get(metric)) and not r.get("oracle_prompts")), None
-    )
+    """The reference: the best row by validation ``score`` (chosen before the test set is
+    looked at) among models that see the image alone (no oracle prompts) and have a test
+    score; None when no such row has a validation score (no validation images). ``metric``
+    is accepted for old callers and ignored: the criterion is the same for every metric."""
+    fair = [
+        r
+        for r in rows
+        if not _missing(r.get(RANK))
+        and not _missing(r.get("val_score"))
+        and not r.get("oracle_prompts")
+    ]
+    # Ties on validation: the first in the table's order (the better test score would be
+    # choosing on test); rows are sorted best test score first, so break ties by name instead.
+    return max(fair, key=lambda r: (r["val_score"], _neg_name(r["model"])), default=None)
+
+
+def _neg_name(name: str) -> tuple[int, ...]:
+    return tuple(-ord(c) for c in name)
 
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str]] = COLUMNS) -> str:
@@ -325,63 +431,82 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]] = COLUMNS) -
     return "\n".join(lines)
 
 
-def banners(rows: list[dict]) -> list[str]:
-    """The warnings the table needs, each once: the flags some row carries, a small test set."""
+def banners(rows: list[dict], alpha: float = 0.05) -> list[str]:
+    """The warnings the table needs, each once: the flags some row carries, a small test set,
+    a family of comparisons none of which could reach significance, no reference."""
     out = [text for flag, (_, text) in NOTES.items() if any(r.get(flag) for r in rows)]
     n = max((r.get("n_images", 0) for r in rows), default=0)
     if rows and n < SMALL_TEST_SET:
         out.append(
             f"Small test set. Only {n} test image{'s' * (n != 1)}: confidence intervals are wide "
-            "and the paired tests can rarely tell models apart (with 3 images no difference can "
-            f"ever reach p < 0.05). Rank differences here are not evidence; use {SMALL_TEST_SET} "
-            "or more test images (data.split.test) before drawing conclusions."
+            "and the paired tests can rarely tell models apart. Rank differences here are not "
+            f"evidence; use {SMALL_TEST_SET} or more test images (data.split.test) before "
+            "drawing conclusions."
+        )
+    compared = {r["model"]: r for r in rows if "verdict" in r}
+    power = power_banner(compared, alpha) if compared else None
+    if power:
+        out.append(power)
+    if rows and reference_row(rows) is None:
+        out.append(
+            "No reference. No model that sees the image alone has a validation score (no "
+            "validation images), and choosing the reference on the test set would bias every "
+            "comparison against it; the rows are not tested. Give data.split.val a share."
         )
     return out
 
 
 def headline(rows: list[dict], metric: str | None = None) -> str:
-    """A few sentences: the reference model, how sure that is, the classical baseline's margin,
-    and any oracle row that scores higher, on the primary ``metric`` (default:
-    :func:`primary_metric`)."""
+    """A few sentences: the reference model (chosen on validation), its test score, which
+    rows differ from it and which way, the classical baseline's margin, and any oracle row
+    that scores higher."""
     metric = metric or primary_metric(rows)
-    title = PRIMARY_TITLES[metric]
-    ref = reference_row(rows, metric)
+    title = SCORE_TITLES[metric]
+    ref = reference_row(rows)
     if ref is None:
-        return f"No model without oracle prompts produced a defined test {title}."
-    n = ref["n_images"]
-    text = f"Best test {title}: {ref['model']} ({fmt(metric, ref)} over {n} image{'s' * (n != 1)})."
-    same = [
-        r["model"]
-        for r in rows
-        if r.get("verdict") == "not significantly different" and not r.get("oracle_prompts")
-    ]
-    if same:
-        text += (
-            f" Not significantly different from it (paired Wilcoxon on per-image {title}, Holm-"
-            f"corrected): {', '.join(same)}."
+        return (
+            f"No reference: no model without oracle prompts has both a validation and a test "
+            f"{title}."
         )
-    scored = [r for r in rows if not _missing(r.get(metric))]
-    above = [r for r in scored if r.get("oracle_prompts") and r[metric] > ref[metric]]
+    n = ref["n_images"]
+    seeds = len(ref.get("seeds") or []) or 1
+    text = (
+        f"Reference: {ref['model']}, the best validation {title} ({ref['val_score']:.3f}) among "
+        "models that see the image alone, chosen before the test set was opened. Its test "
+        f"{title}: {fmt(RANK, ref)} over {n} image{'s' * (n != 1)}"
+        + (f", mean of {seeds} seeds" if seeds > 1 else "")
+        + "."
+    )
+    fair = [r for r in rows if "verdict" in r and not r.get("oracle_prompts")]
+    for verdict, words in (
+        ("significantly better", "Better than it"),
+        ("significantly worse", "Worse than it"),
+        ("not significantly different", "Not significantly different from it"),
+    ):
+        named = [r["model"] for r in fair if r["verdict"] == verdict]
+        if named:
+            text += f" {words} (paired Wilcoxon on per-image {title}, Holm): {', '.join(named)}."
+    scored = [r for r in rows if not _missing(r.get(RANK))]
+    above = [r for r in scored if r.get("oracle_prompts") and r[RANK] > ref[RANK]]
     if above:
         text += (
             f" With oracle prompts from the ground truth, {above[0]['model']} reaches "
-            f"{above[0][metric]:.3f}: an upper bound for a perfect user, not a fair comparison."
+            f"{above[0][RANK]:.3f}: an upper bound for a perfect user, not a fair comparison."
         )
     base = next((r for r in scored if r["model"] == "otsu"), None)
     if base is not None and base is not ref:
         otsu = "Otsu" if metric == "dice" else "multi-Otsu"
         text += (
-            f" The classical baseline ({otsu}) scores {base[metric]:.3f}:"
-            f" a margin of {ref[metric] - base[metric]:+.3f}."
+            f" The classical baseline ({otsu}) scores {base[RANK]:.3f}:"
+            f" a margin of {ref[RANK] - base[RANK]:+.3f}."
         )
     return text
 
 
-def pareto_front(rows: list[dict], cost: str, metric: str | None = None) -> list[str]:
-    """Models no other model beats on both the test primary ``metric`` (default:
-    :func:`primary_metric`) and ``cost`` (lower is better), among the rows that see the image
-    alone; cheapest first."""
-    metric = metric or primary_metric(rows)
+def pareto_front(rows: list[dict], cost: str, metric: str = RANK) -> list[str]:
+    """Models no other model beats on both the test ``metric`` (default: the ranking score)
+    and ``cost`` (lower is better), among the rows that see the image alone; cheapest
+    first."""
     fair = [r for r in rows if not _missing(r.get(metric)) and not r.get("oracle_prompts")]
     fair.sort(key=lambda r: (float(r.get(cost) or 0.0), -r[metric]))
     front, best = [], -math.inf

@@ -19,7 +19,7 @@ import csv
 import math
 from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -65,6 +65,10 @@ class EvalMetrics(BaseModel):
     dice: Figure
     dice_std: Figure
     dice_n: Count
+    # Two classes: Dice over all images (segbench.metrics.dice_all), the ranking criterion.
+    dice_all: Figure = None
+    dice_all_std: Figure = None
+    dice_all_n: Count | None = None
     iou: Figure
     iou_std: Figure
     iou_n: Count
@@ -89,6 +93,23 @@ class EvalMetrics(BaseModel):
     n_empty_prediction: Count
     dice_ci_low: Figure
     dice_ci_high: Figure
+    # The ranking criterion (segbench.metrics: Dice over all images with two classes, mIoU
+    # with several; score_metric says which), per test image averaged over the model's seeds:
+    # mean, std and 95% bootstrap interval over test images. val_score: its mean over the
+    # validation images (averaged over seeds), on which the report's reference is chosen.
+    score: Figure = None
+    score_std: Figure = None
+    score_ci_low: Figure = None
+    score_ci_high: Figure = None
+    score_metric: Literal["dice_all", "miou"] = "dice_all"
+    val_score: Figure = None
+    n_val_images: Count = 0
+    # train.repeats > 1: the seeds, each seed's mean test and validation score, the
+    # seed-to-seed std of the mean test score.
+    seeds: list[int | None] | None = None
+    seed_scores: list[Figure] | None = None
+    seed_val_scores: list[Figure] | None = None
+    seed_std: Figure = None
     iou_ci_low: Figure
     iou_ci_high: Figure
     threshold: float = Field(ge=0, le=1)
@@ -99,15 +120,20 @@ class EvalMetrics(BaseModel):
     params_total: Count
     params_trainable: Count
     train_seconds: NonNegative
+    train_cache_seconds: NonNegative = 0.0  # of train_seconds: filling SAM's embedding cache
     device_count: int = Field(ge=1)
     train_device: str
     train_peak_memory_mb: NonNegative
-    images_per_second: Figure  # undefined when no test image took any time
+    # After a warm-up pass, with SAM's embedding cache bypassed (every image encoded); undefined
+    # when no test image took any time.
+    images_per_second: Figure
     peak_memory_mb: NonNegative
     device: str
     oracle_prompts: bool
     random_init: bool
     scratch_decoder: bool = False  # written since the decoder could be trained from scratch
+    # Ensembles: the one member the weight search gave all the weight (the ensemble is it).
+    ensemble_collapsed_to: str | None = None
     # Only when the threshold was tuned: pooled validation Dice at the chosen threshold.
     val_dice_at_threshold: Figure = None
     # Trained networks: their training loss on the test images (segbench.cardloss), and the

@@ -47,6 +47,7 @@ from segbench.cardloss import image_loss, loss_for
 from segbench.classes import IGNORE, read_channels, read_classes
 from segbench.config import Params
 from segbench.cost import peak_memory_mb
+from segbench.datahash import split_hash
 from segbench.errors import SegbenchError
 from segbench.evalextra import EXTRA, PointsCurve, auto_compare
 from segbench.evalmetrics import EvalMetrics, write_extra_index
@@ -54,6 +55,7 @@ from segbench.io import (
     atomic_dir,
     read_csv,
     read_image,
+    read_json,
     read_mask,
     write_csv,
     write_mask,
@@ -61,11 +63,13 @@ from segbench.io import (
 from segbench.metrics import (
     METRICS,
     binary_metrics,
+    confusion,
+    dice_all,
     multiclass_row,
     summarize,
     summarize_multiclass,
 )
-from segbench.modelcard import CARD_FILE
+from segbench.modelcard import CARD_FILE, REPEATS_DIR
 from segbench.postprocess import to_labels
 from segbench.predict import Predictor, load_predictor
 from segbench.stats import SMALL_TEST_SET, bootstrap_ci
@@ -74,6 +78,7 @@ from segbench.tracking import log_artifacts, log_metrics, mlflow_run, run_tags
 
 PER_IMAGE_FIELDS = [
     "id",
+    "score",  # the ranking criterion (dice_all), averaged over the model's seeds
     *METRICS,
     "fpr",
     "tp",
@@ -83,6 +88,8 @@ PER_IMAGE_FIELDS = [
     "ref_fraction",
     "pred_fraction",
 ]
+THRESHOLD_FIELDS = ["threshold", "val_score", "val_dice"]
+SEEDS_FILE = "seeds.csv"
 MULTICLASS_FIELDS = ["miou", "mpa", "pixel_accuracy", "dice", "iou", "precision", "recall"]
 
 
@@ -93,7 +100,7 @@ def per_image_fields(num_classes: int) -> list[str]:
     per_class = [
         f"{m}_{k}" for m in ("iou", "dice", "precision", "recall") for k in range(num_classes)
     ]
-    return ["id", *MULTICLASS_FIELDS, *per_class, "ref_fraction", "pred_fraction"]
+    return ["id", "score", *MULTICLASS_FIELDS, *per_class, "ref_fraction", "pred_fraction"]
 
 
 def evaluate(
@@ -118,10 +125,12 @@ def evaluate(
     n_classes = spec.num_classes
     loss_fn = loss_for(card) if card.train is not None else None
     predictor.warmup()
+    seed_dirs = repeat_dirs(model_dir)
     with atomic_dir(out_dir) as tmp:
-        threshold, curve = _threshold(predictor, params, raw_dir, vals)
+        val = _validation(predictor, params, raw_dir, vals)
+        threshold, curve = val["threshold"], val["curve"]
         # Always written (header only when nothing was tuned): a fixed set of DVC outputs.
-        write_csv(tmp / "threshold.csv", curve, ["threshold", "val_dice"])
+        write_csv(tmp / "threshold.csv", curve, THRESHOLD_FIELDS)
         (tmp / "pred").mkdir()
         rows, seconds, losses = [], 0.0, []
         clicks = (
@@ -131,11 +140,15 @@ def evaluate(
         for rec in tqdm(tests, desc=f"evaluate@{predictor.name}", unit="img"):
             image = read_image(raw_dir / rec["image"], channels)
             mask = read_mask(raw_dir / rec["mask"], n_classes)
-            start = time.perf_counter()
-            # The reference is used only by oracle models (SAM prompted from the ground truth).
-            proba = predictor.predict_proba(image, mask, image_id=rec["id"])
-            pred = to_labels(proba, threshold, cfg.min_area)
-            seconds += time.perf_counter() - start
+            # Timed with SAM's embedding cache bypassed (the encoder runs on every image, as on
+            # a user's new image) and after the warm-up above: whether another entry filled
+            # the shared cache first must not change a row's speed.
+            with predictor.cache_off():
+                start = time.perf_counter()
+                # The reference is used only by oracle models (SAM prompted from the truth).
+                proba = predictor.predict_proba(image, mask, image_id=rec["id"])
+                pred = to_labels(proba, threshold, cfg.min_area)
+                seconds += time.perf_counter() - start
             if clicks is not None:  # untimed; the image's embedding is reused
                 masks = predictor.predict_points_curve(image, mask, image_id=rec["id"])
                 clicks.add(rec["id"], [to_labels(m, threshold, cfg.min_area) for m in masks], mask)
@@ -146,6 +159,8 @@ def evaluate(
             confusion += counts
             rows.append({"id": rec["id"], **row})
         metrics = summarize(rows) if n_classes == 2 else _summarize_multiclass(rows, spec)
+        seeds = [_seed_run(d, params, raw_dir, tests, vals) for d in seed_dirs]
+        metrics |= _scores(rows, val, seeds, predictor, cfg)
         for name in ("dice", "iou") if n_classes == 2 else ("dice", "iou", "miou"):
             low, high = bootstrap_ci(
                 [r[name] for r in rows], n_resamples=cfg.bootstrap_resamples, seed=cfg.seed
@@ -164,7 +179,7 @@ def evaluate(
         training = predictor.card.training
         metrics.update(
             threshold=threshold,
-            threshold_tuned=bool(curve),
+            threshold_tuned=val["tuned"],
             min_area=cfg.min_area,
             blend=cfg.blend,
             small_test_set=len(rows) < SMALL_TEST_SET,
@@ -172,6 +187,7 @@ def evaluate(
             params_total=training.params_total,
             params_trainable=training.params_trainable,
             train_seconds=training.seconds,
+            train_cache_seconds=training.cache_seconds,
             device_count=training.device_count,
             train_device=training.device,
             train_peak_memory_mb=training.peak_memory_mb,
@@ -185,19 +201,23 @@ def evaluate(
             metrics["val_dice_at_threshold"] = next(
                 c["val_dice"] for c in curve if c["threshold"] == threshold
             )
+        if predictor.card.ensemble is not None:
+            metrics["ensemble_collapsed_to"] = predictor.card.ensemble.collapsed_to
         if losses:
             metrics["test_loss"] = float(np.mean(losses))
         if card.train is not None:
             metrics["train_epochs"] = card.train.epochs
             metrics["train_batch_size"] = card.train.batch_size * card.train.accumulate
         write_csv(tmp / "per_image.csv", rows, per_image_fields(n_classes))
+        seed_rows = _seed_rows(rows, predictor, seeds)
+        write_csv(tmp / SEEDS_FILE, seed_rows, _seed_fields(predictor, seeds))
         _extras(predictor, params, raw_dir, tests, clicks, tmp / EXTRA)
         # Through the schema the report reads it with: a key evaluate adds or renames without
         # it fails here, not in the report. NaN is written as null.
         EvalMetrics.model_validate(metrics).write(tmp)
         for name in (CARD_FILE, "history.csv"):
             shutil.copyfile(model_dir / name, tmp / name)
-        _log_to_mlflow(model_dir, predictor, metrics, tmp)
+        _log_to_mlflow(model_dir, predictor, metrics, tmp, raw_dir)
     if metrics["small_test_set"]:
         print(
             f"warning: evaluate@{predictor.name}: only {len(rows)} test images; differences "
@@ -277,37 +297,145 @@ def _class_intervals(rows: list[dict], n_classes: int, cfg) -> dict:
     return {"class_iou_ci_low": lows, "class_iou_ci_high": highs}
 
 
-def _threshold(
-    predictor: Predictor, params: Params, raw_dir: Path, vals: list[dict]
-) -> tuple[float, list[dict]]:
-    """The threshold to use, and the validation curve it was chosen on (empty if fixed).
+def criterion(pred: np.ndarray, mask: np.ndarray, n_classes: int) -> float:
+    """The per-image score models are ranked, tested and tuned on (:mod:`segbench.metrics`):
+    Dice over all images with two classes, mIoU with several (ignored pixels left out)."""
+    if n_classes == 2:
+        c = confusion(pred, mask)
+        return dice_all(c["tp"], c["fp"], c["fn"])
+    return multiclass_row(pred, mask, n_classes, ignore_index=IGNORE)[0]["miou"]
 
-    Models whose output is already a mask (Otsu, zero-shot SAM) have nothing to tune.
+
+def _validation(predictor: Predictor, params: Params, raw_dir: Path, vals: list[dict]) -> dict:
+    """The validation pass: every validation image predicted once, as the test images are.
+
+    Returns ``threshold`` (fixed; tuned here on the per-image criterion for trained networks;
+    the ensemble's, searched with its weights), ``curve`` (the tuning curve, empty if not
+    tuned), ``tuned``, and ``score``: the mean per-image criterion on the validation images at
+    that threshold (NaN without validation images). The report chooses its reference row on
+    ``score``, before any test figure is looked at.
     """
     cfg = params.evaluate
-    if predictor.num_classes > 2:
-        return 0.5, []  # the argmax decides; there is no threshold (recorded as 0.5, untuned)
-    if cfg.threshold != "tune":
-        return float(cfg.threshold), []
-    if predictor.kind in ("classical", "zero_shot") or not vals:
-        return 0.5, []
+    n_classes = predictor.num_classes
+    fixed = {"threshold": 0.5, "curve": [], "tuned": False}
+    if n_classes == 2 and cfg.threshold != "tune":
+        fixed["threshold"] = float(cfg.threshold)
+    if not vals:
+        return fixed | {"score": math.nan, "n_images": 0}
     channels = read_channels(raw_dir)
     probas, masks = [], []
-    for rec in tqdm(vals, desc=f"threshold@{predictor.name} on val", unit="img"):
-        mask = read_mask(raw_dir / rec["mask"])
+    for rec in tqdm(vals, desc=f"evaluate@{predictor.name} on val", unit="img"):
+        mask = read_mask(raw_dir / rec["mask"], n_classes)
         image = read_image(raw_dir / rec["image"], channels)
         probas.append(predictor.predict_proba(image, mask, image_id=rec["id"]))
         masks.append(mask)
-    return tune_threshold(probas, masks)
+    out = fixed
+    fit = predictor.card.ensemble
+    if n_classes == 2 and cfg.threshold == "tune":
+        if fit is not None and fit.threshold is not None:  # chosen with the weights
+            out = {"threshold": fit.threshold, "curve": [], "tuned": True}
+        elif predictor.kind not in ("classical", "zero_shot"):  # theirs are masks already
+            threshold, curve = tune_threshold(probas, masks)
+            out = {"threshold": threshold, "curve": curve, "tuned": True}
+    scores = [
+        criterion(to_labels(p, out["threshold"], cfg.min_area), m, n_classes)
+        for p, m in zip(probas, masks, strict=True)
+    ]
+    return out | {"score": float(np.mean(scores)), "n_images": len(scores)}
 
 
-def _log_to_mlflow(model_dir: Path, predictor: Predictor, metrics: dict, tmp: Path) -> None:
+def repeat_dirs(model_dir: Path) -> list[Path]:
+    """The model directories of a model's further seeds (``train.repeats`` > 1), by seed."""
+    root = Path(model_dir) / REPEATS_DIR
+    if not root.is_dir():
+        return []
+    return sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: int(d.name))
+
+
+def _seed_run(model_dir: Path, params: Params, raw_dir: Path, tests, vals) -> dict:
+    """A further seed of the model: its own validation pass (threshold, score) and its
+    per-image criterion on every test image (in ``tests``' order)."""
+    cfg = params.evaluate
+    predictor = load_predictor(
+        model_dir, overlap=cfg.overlap, batch_size=cfg.batch_size, blend=cfg.blend
+    )
+    val = _validation(predictor, params, raw_dir, vals)
+    channels, n = read_channels(raw_dir), predictor.num_classes
+    scores = []
+    for rec in tqdm(tests, desc=f"evaluate@{predictor.name} seed {model_dir.name}", unit="img"):
+        mask = read_mask(raw_dir / rec["mask"], n)
+        proba = predictor.predict_proba(
+            read_image(raw_dir / rec["image"], channels), mask, image_id=rec["id"]
+        )
+        scores.append(criterion(to_labels(proba, val["threshold"], cfg.min_area), mask, n))
+    return {"seed": predictor.card.train.seed, "val": val, "scores": scores}
+
+
+def _first_seed(predictor: Predictor) -> int | None:
+    return predictor.card.train.seed if predictor.card.train is not None else None
+
+
+def _scores(rows: list[dict], val: dict, seeds: list[dict], predictor: Predictor, cfg) -> dict:
+    """The ranking figures of metrics.json, and each row's ``score``: the per-image criterion
+    averaged over the seeds (the first seed's is the row's own). ``score`` (mean, std, 95%
+    interval over test images), ``val_score`` (mean over seeds), and with several seeds the
+    seed list, each seed's mean test and validation score and their spread."""
+    key = "dice_all" if predictor.num_classes == 2 else "miou"
+    for i, row in enumerate(rows):
+        row["score"] = float(np.mean([row[key], *(s["scores"][i] for s in seeds)]))
+    values = [r["score"] for r in rows]
+    low, high = bootstrap_ci(values, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+    val_scores = [val["score"], *(s["val"]["score"] for s in seeds)]
+    out = {
+        "score": float(np.mean(values)) if values else math.nan,
+        "score_std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+        "score_ci_low": low,
+        "score_ci_high": high,
+        "score_metric": key,
+        "val_score": float(np.mean(val_scores)),
+        "n_val_images": val["n_images"],
+    }
+    if seeds:
+        test_means = [float(np.mean([r[key] for r in rows]))]
+        test_means += [float(np.mean(s["scores"])) for s in seeds]
+        out |= {
+            "seeds": [_first_seed(predictor), *(s["seed"] for s in seeds)],
+            "seed_scores": test_means,
+            "seed_val_scores": val_scores,
+            "seed_std": float(np.std(test_means, ddof=1)),
+        }
+    return out
+
+
+def _seed_fields(predictor: Predictor, seeds: list[dict]) -> list[str]:
+    first = _first_seed(predictor)
+    own = f"seed_{first if first is not None else 0}"
+    return ["id", own, *(f"seed_{s['seed']}" for s in seeds)]
+
+
+def _seed_rows(rows: list[dict], predictor: Predictor, seeds: list[dict]) -> list[dict]:
+    """``seeds.csv``: per test image, the criterion of each seed's model (one column when the
+    model was trained once); ``per_image.csv``'s ``score`` is their mean."""
+    key = "dice_all" if predictor.num_classes == 2 else "miou"
+    fields = _seed_fields(predictor, seeds)
+    return [
+        dict(zip(fields, [row["id"], row[key], *(s["scores"][i] for s in seeds)], strict=True))
+        for i, row in enumerate(rows)
+    ]
+
+
+def _log_to_mlflow(
+    model_dir: Path, predictor: Predictor, metrics: dict, tmp: Path, raw_dir: Path
+) -> None:
     """Test metrics into the model's own training run (``evaluate@m`` joins ``train@m``)."""
     run_id = predictor.card.mlflow_run_id
+    summary = read_json(raw_dir / "summary.json")
     tags = run_tags(
         stage=f"evaluate@{predictor.name}",
         data_version=predictor.card.data_version,
         device=str(predictor.device),
+        # The images and masks these test figures come from (train/val are in data_version).
+        test_data_hash=summary.get("test_data_hash") or split_hash(raw_dir, "test"),
     )
     with mlflow_run(run_id=run_id, run_name=predictor.name, tags=tags):
         log_metrics(
@@ -317,5 +445,6 @@ def _log_to_mlflow(model_dir: Path, predictor: Predictor, metrics: dict, tmp: Pa
                 if isinstance(v, int | float) and not math.isnan(v)
             }
         )
-        for name in ("per_image.csv", "threshold.csv"):
+        # The per-image scores behind the report's intervals and p-values.
+        for name in ("per_image.csv", "threshold.csv", SEEDS_FILE):
             log_artifacts(tmp / name, "eval")

@@ -36,16 +36,20 @@ from segbench.comparison import (
     COLUMNS,
     NOTES,
     PRIMARY_TITLES,
+    RANK,
+    SCORE_TITLES,
     STUDY_COLUMNS,
     banners,
     class_iou_cell,
     class_iou_markdown,
+    collapsed_ensembles,
     comparison_rows,
     detail_columns,
     fmt,
     headline,
     markdown_table,
     pareto_front,
+    reference_row,
     skipped_entries,
     table_columns,
 )
@@ -58,6 +62,7 @@ from segbench.metrics import METRICS
 from segbench.modelcard import ModelCard
 from segbench.reportcsv import csv_fields, csv_row
 from segbench.reportextra import extra_sections
+from segbench.reporttext import method_note
 
 __all__ = ["COLUMNS", "NOTES", "banners", "headline", "markdown_table", "report"]
 
@@ -167,7 +172,10 @@ def sweep_summary(sweeps_dir: Path | None) -> dict | None:
         return None
     best_json = sweeps_dir / "best.json"
     best = read_json(best_json) if best_json.is_file() else {}
-    metric = next((m for m in ("best_val_dice", "val_dice", "dice") if m in trials[0]), None)
+    metric = next(
+        (m for m in ("best_val_score", "best_val_dice", "val_dice", "dice") if m in trials[0]),
+        None,
+    )
     knobs = list(best.get("columns", {}).values()) or [k for k in SWEEP_KNOBS if k in trials[0]]
     if metric is None or not knobs:
         return None
@@ -206,13 +214,13 @@ def _figures(
     fig_dir = tmp / "figures"
     for sub in ("history", "threshold"):
         (tmp / "plots" / sub).mkdir(parents=True)
-    front = {key: pareto_front(rows, key, metric) for key, _, _ in figures.PARETO_COSTS}
+    front = {key: pareto_front(rows, key) for key, _, _ in figures.PARETO_COSTS}
     out = {
         "pareto": figures.pareto(
-            rows, front, fig_dir / "pareto.png", metric=metric, title=PRIMARY_TITLES[metric]
+            rows, front, fig_dir / "pareto.png", metric=RANK, title=SCORE_TITLES[metric]
         )
     }
-    pareto_fields = ["model", metric, "train_seconds", "params_total"]
+    pareto_fields = ["model", RANK, "train_seconds", "params_total"]
     write_csv(
         tmp / "plots" / "pareto.csv",
         [{k: r.get(k) for k in pareto_fields} for r in rows],
@@ -234,9 +242,9 @@ def _figures(
         if curve:
             write_csv(tmp / "plots" / "threshold" / f"{name}.csv", curve, list(curve[0]))
             thresholds[name] = [
-                (float(c["threshold"]), float(c["val_dice"]))
+                (float(c["threshold"]), float(c["val_score"]))
                 for c in curve
-                if c["val_dice"] not in ("", "nan")
+                if c.get("val_score") not in (None, "", "nan")
             ]
     if curves:
         out["val_curves"] = figures.lines(
@@ -251,7 +259,7 @@ def _figures(
             thresholds,
             fig_dir / "thresholds.png",
             xlabel="threshold",
-            ylabel="pooled validation Dice",
+            ylabel="validation Dice (all images), mean per image",
             title="Threshold tuning on the validation images",
         )
     sweep = _sweep(sweeps_dir, fig_dir)
@@ -285,7 +293,15 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
     metric = "dice" if spec.binary else "miou"
     skipped = skipped_entries([*params.models, *params.ensembles], eval_dir)
     names = [n for n in (*params.models, *params.ensembles) if n not in skipped]
-    rows = comparison_rows(names, eval_dir, alpha=params.report.alpha, ensembles=params.ensembles)
+    rows = comparison_rows(
+        names,
+        eval_dir,
+        alpha=params.report.alpha,
+        ensembles=params.ensembles,
+        n_resamples=params.evaluate.bootstrap_resamples,
+        seed=params.evaluate.seed,
+    )
+    collapsed = collapsed_ensembles(names, eval_dir, params.ensembles)
     order = [r["model"] for r in rows]
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
@@ -329,14 +345,28 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
             "params": params.model_dump(mode="json"),
             "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "headline": headline(rows, metric),
-            "banners": banners(rows),
+            "banners": banners(rows, params.report.alpha),
+            "method_note": method_note(
+                multiclass=not spec.binary,
+                alpha=params.report.alpha,
+                resamples=params.evaluate.bootstrap_resamples,
+                seed=params.evaluate.seed,
+                repeats=max((len(r.get("seeds") or []) for r in rows), default=1),
+            ),
+            "score_title": SCORE_TITLES[metric],
+            "reference": reference_row(rows),
+            "collapsed": {
+                e: {"member": m, "note": ensemble_note(ModelCard.read(eval_dir / e))}
+                for e, m in collapsed.items()
+            },
+            "repeats": max((len(r.get("seeds") or []) for r in rows), default=0),
             "alpha": params.report.alpha,
             "metrics": METRICS,
             "sweep": sweep_summary(Path(sweeps_dir) if sweeps_dir else None),
             "ensemble_notes": [
                 ensemble_note(ModelCard.read(eval_dir / e))
                 for e in params.ensembles
-                if e not in skipped
+                if e not in skipped and e not in collapsed
             ],
         }
         env = jinja2.Environment(
@@ -378,9 +408,24 @@ def ensemble_note(card: ModelCard) -> str:
     """One sentence on how an ensemble was mixed, from its model card."""
     fit = card.ensemble
     mix = " + ".join(f"{w:.2f} × {m}" for m, w in fit.weights.items())
-    alone = ", ".join(f"{m} {d:.3f}" for m, d in fit.member_val_dice.items())
-    return (
-        f"{card.name} = {mix}: weights chosen on {fit.n_val_images} validation images "
-        f"(pooled validation Dice {fit.val_dice:.3f}; members alone: {alone}). "
-        "Its training time is its members' plus the weight search."
+    if fit.val_score is None:  # a card written before the joint search
+        alone = ", ".join(f"{m} {d:.3f}" for m, d in fit.member_val_dice.items())
+        return (
+            f"{card.name} = {mix}: weights chosen on {fit.n_val_images} validation images "
+            f"(pooled validation Dice {fit.val_dice:.3f}; members alone: {alone})."
+        )
+    alone = ", ".join(f"{m} {d:.3f}" for m, d in fit.member_val_score.items())
+    threshold = "" if fit.threshold is None else f" and threshold {fit.threshold:.2f}"
+    text = (
+        f"{card.name} = {mix}{threshold}: searched together on {fit.n_val_images} validation "
+        f"images (mean per-image score {fit.val_score:.3f}; each member alone at its own best "
+        f"threshold: {alone})."
     )
+    if fit.collapsed_to:
+        return text + (
+            f" The search gave {fit.collapsed_to} all the weight: the ensemble is "
+            f"{fit.collapsed_to}, shown once as {fit.collapsed_to}'s row, not as a new model."
+        )
+    zero = [m for m, w in fit.weights.items() if w == 0]
+    paid = "its non-zero members' training" + (f" (not {', '.join(zero)}'s)" if zero else "")
+    return text + f" Its training time is {paid} plus the search."

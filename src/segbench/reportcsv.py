@@ -12,13 +12,26 @@ from segbench.metrics import METRICS
 # comparison.csv: the table's figures unformatted (notes and verdict as words).
 CSV_FIELDS = [
     "model",
+    "score",  # the ranking criterion (score_metric: dice_all or miou), mean over seeds
+    "score_ci_low",
+    "score_ci_high",
+    "score_metric",
+    "val_score",
     "dice",
     "dice_ci_low",
     "dice_ci_high",
     "dice_std",
+    "mean_diff",  # paired difference to the reference (this row minus it), per test image
+    "diff_ci_low",
+    "diff_ci_high",
+    "hl_diff",
+    "n_pairs",
+    "n_usable",
     "verdict",
     "p",
     "p_holm",
+    "seed_std",
+    "seed_scores",
     *[m for m in METRICS if m != "dice"],
     "n_images",
     "n_empty_reference",
@@ -28,6 +41,7 @@ CSV_FIELDS = [
     "params_total",
     "params_trainable",
     "train_seconds",
+    "train_cache_seconds",
     "train_device",
     "device_count",
     "train_peak_memory_mb",
@@ -47,8 +61,11 @@ def csv_fields(metric: str = "dice", class_names: list[str] = ()) -> list[str]:
     class's IoU, interval and images (``iou_<class>``, ``iou_<class>_ci_low`` ...)."""
     if metric == "dice":
         return CSV_FIELDS
-    lead = ["model", "miou", "miou_ci_low", "miou_ci_high", "miou_std"]
-    rest = [f for f in CSV_FIELDS if f not in lead and not f.startswith("threshold")]
+    lead = ["model", "score", "score_ci_low", "score_ci_high", "score_metric", "val_score"]
+    lead += ["miou", "miou_ci_low", "miou_ci_high", "miou_std"]
+    rest = [
+        f for f in CSV_FIELDS if f not in lead and not f.startswith("threshold") and f != "dice_all"
+    ]
     per_class = [
         f"iou_{name}{part}" for name in class_names for part in ("", "_ci_low", "_ci_high", "_n")
     ]
@@ -77,4 +94,6 @@ def csv_row(row: dict, fields: list[str] = CSV_FIELDS) -> dict:
     out = {k: row.get(k) for k in fields}
     out["notes"] = fmt("notes", row)
     out["verdict"] = "reference" if row.get("reference") else row.get("verdict", "")
+    if isinstance(out.get("seed_scores"), list):  # one cell: the seeds' mean test scores
+        out["seed_scores"] = " ".join(f"{v:.4f}" for v in out["seed_scores"])
     return {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}

@@ -36,7 +36,8 @@ def write_skipped_eval(out_dir: str | Path, reason: str) -> None:
     with atomic_dir(out_dir) as tmp:
         (tmp / "pred").mkdir()
         write_csv(tmp / "per_image.csv", [], ["id"])
-        write_csv(tmp / "threshold.csv", [], ["threshold", "val_dice"])
+        write_csv(tmp / "threshold.csv", [], ["threshold", "val_score", "val_dice"])
+        write_csv(tmp / "seeds.csv", [], ["id"])
         write_csv(tmp / "history.csv", [], HISTORY_FIELDS)
         write_csv(tmp / "confusion.csv", [], ["reference"])
         write_json(tmp / "card.json", {"skipped": reason})

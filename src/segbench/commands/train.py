@@ -39,7 +39,7 @@ def run(args) -> None:
     from segbench.devices import check_devices
     from segbench.skipped import write_skipped_model
     from segbench.sweep.promote import promoted_params
-    from segbench.training import train
+    from segbench.training.repeats import train_repeats
 
     params = load_params(args.params)
     reason = not_applicable(params).get(args.model)
@@ -65,7 +65,7 @@ def run(args) -> None:
         if devices > 1:
             sys.exit(_launch_local(devices, args))
     with phase("compute"):
-        metrics = train(
+        metrics = train_repeats(
             args.model, params, args.tiles, args.out, promoted=promoted, resume=not args.fresh
         )
     if int(os.environ.get("RANK", 0)) == 0:

@@ -17,7 +17,8 @@ class EvaluateConfig(Section):
     )
     batch_size: int = Field(ge=1, description="windows per forward pass")
     threshold: float | Literal["tune"] = Field(
-        description="probability -> mask, or `tune`: the best pooled Dice on validation"
+        description="probability -> mask, or `tune`: the best mean per-image Dice (all images) on "
+        "validation"
     )
     min_area: int = Field(ge=0, description="drop predicted components below this (px)")
     bootstrap_resamples: int = Field(ge=100, description="for the 95% intervals")

@@ -55,6 +55,9 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"]
     num_workers: int = Field(ge=0)
     seed: int
+    # Each torch model is trained this many times, seeds seed, seed + 1, ...: the report shows
+    # the seed-to-seed spread and tests per-image scores averaged over the seeds.
+    repeats: int = Field(ge=1, description="trainings per torch model, seeds seed, seed + 1, ...")
 
     # Removed on 2026-11-29: left set to true it broke every later training and the sweep.
     refused_keys: ClassVar[dict[str, str]] = {
