@@ -96,7 +96,7 @@ def test_too_few_pairs_is_said_in_the_row_and_a_powerless_family_gets_a_banner(t
     assert rows["b"]["verdict"] == "too few pairs"
     assert fmt("verdict", rows["b"]) == "too few pairs (1 untied)"
     said = " ".join(banners(list(rows.values())))
-    assert "No comparison can reach significance" in said
+    assert "Too few pairs to tell models apart. No comparison can reach significance" in said
 
 
 def test_without_validation_scores_there_is_no_reference_and_no_test(tmp_path):

@@ -446,7 +446,7 @@ def banners(rows: list[dict], alpha: float = 0.05) -> list[str]:
     compared = {r["model"]: r for r in rows if "verdict" in r}
     power = power_banner(compared, alpha) if compared else None
     if power:
-        out.append(power)
+        out.append(f"Too few pairs to tell models apart. {power}")
     if rows and reference_row(rows) is None:
         out.append(
             "No reference. No model that sees the image alone has a validation score (no "

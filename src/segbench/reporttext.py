@@ -23,9 +23,11 @@ def method_note(*, multiclass: bool, alpha: float, resamples: int, seed: int, re
             "on them"
         )
     seeds = (
-        f" Networks were trained {repeats} times (seeds train.seed, +1, ...): a row's score "
-        'is per image the mean over its seeds, and "seed spread" is the standard deviation '
-        "of the mean test score across seeds."
+        f" Networks were trained {repeats} times (seeds train.seed, +1, ...): a row's score, "
+        "its interval, validation score and test are on per-image scores averaged over its "
+        'seeds, and "seed spread" is the standard deviation of the mean test score across '
+        "seeds; the other figures (the NaN-rule Dice, the second table, the galleries) are "
+        "the first seed's model."
         if repeats > 1
         else " Each network was trained once (train.repeats: 1): the intervals and tests "
         "resample test images only, not training runs, so a gap a second seed could erase "
