@@ -249,6 +249,11 @@ def _seed_spread(row: dict) -> str:
     n = len(scores) if isinstance(scores, list) else len(str(scores or "").split())
     if n < 2 or _missing(row.get("seed_std")):
         return "1 seed" if row.get("train_epochs") else "—"  # nothing random to repeat
+    folds = row.get("folds")
+    if isinstance(folds, list) and len(set(folds)) > 1:
+        k = len(set(folds))
+        per = n // k
+        return f"±{row['seed_std']:.3f} ({k} folds" + (f" × {per} seeds)" if per > 1 else ")")
     return f"±{row['seed_std']:.3f} ({n} seeds)"
 
 

@@ -107,6 +107,7 @@ class EvalMetrics(BaseModel):
     # train.repeats > 1: the seeds, each seed's mean test and validation score, the
     # seed-to-seed std of the mean test score.
     seeds: list[int | None] | None = None
+    folds: list[int] | None = None  # data.split.folds: each run's cross-validation fold
     seed_scores: list[Figure] | None = None
     seed_val_scores: list[Figure] | None = None
     seed_std: Figure = None

@@ -159,7 +159,7 @@ def evaluate(
             confusion += counts
             rows.append({"id": rec["id"], **row})
         metrics = summarize(rows) if n_classes == 2 else _summarize_multiclass(rows, spec)
-        seeds = [_seed_run(d, params, raw_dir, tests, vals) for d in seed_dirs]
+        seeds = [_seed_run(d, params, raw_dir, tests, manifest) for d in seed_dirs]
         metrics |= _scores(rows, val, seeds, predictor, cfg)
         for name in ("dice", "iou") if n_classes == 2 else ("dice", "iou", "miou"):
             low, high = bootstrap_ci(
@@ -345,21 +345,31 @@ def _validation(predictor: Predictor, params: Params, raw_dir: Path, vals: list[
 
 
 def repeat_dirs(model_dir: Path) -> list[Path]:
-    """The model directories of a model's further seeds (``train.repeats`` > 1), by seed."""
+    """The model directories of a model's further runs (``train.repeats`` > 1, or
+    ``data.split.folds``), in training order."""
     root = Path(model_dir) / REPEATS_DIR
     if not root.is_dir():
         return []
     return sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: int(d.name))
 
 
-def _seed_run(model_dir: Path, params: Params, raw_dir: Path, tests, vals) -> dict:
-    """A further seed of the model: its own validation pass (threshold, score) and its
-    per-image criterion on every test image (in ``tests``' order)."""
+def held_out(manifest: list[dict], fold: int) -> list[dict]:
+    """The validation images of cross-validation fold ``fold``: the train/val images of that
+    fold (``data.split.folds``), or the plain val split for fold 0 without folds."""
+    if any(r.get("fold", "") != "" for r in manifest):
+        return [r for r in manifest if r.get("fold", "") != "" and int(r["fold"]) == fold]
+    return [r for r in manifest if r["split"] == "val"]
+
+
+def _seed_run(model_dir: Path, params: Params, raw_dir: Path, tests, manifest) -> dict:
+    """A further run of the model (another seed, or another fold): its own validation pass
+    on its held-out images (threshold, score) and its per-image criterion on every test image
+    (in ``tests``' order)."""
     cfg = params.evaluate
     predictor = load_predictor(
         model_dir, overlap=cfg.overlap, batch_size=cfg.batch_size, blend=cfg.blend
     )
-    val = _validation(predictor, params, raw_dir, vals)
+    val = _validation(predictor, params, raw_dir, held_out(manifest, predictor.card.fold))
     channels, n = read_channels(raw_dir), predictor.num_classes
     scores = []
     for rec in tqdm(tests, desc=f"evaluate@{predictor.name} seed {model_dir.name}", unit="img"):
@@ -368,7 +378,8 @@ def _seed_run(model_dir: Path, params: Params, raw_dir: Path, tests, vals) -> di
             read_image(raw_dir / rec["image"], channels), mask, image_id=rec["id"]
         )
         scores.append(criterion(to_labels(proba, val["threshold"], cfg.min_area), mask, n))
-    return {"seed": predictor.card.train.seed, "val": val, "scores": scores}
+    card = predictor.card
+    return {"seed": card.train.seed, "fold": card.fold, "val": val, "scores": scores}
 
 
 def _first_seed(predictor: Predictor) -> int | None:
@@ -398,6 +409,8 @@ def _scores(rows: list[dict], val: dict, seeds: list[dict], predictor: Predictor
     if seeds:
         test_means = [float(np.mean([r[key] for r in rows]))]
         test_means += [float(np.mean(s["scores"])) for s in seeds]
+        if any(s["fold"] for s in seeds):
+            out["folds"] = [predictor.card.fold, *(s["fold"] for s in seeds)]
         out |= {
             "seeds": [_first_seed(predictor), *(s["seed"] for s in seeds)],
             "seed_scores": test_means,
@@ -408,9 +421,12 @@ def _scores(rows: list[dict], val: dict, seeds: list[dict], predictor: Predictor
 
 
 def _seed_fields(predictor: Predictor, seeds: list[dict]) -> list[str]:
+    """``seeds.csv``'s columns: ``seed_<s>``, or ``fold_<f>_seed_<s>`` with folds."""
     first = _first_seed(predictor)
-    own = f"seed_{first if first is not None else 0}"
-    return ["id", own, *(f"seed_{s['seed']}" for s in seeds)]
+    runs = [(predictor.card.fold, first if first is not None else 0)]
+    runs += [(s["fold"], s["seed"]) for s in seeds]
+    folds = any(f for f, _ in runs)
+    return ["id", *(f"fold_{f}_seed_{s}" if folds else f"seed_{s}" for f, s in runs)]
 
 
 def _seed_rows(rows: list[dict], predictor: Predictor, seeds: list[dict]) -> list[dict]:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from segbench.classes import IGNORE, ClassSpec, write_classes
 from segbench.config import Params
 from segbench.data.sources import Item, open_source
-from segbench.data.split import SPLITS, assign_splits, group_key
+from segbench.data.split import SPLITS, assign_folds, assign_splits, group_key
 from segbench.datahash import split_hash
 from segbench.decode import DecodeError, bit_depth, channels_name, convert_channels, is_colour
 from segbench.errors import SegbenchError
@@ -182,6 +182,9 @@ def fetch(params: Params, out_dir: str | Path) -> dict:
                 row[CLASS_FIELD] = " ".join(str(c) for c in classes)
         if not spec.binary:
             fields.insert(fields.index("split"), CLASS_FIELD)
+        if cfg.split.folds:
+            _assign_folds(rows, present, cfg, spec, where=listing.where)
+            fields.insert(fields.index("split") + 1, "fold")
         write_csv(tmp / "manifest.csv", rows, fields)
         summary = summarise(rows, source=listing.where, spec=spec, channels=channels)
         # the tiles' data_version leaves the test split out; these version what is scored on
@@ -189,6 +192,33 @@ def fetch(params: Params, out_dir: str | Path) -> dict:
         write_json(tmp / "summary.json", summary)
         write_classes(tmp, spec, channels=channels)
     return summary
+
+
+def _assign_folds(rows: list[dict], present, cfg, spec, *, where: str) -> None:
+    """k-fold cross-validation (``data.split.folds``): the train and val images dealt into
+    folds (:func:`segbench.data.split.assign_folds`); fold 0 becomes the validation split and
+    the others train. Each row gets ``fold`` (empty for the test images)."""
+    k = cfg.split.folds
+    pool = [(r, p) for r, p in zip(rows, present, strict=True) if r["split"] != "test"]
+    try:
+        folds = assign_folds(
+            [r["id"] for r, _ in pool],
+            k,
+            seed=cfg.seed,
+            foreground=[r["foreground_fraction"] for r, _ in pool],
+            groups=[r["group"] for r, _ in pool],
+            strata=cfg.split.strata,
+            presence=None if spec.binary else [p for _, p in pool],
+        )
+    except ValueError as exc:
+        raise SegbenchError(
+            f"data.split.folds: {exc} in {where}; lower data.split.folds or use more images"
+        ) from None
+    for row in rows:
+        fold = folds.get(row["id"])
+        row["fold"] = "" if fold is None else fold
+        if fold is not None:
+            row["split"] = "val" if fold == 0 else "train"
 
 
 def _replicate_grey(folder: Path, rows: list[dict]) -> None:

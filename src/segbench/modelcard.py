@@ -105,6 +105,9 @@ class ModelCard(_Record):
     promoted: dict[str, Any] | None  # the sweep's best values this model trained with
     data_version: str
     training: TrainingSummary
+    # k-fold cross-validation (data.split.folds): the fold this model was validated on (it
+    # trained on the others); 0 is also the plain train/val split.
+    fold: int = Field(default=0, ge=0)
     members: dict[str, ModelCard] | None = None
     ensemble: EnsembleFit | None = None
     mlflow_run_id: str | None = None
@@ -176,6 +179,7 @@ class ModelCard(_Record):
                 "classes",
                 "train",
                 "data_version",
+                "fold",
             },
         )
 

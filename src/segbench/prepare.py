@@ -166,6 +166,7 @@ class _Job:
     out: Path
     channels: str = "gray"
     num_classes: int = 2
+    fold: str = ""  # k-fold cross-validation: the image's fold (segbench.data.split)
 
 
 def _init_worker() -> None:
@@ -205,6 +206,7 @@ def _tile_one(job: _Job, cfg: PrepareConfig) -> tuple[list[dict], str, tuple[int
                 "foreground_fraction": round(foreground_fraction(tile.mask), 6),
                 "lo": lo,
                 "hi": hi,
+                "fold": job.fold,
             }
         )
     return rows, digest.hexdigest(), shape
@@ -256,17 +258,22 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> dic
         for split in TILED_SPLITS:
             (tmp / split / "images").mkdir(parents=True)
             (tmp / split / "masks").mkdir(parents=True)
+        # k-fold cross-validation: every train/val image is a training image of the folds it
+        # is not in and the validation image of its own, so it is tiled both ways.
+        folds = any(r.get("fold", "") != "" for r in manifest)
         jobs = [
             _Job(
                 r["id"],
-                r["split"],
+                split,
                 raw_dir / r["image"],
                 raw_dir / r["mask"],
                 tmp,
                 channels,
                 spec.num_classes,
+                r.get("fold", ""),
             )
             for r in manifest
+            for split in (TILED_SPLITS if folds else (r["split"],))
         ]
         workers = max(1, min(cfg.workers or available_cores(), len(jobs)))
         worker = _Worker(cfg)
@@ -289,7 +296,7 @@ def prepare(cfg: PrepareConfig, raw_dir: str | Path, out_dir: str | Path) -> dic
             if pool is not None:
                 pool.terminate()
                 pool.join()
-        write_csv(tmp / "manifest.csv", rows, TILE_FIELDS)
+        write_csv(tmp / "manifest.csv", rows, [*TILE_FIELDS, "fold"] if folds else TILE_FIELDS)
         # The manifest carries the intensity ranges training uses, so it is part of the version.
         digest.update((tmp / "manifest.csv").read_bytes())
         counts = {split: len(shapes) for split, shapes in padded.items()}

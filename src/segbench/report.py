@@ -352,6 +352,7 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
                 resamples=params.evaluate.bootstrap_resamples,
                 seed=params.evaluate.seed,
                 repeats=max((len(r.get("seeds") or []) for r in rows), default=1),
+                folds=max((len(set(r.get("folds") or [0])) for r in rows), default=1),
             ),
             "score_title": SCORE_TITLES[metric],
             "reference": reference_row(rows),

@@ -6,7 +6,9 @@ conditions the cost columns were measured. Each sentence describes what the code
 from __future__ import annotations
 
 
-def method_note(*, multiclass: bool, alpha: float, resamples: int, seed: int, repeats: int) -> str:
+def method_note(
+    *, multiclass: bool, alpha: float, resamples: int, seed: int, repeats: int, folds: int = 1
+) -> str:
     """The paragraph under the comparison table."""
     if multiclass:
         score = (
@@ -23,7 +25,15 @@ def method_note(*, multiclass: bool, alpha: float, resamples: int, seed: int, re
             "on them"
         )
     seeds = (
-        f" Networks were trained {repeats} times (seeds train.seed, +1, ...): a row's score, "
+        f" Networks were trained {repeats} times "
+        + (
+            f"(k-fold cross-validation: one model per fold of {folds}, each validated on its "
+            "own held-out fold, the reference chosen on the mean of those validation scores; "
+            f"{repeats // folds} seed(s) per fold)"
+            if folds > 1
+            else "(seeds train.seed, +1, ...)"
+        )
+        + ": a row's score, "
         "its interval, validation score and test are on per-image scores averaged over its "
         'seeds, and "seed spread" is the standard deviation of the mean test score across '
         "seeds; the other figures (the NaN-rule Dice, the second table, the galleries) are "

@@ -32,6 +32,11 @@ class SplitConfig(Section):
         "group key, e.g. a patient id, and a group never crosses splits; null = no groups",
     )
     strata: int = Field(ge=1, description="foreground-fraction bins among non-empty masks")
+    folds: int | None = Field(
+        ge=2,
+        description="k-fold cross-validation over the train and val images: fold 0 is the "
+        "validation split, and each network is trained once per fold; null = one split",
+    )
 
     @model_validator(mode="after")
     def _check(self):

@@ -18,14 +18,29 @@ from segbench.errors import SegbenchError
 from segbench.io import read_csv, read_image, read_mask
 
 
+def in_fold(row: dict, split: str, fold: int) -> bool:
+    """Whether a tile of ``split``'s directory belongs to the ``fold``-th cross-validation
+    split: validation tiles of fold ``fold``, training tiles of every other fold. Tiles made
+    without folds (no ``fold`` value) always do."""
+    own = row.get("fold", "")
+    if own == "":
+        return True
+    return (int(own) == fold) is (split == "val")
+
+
 def load_tiles(
-    tiles_dir: str | Path, split: str
+    tiles_dir: str | Path, split: str, fold: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All tiles of ``split``: images (N, T, T[, 3]) uint8/uint16, masks (N, T, T) class
     indices ({0, 1} for two classes), and ranges (N, 2) float64, the ``(lo, hi)`` intensity
-    range of each tile's source image."""
+    range of each tile's source image. With k-fold tiles (``data.split.folds``), those of
+    cross-validation fold ``fold`` (:func:`in_fold`; fold 0 is the plain train/val split)."""
     tiles_dir = Path(tiles_dir)
-    rows = [r for r in read_csv(tiles_dir / "manifest.csv") if r["split"] == split]
+    rows = [
+        r
+        for r in read_csv(tiles_dir / "manifest.csv")
+        if r["split"] == split and in_fold(r, split, fold)
+    ]
     if not rows:
         raise SegbenchError(f"{tiles_dir}: no {split} tiles; re-run `dvc repro prepare`")
     channels = read_channels(tiles_dir)
@@ -70,9 +85,9 @@ class TileDataset(Dataset):
         self.binary = num_classes == 2
 
     @classmethod
-    def from_dir(cls, tiles_dir: str | Path, split: str, **kwargs) -> TileDataset:
+    def from_dir(cls, tiles_dir: str | Path, split: str, fold: int = 0, **kwargs) -> TileDataset:
         kwargs.setdefault("num_classes", read_classes(tiles_dir).num_classes)
-        return cls(*load_tiles(tiles_dir, split), **kwargs)
+        return cls(*load_tiles(tiles_dir, split, fold), **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -15,6 +15,12 @@ depend on the other groups, and the split boundaries are cut along that order. A
 removing images therefore only moves groups that sit next to a boundary; all others keep their
 split. Split sizes are apportioned with error diffusion across strata, so each split's total is
 within one image of its target fraction (with singleton groups).
+
+**Folds** (``data.split.folds``: k-fold cross-validation, as nnU-Net does): the train and val
+images together are dealt into k folds by :func:`assign_folds`, stratified the same way and
+grouped the same way; fold 0 is the validation split and the others train, so everything that
+knows one split sees fold 0, and the fold-``f`` model of a network trains on the other folds
+and is validated on fold ``f``.
 """
 
 from __future__ import annotations
@@ -158,3 +164,46 @@ def _fill_empty_splits(assigned: dict[str, int], sizes: dict[str, int], seed: in
         candidates = [k for k, s in assigned.items() if s == donor]
         chosen = max(candidates, key=lambda k: (-sizes[k], _position(seed, k), k))
         assigned[chosen] = split
+
+
+def assign_folds(
+    ids: Sequence[str],
+    k: int,
+    *,
+    seed: int,
+    foreground: Sequence[float] | None = None,
+    groups: Sequence[str] | None = None,
+    strata: int = 3,
+    presence: Sequence[Sequence[int]] | None = None,
+) -> dict[str, int]:
+    """Map every id (the train and val images) to a fold in ``0 .. k-1``; a group never
+    crosses folds. Stratified as :func:`assign_splits` is: within each stratum the groups are
+    taken in their seeded position order and each goes to the fold with the fewest images so
+    far (ties: the lowest fold), so every fold sees the same mix and the fold sizes differ by
+    at most one group. Raises ``ValueError`` with fewer than ``k`` groups."""
+    ids = [str(i) for i in ids]
+    n = len(ids)
+    fg_of = dict(zip(ids, foreground if foreground is not None else [0.5] * n, strict=True))
+    group_of = dict(zip(ids, groups if groups is not None else ids, strict=True))
+    members: dict[str, list[str]] = {}
+    for i in sorted(ids):
+        members.setdefault(group_of[i], []).append(i)
+    if len(members) < k:
+        raise ValueError(
+            f"{k} folds need at least {k} groups of train and val images, got {len(members)}"
+        )
+    keys = sorted(members)
+    sizes = {g: len(members[g]) for g in keys}
+    fg = {g: float(np.median([fg_of[i] for i in members[g]])) for g in keys}
+    empty = {g: sum(fg_of[i] == 0 for i in members[g]) * 2 > sizes[g] for g in keys}
+    parts = [keys]
+    if presence is not None:
+        parts = _by_rarest_class(keys, members, dict(zip(ids, presence, strict=True)))
+    totals = [0] * k
+    fold_of: dict[str, int] = {}
+    for stratum in (s for part in parts for s in _strata(part, empty, fg, strata)):
+        for g in sorted(stratum, key=lambda g: (_position(seed, g), g)):
+            fold = min(range(k), key=lambda f: (totals[f], f))
+            fold_of[g] = fold
+            totals[fold] += sizes[g]
+    return {i: fold_of[group_of[i]] for i in ids}

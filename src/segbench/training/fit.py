@@ -88,7 +88,7 @@ def _fit_torch(
     cfg = card.train
     torch.manual_seed(cfg.seed)
     train_ds, sampler, loader, val_loader = loaders(
-        cfg, card.prepare.augment, card.prepare.tile_size, tiles_dir, dist
+        cfg, card.prepare.augment, card.prepare.tile_size, tiles_dir, dist, fold=card.fold
     )
     model = _build(card).to(device)
     counts = count_parameters(model)
@@ -246,6 +246,7 @@ def train(
     tags: dict[str, str] | None = None,
     log_weights: bool = True,
     resume: bool = True,
+    fold: int = 0,
 ) -> dict:
     """Train (or fit) ``models.<name>`` on the tiles and write ``out_dir``; return its metrics.
 
@@ -256,7 +257,9 @@ def train(
     and ``tags`` name the MLflow run and add to its tags (a sweep's trials set
     ``mlflow.parentRunId``, which makes them child runs of the sweep's run).
     ``resume`` False starts from the first epoch even where a matching checkpoint of a killed
-    run exists (by default it is continued).
+    run exists (by default it is continued). ``fold``: the cross-validation fold to validate on
+    (``data.split.folds``; trained on the other folds' tiles); 0 is the plain train/val split.
+    Classical models always fit on fold 0's split.
     """
     tiles_dir, out_dir = Path(tiles_dir), Path(out_dir)
     data_version = read_json(tiles_dir / "summary.json")["data_version"]
@@ -265,6 +268,7 @@ def train(
     if skipped:
         raise SegbenchError(f"models.{name}: {skipped}")
     card = model_card(name, params, data_version, promoted=promoted, spec=spec, channels=channels)
+    card = card.model_copy(update={"fold": fold})
     dist = Dist.from_env()
     device = resolve_device((card.train or params.train).device, index=dist.local_rank)
     init_distributed(dist, device)

@@ -128,19 +128,22 @@ def train_one_epoch(
     return total / seen
 
 
-def loaders(cfg: TrainConfig, augment: AugmentConfig, tile_size: int, tiles_dir, dist: Dist):
+def loaders(
+    cfg: TrainConfig, augment: AugmentConfig, tile_size: int, tiles_dir, dist: Dist, fold: int = 0
+):
     """``(train dataset, its sampler, train loader, validation loader)`` over ``tiles_dir``.
 
     Online augmentation (``augment.mode: online``) happens here; offline, the tiles on disk are
     already augmented. Under DDP each process reads its shard of the training tiles and all of
-    the validation tiles (so every process reaches the same decisions).
+    the validation tiles (so every process reaches the same decisions). ``fold``: the
+    cross-validation fold's tiles (``data.split.folds``; 0 is the plain train/val split).
     """
     channels = read_channels(tiles_dir)
     augmenter = (
         build_augmenter(augment, tile_size, channels=channels) if augment.mode == "online" else None
     )
-    train_ds = TileDataset.from_dir(tiles_dir, "train", augmenter=augmenter, seed=cfg.seed)
-    val_ds = TileDataset.from_dir(tiles_dir, "val")
+    train_ds = TileDataset.from_dir(tiles_dir, "train", fold, augmenter=augmenter, seed=cfg.seed)
+    val_ds = TileDataset.from_dir(tiles_dir, "val", fold)
     if dist.world > 1:
         sampler = DistributedSampler(
             train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed

@@ -6,11 +6,17 @@ models that a second seed would erase is not a property of the models. With
 R times on the same tiles, with seeds ``seed``, ``seed + 1``, ... ``seed + R - 1``; every
 training is :func:`segbench.training.train`, logged to MLflow as its own run.
 
-Output layout (``out_dir``): the first seed's model directory as :func:`train` writes it (so
-``predict``, ensembles and everything that reads one model use it unchanged), plus::
+With k-fold cross-validation (``data.split.folds`` = k) a torch model is trained once per fold
+and seed: the fold-``f`` model trains on the other folds' tiles and is validated on fold ``f``
+(:mod:`segbench.data.split`); fold 0 is the plain train/val split.
 
-    repeats/<seed>/     the model directory of each further seed
-    repeats.json        {"seeds": [...], "best_val_score": [...], "train_seconds": [...]}
+Output layout (``out_dir``): the first run's (fold 0, first seed) model directory as
+:func:`train` writes it (so ``predict``, ensembles and everything that reads one model use it
+unchanged), plus::
+
+    repeats/<k>/        the model directory of the k-th further run (its card: fold, seed)
+    repeats.json        {"folds": [...], "seeds": [...], "best_val_score": [...],
+                         "train_seconds": [...]}, one entry per run
 
 Classical and zero-shot entries are deterministic given their settings: they are fitted once
 whatever ``repeats`` says (a second fit would give the same model).
@@ -47,6 +53,24 @@ def repeat_count(params: Params, name: str) -> int:
     return entry.train_config(params.train).repeats if entry.kind == "torch" else 1
 
 
+def fold_count(params: Params, name: str) -> int:
+    """How many cross-validation folds ``models.<name>`` trains on: ``data.split.folds`` for a
+    torch model (1 without folds), 1 for the others (they fit on fold 0's split)."""
+    entry = params.entry(name)
+    return (params.data.split.folds or 1) if entry.kind == "torch" else 1
+
+
+def runs(params: Params, name: str) -> list[tuple[int, int]]:
+    """The ``(fold, seed)`` of every training of ``models.<name>``, the model itself first:
+    each fold with seeds ``seed`` ... ``seed + repeats - 1``."""
+    base = params.entry(name).train_config(params.train).seed
+    return [
+        (fold, base + k)
+        for fold in range(fold_count(params, name))
+        for k in range(repeat_count(params, name))
+    ]
+
+
 def seed_params(params: Params, name: str, seed: int) -> Params:
     """``params`` with ``models.<name>`` training under ``seed`` (the entry's own train key,
     so that other entries and the card's ``train`` section agree)."""
@@ -64,28 +88,28 @@ def train_repeats(
     promoted: dict[str, Any] | None = None,
     resume: bool = True,
 ) -> dict:
-    """Train ``models.<name>`` :func:`repeat_count` times into ``out_dir`` (module doc); return
-    the first seed's metrics plus ``repeats``, ``seeds`` and, per seed, ``best_val_score``
-    and ``train_seconds`` lists. With one repeat this is exactly :func:`train`."""
-    repeats = repeat_count(params, name)
-    if repeats == 1:
+    """Train ``models.<name>`` once per :func:`runs` entry (every fold, every seed) into
+    ``out_dir`` (module doc); return the first run's metrics plus ``repeats``, ``seeds``,
+    ``folds`` and, per run, ``best_val_score`` and ``train_seconds`` lists. With one run this
+    is exactly :func:`train`."""
+    todo = runs(params, name)
+    if len(todo) == 1:
         return train(name, params, tiles_dir, out_dir, promoted=promoted, resume=resume)
     out_dir = Path(out_dir)
-    base = params.entry(name).train_config(params.train).seed
-    seeds = [base + k for k in range(repeats)]
     staging = out_dir.parent / f".{out_dir.name}.repeats"
     main = int(os.environ.get("RANK", 0)) == 0
     results, first = [], None
-    for k, seed in enumerate(seeds):
+    for k, (fold, seed) in enumerate(todo):
         p = seed_params(params, name, seed)
-        staged = staging / str(seed)
-        fp = _fingerprint(p, name, tiles_dir, promoted)
+        staged = staging / f"f{fold}s{seed}"
+        fp = _fingerprint(p, name, tiles_dir, promoted, fold)
         done = staged / _DONE
+        what = f"fold {fold}, seed {seed}" if fold_count(params, name) > 1 else f"seed {seed}"
         if resume and done.is_file() and read_json(done) == fp:
-            print(f"train@{name}: seed {seed} ({k + 1}/{repeats}) already trained, kept")
+            print(f"train@{name}: {what} ({k + 1}/{len(todo)}) already trained, kept")
             results.append(_summary(read_json(staged / "card.json")))
             continue
-        print(f"train@{name}: seed {seed} ({k + 1}/{repeats})", flush=True)
+        print(f"train@{name}: {what} ({k + 1}/{len(todo)})", flush=True)
         metrics = train(
             name,
             p,
@@ -93,8 +117,9 @@ def train_repeats(
             staged,
             promoted=promoted,
             resume=resume,
-            run_name=f"{name} seed {seed}",
-            tags={"segbench.repeat": str(k), "segbench.repeats": str(repeats)},
+            run_name=f"{name} {what}",
+            tags={"segbench.repeat": str(k), "segbench.fold": str(fold)},
+            fold=fold,
         )
         if main:
             write_json(done, fp)
@@ -106,30 +131,33 @@ def train_repeats(
     if not main:
         return {}
     with atomic_dir(out_dir) as tmp:
-        _copy_model(staging / str(seeds[0]), tmp)
-        for seed in seeds[1:]:
-            _copy_model(staging / str(seed), tmp / REPEATS_DIR / str(seed))
+        dirs = [staging / f"f{fold}s{seed}" for fold, seed in todo]
+        _copy_model(dirs[0], tmp)
+        for k, src in enumerate(dirs[1:], start=1):
+            _copy_model(src, tmp / REPEATS_DIR / str(k))
         write_json(
             tmp / REPEATS_FILE,
             {
-                "seeds": seeds,
+                "folds": [fold for fold, _ in todo],
+                "seeds": [seed for _, seed in todo],
                 "best_val_score": [r["best_val_score"] for r in results],
                 "train_seconds": [r["seconds"] for r in results],
             },
         )
     shutil.rmtree(staging, ignore_errors=True)
-    if first is None:  # the first seed was kept from a killed run: its card has its figures
+    if first is None:  # the first run was kept from a killed run: its card has its figures
         first = {"train_seconds": results[0]["seconds"], **_summary_only(results[0])}
     return {
         **first,
-        "repeats": repeats,
-        "seeds": seeds,
+        "repeats": repeat_count(params, name),
+        "seeds": [seed for _, seed in todo],
+        "folds": [fold for fold, _ in todo],
         "seed_best_val_score": [r["best_val_score"] for r in results],
         "seed_train_seconds": [r["seconds"] for r in results],
     }
 
 
-def _fingerprint(params: Params, name: str, tiles_dir, promoted) -> dict:
+def _fingerprint(params: Params, name: str, tiles_dir, promoted, fold: int) -> dict:
     """What a staged seed must have been trained under to be kept: the entry, the training
     configuration, the preparation, the data version, the promoted values, the training code."""
     entry = params.entry(name)
@@ -140,6 +168,7 @@ def _fingerprint(params: Params, name: str, tiles_dir, promoted) -> dict:
         "prepare": params.prepare.model_dump(mode="json"),
         "data_version": summary["data_version"],
         "promoted": promoted,
+        "fold": fold,
     }
     return fingerprint(config, module_digest("segbench.training.fit"))
 
