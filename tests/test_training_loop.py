@@ -170,11 +170,17 @@ def test_a_killed_training_continues_by_itself_unless_told_to_start_afresh(
 
 def test_the_cli_opt_out_reaches_training(tiny_data, tmp_path, monkeypatch):
     from segbench.commands import train as command
+    from segbench.training import repeats  # imported before fit.train is replaced: its own
+    # `train` must be the real one again after the test (monkeypatch restores what it saw)
 
     seen = {}
-    monkeypatch.setattr(train_module, "train", lambda *a, **k: seen.update(k) or {})
-    monkeypatch.setattr("segbench.training.train", train_module.train)
-    monkeypatch.setattr("segbench.training.repeats.train", train_module.train)  # repeats: 1
+
+    def fake(*a, **k):
+        return seen.update(k) or {}
+
+    monkeypatch.setattr(train_module, "train", fake)
+    monkeypatch.setattr("segbench.training.train", fake)
+    monkeypatch.setattr(repeats, "train", fake)  # repeats: 1 calls it
     _, tiles, _ = tiny_data
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params()))
     argv = ["unet", "--tiles", str(tiles), "--out", str(tmp_path / "u")]
