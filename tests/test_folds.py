@@ -96,7 +96,7 @@ def test_fold_zero_is_the_validation_split_and_every_image_is_tiled_both_ways(tw
 
 
 def test_one_model_per_fold_each_validated_on_its_own_fold(two_folds):
-    from segbench.comparison import comparison_rows, fmt
+    from segbench.comparison import comparison_rows, fmt, headline
 
     root, out, evals = two_folds
     assert out["unet"]["folds"] == [0, 1] and out["unet"]["seeds"] == [0, 0]
@@ -108,3 +108,5 @@ def test_one_model_per_fold_each_validated_on_its_own_fold(two_folds):
     assert list(seeds[0]) == ["id", "fold_0_seed_0", "fold_1_seed_0"]
     rows = {r["model"]: r for r in comparison_rows(["otsu", "unet"], root / "eval")}
     assert fmt("seeds", rows["unet"]).endswith("(2 folds)")
+    if rows["unet"].get("reference"):
+        assert "mean of its 2 cross-validation folds' models." in headline(list(rows.values()))

@@ -474,13 +474,17 @@ def headline(rows: list[dict], metric: str | None = None) -> str:
             f"{title}."
         )
     n = ref["n_images"]
-    seeds = len(ref.get("seeds") or []) or 1
+    runs = len(ref.get("seeds") or []) or 1
+    folds = len(set(ref.get("folds") or []))
+    if folds > 1:
+        per = f" × {runs // folds} seeds" if runs > folds else ""
+        mean = f", mean of its {folds} cross-validation folds' models{per}"
+    else:
+        mean = f", mean of {runs} seeds" if runs > 1 else ""
     text = (
         f"Reference: {ref['model']}, the best validation {title} ({ref['val_score']:.3f}) among "
         "models that see the image alone, chosen before the test set was opened. Its test "
-        f"{title}: {fmt(RANK, ref)} over {n} image{'s' * (n != 1)}"
-        + (f", mean of {seeds} seeds" if seeds > 1 else "")
-        + "."
+        f"{title}: {fmt(RANK, ref)} over {n} image{'s' * (n != 1)}{mean}."
     )
     fair = [r for r in rows if "verdict" in r and not r.get("oracle_prompts")]
     for verdict, words in (
