@@ -54,7 +54,8 @@ def _position(seed: int, key: str) -> float:
 
 
 def _apportion(exact: np.ndarray, total: int) -> np.ndarray:
-    """Non-negative integers summing to ``total``, each within one of ``exact`` (largest remainder)."""
+    """Non-negative integers summing to ``total``, each within one of ``exact`` (largest
+    remainder)."""
     counts = np.floor(np.clip(exact, 0, None)).astype(int)
     while counts.sum() < total:
         counts[int(np.argmax(exact - counts))] += 1
@@ -71,6 +72,28 @@ def _strata(keys: list[str], empty: dict, fg: dict, n_bins: int) -> list[list[st
     n_bins = max(1, min(n_bins, len(full) // 5))  # a bin needs a few groups to be worth it
     bins = [list(chunk) for chunk in np.array_split(np.array(full, dtype=object), n_bins)]
     return [s for s in [empties, *bins] if len(s)]
+
+
+def _grouped(ids, foreground, groups, presence, strata):
+    """``(ids as text, group of each id, images per group, strata)``: the groups of ``ids``
+    (each image its own without ``groups``) and the strata they are dealt from, in order
+    (rarest class first with ``presence``; within it empty groups, then foreground bins)."""
+    ids = [str(i) for i in ids]
+    n = len(ids)
+    fg_of = dict(zip(ids, foreground if foreground is not None else [0.5] * n, strict=True))
+    group_of = dict(zip(ids, groups if groups is not None else ids, strict=True))
+    members: dict[str, list[str]] = {}
+    for i in sorted(ids):
+        members.setdefault(group_of[i], []).append(i)
+    keys = sorted(members)
+    sizes = {k: len(members[k]) for k in keys}
+    fg = {k: float(np.median([fg_of[i] for i in members[k]])) for k in keys}
+    empty = {k: sum(fg_of[i] == 0 for i in members[k]) * 2 > sizes[k] for k in keys}
+    parts = [keys]
+    if presence is not None:
+        parts = _by_rarest_class(keys, members, dict(zip(ids, presence, strict=True)))
+    stratified = [s for part in parts for s in _strata(part, empty, fg, strata)]
+    return ids, group_of, sizes, stratified
 
 
 def assign_splits(
@@ -93,30 +116,16 @@ def assign_splits(
     groups every split gets at least one. ``presence`` (several classes) is each image's
     foreground classes present; groups are stratified on the rarest of them first.
     """
-    ids = [str(i) for i in ids]
-    n = len(ids)
-    fg_of = dict(zip(ids, foreground if foreground is not None else [0.5] * n, strict=True))
-    group_of = dict(zip(ids, groups if groups is not None else ids, strict=True))
-    members: dict[str, list[str]] = {}
-    for i in sorted(ids):
-        members.setdefault(group_of[i], []).append(i)
-    if len(members) < len(SPLITS):
+    ids, group_of, sizes, stratified = _grouped(ids, foreground, groups, presence, strata)
+    if len(sizes) < len(SPLITS):
         raise ValueError(
-            f"need at least {len(SPLITS)} images (or groups) to split, got {len(members)}"
+            f"need at least {len(SPLITS)} images (or groups) to split, got {len(sizes)}"
         )
-    keys = sorted(members)
-    sizes = {k: len(members[k]) for k in keys}
-    fg = {k: float(np.median([fg_of[i] for i in members[k]])) for k in keys}
-    empty = {k: sum(fg_of[i] == 0 for i in members[k]) * 2 > sizes[k] for k in keys}
     fractions = np.array([train, val, test], dtype=float)
     fractions /= fractions.sum()
-
-    parts = [keys]
-    if presence is not None:
-        parts = _by_rarest_class(keys, members, dict(zip(ids, presence, strict=True)))
     assigned: dict[str, int] = {}
     carry = np.zeros(len(SPLITS))
-    for stratum in (s for part in parts for s in _strata(part, empty, fg, strata)):
+    for stratum in stratified:
         stratum = sorted(stratum, key=lambda k: (_position(seed, k), k))
         total = sum(sizes[k] for k in stratum)
         exact = fractions * total + carry
@@ -181,27 +190,14 @@ def assign_folds(
     taken in their seeded position order and each goes to the fold with the fewest images so
     far (ties: the lowest fold), so every fold sees the same mix and the fold sizes differ by
     at most one group. Raises ``ValueError`` with fewer than ``k`` groups."""
-    ids = [str(i) for i in ids]
-    n = len(ids)
-    fg_of = dict(zip(ids, foreground if foreground is not None else [0.5] * n, strict=True))
-    group_of = dict(zip(ids, groups if groups is not None else ids, strict=True))
-    members: dict[str, list[str]] = {}
-    for i in sorted(ids):
-        members.setdefault(group_of[i], []).append(i)
-    if len(members) < k:
+    ids, group_of, sizes, stratified = _grouped(ids, foreground, groups, presence, strata)
+    if len(sizes) < k:
         raise ValueError(
-            f"{k} folds need at least {k} groups of train and val images, got {len(members)}"
+            f"{k} folds need at least {k} groups of train and val images, got {len(sizes)}"
         )
-    keys = sorted(members)
-    sizes = {g: len(members[g]) for g in keys}
-    fg = {g: float(np.median([fg_of[i] for i in members[g]])) for g in keys}
-    empty = {g: sum(fg_of[i] == 0 for i in members[g]) * 2 > sizes[g] for g in keys}
-    parts = [keys]
-    if presence is not None:
-        parts = _by_rarest_class(keys, members, dict(zip(ids, presence, strict=True)))
     totals = [0] * k
     fold_of: dict[str, int] = {}
-    for stratum in (s for part in parts for s in _strata(part, empty, fg, strata)):
+    for stratum in stratified:
         for g in sorted(stratum, key=lambda g: (_position(seed, g), g)):
             fold = min(range(k), key=lambda f: (totals[f], f))
             fold_of[g] = fold
