@@ -408,11 +408,10 @@ def _defined_per_class(per_image: list[dict], num_classes: int) -> list[int]:
     ]
 
 
-def reference_row(rows: list[dict], metric: str | None = None) -> dict | None:
+def reference_row(rows: list[dict]) -> dict | None:
     """The reference: the best row by validation ``score`` (chosen before the test set is
     looked at) among models that see the image alone (no oracle prompts) and have a test
-    score; None when no such row has a validation score (no validation images). ``metric``
-    is accepted for old callers and ignored: the criterion is the same for every metric."""
+    score; None when no such row has a validation score (no validation images)."""
     fair = [
         r
         for r in rows
@@ -420,13 +419,8 @@ def reference_row(rows: list[dict], metric: str | None = None) -> dict | None:
         and not _missing(r.get("val_score"))
         and not r.get("oracle_prompts")
     ]
-    # Ties on validation: the first in the table's order (the better test score would be
-    # choosing on test); rows are sorted best test score first, so break ties by name instead.
-    return max(fair, key=lambda r: (r["val_score"], _neg_name(r["model"])), default=None)
-
-
-def _neg_name(name: str) -> tuple[int, ...]:
-    return tuple(-ord(c) for c in name)
+    # A tie on validation goes by name, never by the test score (that would be choosing on test).
+    return min(fair, key=lambda r: (-r["val_score"], r["model"]), default=None)
 
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str]] = COLUMNS) -> str:

@@ -49,7 +49,6 @@ from segbench.comparison import (
     headline,
     markdown_table,
     pareto_front,
-    reference_row,
     skipped_entries,
     table_columns,
 )
@@ -354,13 +353,10 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
                 repeats=max((len(r.get("seeds") or []) for r in rows), default=1),
                 folds=max((len(set(r.get("folds") or [0])) for r in rows), default=1),
             ),
-            "score_title": SCORE_TITLES[metric],
-            "reference": reference_row(rows),
             "collapsed": {
                 e: {"member": m, "note": ensemble_note(ModelCard.read(eval_dir / e))}
                 for e, m in collapsed.items()
             },
-            "repeats": max((len(r.get("seeds") or []) for r in rows), default=0),
             "alpha": params.report.alpha,
             "metrics": METRICS,
             "sweep": sweep_summary(Path(sweeps_dir) if sweeps_dir else None),
