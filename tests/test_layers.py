@@ -55,6 +55,7 @@ LAYERS = [
         "prepare",
         "training",
         "evaluate",
+        "evalruns",
         "evalextra",
         "predict",
         "predict_folder",
