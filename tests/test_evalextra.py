@@ -149,7 +149,8 @@ def test_auto_compare_refused_on_several_classes():
 
 
 def test_a_decoder_trained_from_scratch_is_noted_on_its_row_and_explained():
-    from segbench.comparison import banners, fmt
+    from segbench.comparison import fmt
+    from segbench.reporttext import banners
 
     params = _params(
         {

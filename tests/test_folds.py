@@ -96,7 +96,8 @@ def test_fold_zero_is_the_validation_split_and_every_image_is_tiled_both_ways(tw
 
 
 def test_one_model_per_fold_each_validated_on_its_own_fold(two_folds):
-    from segbench.comparison import comparison_rows, fmt, headline
+    from segbench.comparison import comparison_rows, fmt
+    from segbench.reporttext import headline
 
     root, out, evals = two_folds
     assert out["unet"]["folds"] == [0, 1] and out["unet"]["seeds"] == [0, 0]

@@ -6,10 +6,11 @@ import csv
 import numpy as np
 import pytest
 
-from segbench.comparison import comparison_rows, fmt, headline, pareto_front
+from segbench.comparison import comparison_rows, fmt, pareto_front
 from segbench.config import parse_params
 from segbench.io import write_csv, write_json
 from segbench.report import pick_examples
+from segbench.reporttext import headline
 from tests.conftest import only_models
 from tests.test_evalmetrics import example_metrics
 
@@ -85,7 +86,7 @@ def test_tied_and_undefined_pairs_are_counted_apart(tmp_path):
 
 
 def test_too_few_pairs_is_said_in_the_row_and_a_powerless_family_gets_a_banner(tmp_path):
-    from segbench.comparison import banners
+    from segbench.reporttext import banners
 
     names = [
         _model(tmp_path, "a", [0.9, 0.8, 0.7, 0.6], val=0.9),
@@ -100,7 +101,7 @@ def test_too_few_pairs_is_said_in_the_row_and_a_powerless_family_gets_a_banner(t
 
 
 def test_without_validation_scores_there_is_no_reference_and_no_test(tmp_path):
-    from segbench.comparison import banners
+    from segbench.reporttext import banners
 
     names = [
         _model(tmp_path, "a", [0.9] * 12, val=None),

@@ -1,6 +1,7 @@
 """The report's notes on rows a reader must not take at face value: oracle prompts, random SAM."""
 
-from segbench.comparison import banners, headline, markdown_table
+from segbench.comparison import markdown_table
+from segbench.reporttext import banners, headline
 
 
 def _row(model, score, val=0.8, **flags):

@@ -29,7 +29,7 @@ from segbench.evalmetrics import (
     read_per_image,
     read_skipped,
 )
-from segbench.stats import SMALL_TEST_SET, compare_to_reference, power_banner
+from segbench.stats import compare_to_reference
 
 # The primary metric's name in the report's words.
 PRIMARY_TITLES = {"dice": "Dice", "miou": "mIoU"}
@@ -428,82 +428,6 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]] = COLUMNS) -
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(k, r) for k, _ in columns) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def banners(rows: list[dict], alpha: float = 0.05) -> list[str]:
-    """The warnings the table needs, each once: the flags some row carries, a small test set,
-    a family of comparisons none of which could reach significance, no reference."""
-    out = [text for flag, (_, text) in NOTES.items() if any(r.get(flag) for r in rows)]
-    n = max((r.get("n_images", 0) for r in rows), default=0)
-    if rows and n < SMALL_TEST_SET:
-        out.append(
-            f"Small test set. Only {n} test image{'s' * (n != 1)}: confidence intervals are wide "
-            "and the paired tests can rarely tell models apart. Rank differences here are not "
-            f"evidence; use {SMALL_TEST_SET} or more test images (data.split.test) before "
-            "drawing conclusions."
-        )
-    compared = {r["model"]: r for r in rows if "verdict" in r}
-    power = power_banner(compared, alpha) if compared else None
-    if power:
-        out.append(f"Too few pairs to tell models apart. {power}")
-    if rows and reference_row(rows) is None:
-        out.append(
-            "No reference. No model that sees the image alone has a validation score (no "
-            "validation images), and choosing the reference on the test set would bias every "
-            "comparison against it; the rows are not tested. Give data.split.val a share."
-        )
-    return out
-
-
-def headline(rows: list[dict], metric: str | None = None) -> str:
-    """A few sentences: the reference model (chosen on validation), its test score, which
-    rows differ from it and which way, the classical baseline's margin, and any oracle row
-    that scores higher."""
-    metric = metric or primary_metric(rows)
-    title = SCORE_TITLES[metric]
-    ref = reference_row(rows)
-    if ref is None:
-        return (
-            f"No reference: no model without oracle prompts has both a validation and a test "
-            f"{title}."
-        )
-    n = ref["n_images"]
-    runs = len(ref.get("seeds") or []) or 1
-    folds = len(set(ref.get("folds") or []))
-    if folds > 1:
-        per = f" × {runs // folds} seeds" if runs > folds else ""
-        mean = f", mean of its {folds} cross-validation folds' models{per}"
-    else:
-        mean = f", mean of {runs} seeds" if runs > 1 else ""
-    text = (
-        f"Reference: {ref['model']}, the best validation {title} ({ref['val_score']:.3f}) among "
-        "models that see the image alone, chosen before the test set was opened. Its test "
-        f"{title}: {fmt(RANK, ref)} over {n} image{'s' * (n != 1)}{mean}."
-    )
-    fair = [r for r in rows if "verdict" in r and not r.get("oracle_prompts")]
-    for verdict, words in (
-        ("significantly better", "Better than it"),
-        ("significantly worse", "Worse than it"),
-        ("not significantly different", "Not significantly different from it"),
-    ):
-        named = [r["model"] for r in fair if r["verdict"] == verdict]
-        if named:
-            text += f" {words} (paired Wilcoxon on per-image {title}, Holm): {', '.join(named)}."
-    scored = [r for r in rows if not _missing(r.get(RANK))]
-    above = [r for r in scored if r.get("oracle_prompts") and r[RANK] > ref[RANK]]
-    if above:
-        text += (
-            f" With oracle prompts from the ground truth, {above[0]['model']} reaches "
-            f"{above[0][RANK]:.3f}: an upper bound for a perfect user, not a fair comparison."
-        )
-    base = next((r for r in scored if r["model"] == "otsu"), None)
-    if base is not None and base is not ref:
-        otsu = "Otsu" if metric == "dice" else "multi-Otsu"
-        text += (
-            f" The classical baseline ({otsu}) scores {base[RANK]:.3f}:"
-            f" a margin of {ref[RANK] - base[RANK]:+.3f}."
-        )
-    return text
 
 
 def pareto_front(rows: list[dict], cost: str, metric: str = RANK) -> list[str]:

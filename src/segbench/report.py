@@ -39,14 +39,12 @@ from segbench.comparison import (
     RANK,
     SCORE_TITLES,
     STUDY_COLUMNS,
-    banners,
     class_iou_cell,
     class_iou_markdown,
     collapsed_ensembles,
     comparison_rows,
     detail_columns,
     fmt,
-    headline,
     markdown_table,
     pareto_front,
     skipped_entries,
@@ -61,7 +59,7 @@ from segbench.metrics import METRICS
 from segbench.modelcard import ModelCard
 from segbench.reportcsv import csv_fields, csv_row
 from segbench.reportextra import extra_sections
-from segbench.reporttext import method_note
+from segbench.reporttext import banners, ensemble_note, headline, method_note
 
 __all__ = ["COLUMNS", "NOTES", "banners", "headline", "markdown_table", "report"]
 
@@ -399,30 +397,3 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
         fields = csv_fields(metric, list(spec.names))
         write_csv(tmp / "comparison.csv", [csv_row(r, fields) for r in rows], fields)
     return rows
-
-
-def ensemble_note(card: ModelCard) -> str:
-    """One sentence on how an ensemble was mixed, from its model card."""
-    fit = card.ensemble
-    mix = " + ".join(f"{w:.2f} × {m}" for m, w in fit.weights.items())
-    if fit.val_score is None:  # a card written before the joint search
-        alone = ", ".join(f"{m} {d:.3f}" for m, d in fit.member_val_dice.items())
-        return (
-            f"{card.name} = {mix}: weights chosen on {fit.n_val_images} validation images "
-            f"(pooled validation Dice {fit.val_dice:.3f}; members alone: {alone})."
-        )
-    alone = ", ".join(f"{m} {d:.3f}" for m, d in fit.member_val_score.items())
-    threshold = "" if fit.threshold is None else f" and threshold {fit.threshold:.2f}"
-    text = (
-        f"{card.name} = {mix}{threshold}: searched together on {fit.n_val_images} validation "
-        f"images (mean per-image score {fit.val_score:.3f}; each member alone at its own best "
-        f"threshold: {alone})."
-    )
-    if fit.collapsed_to:
-        return text + (
-            f" The search gave {fit.collapsed_to} all the weight: the ensemble is "
-            f"{fit.collapsed_to}, shown once as {fit.collapsed_to}'s row, not as a new model."
-        )
-    zero = [m for m, w in fit.weights.items() if w == 0]
-    paid = "its non-zero members' training" + (f" (not {', '.join(zero)}'s)" if zero else "")
-    return text + f" Its training time is {paid} plus the search."
