@@ -20,7 +20,6 @@ from segbench.comparison import (
     class_iou_markdown,
     comparison_rows,
     fmt,
-    headline,
     pareto_front,
     rows_from_csv,
     skipped_entries,
@@ -33,6 +32,7 @@ from segbench.io import read_csv, read_mask, write_csv, write_json
 from segbench.metrics import multiclass_row
 from segbench.report import pick_examples, read_confusion
 from segbench.reportcsv import csv_fields
+from segbench.reporttext import headline
 from tests.conftest import SHRINK, deep_update, only_models, real_params_raw, seeded_store
 from tests.test_evalmetrics import example_metrics
 
