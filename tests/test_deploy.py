@@ -72,10 +72,21 @@ def test_bad_schedule_or_target_is_one_line_and_exit_2(tmp_path, args, message):
 def test_deployments_on_a_real_server(repo_copy, tmp_path):
     """deploy.py registers the scheduled pipeline and the on-demand sweep; a run triggered
     through the API runs fetch and prepare, the next one finds them up to date and starts no
-    stage, and a changed param re-runs its stage and what depends on it. A run with an unknown
-    target fails with one line; with its server gone, deploy.py still stops on SIGTERM."""
+    stage; with its server gone, deploy.py still stops on SIGTERM. (The long variant below also
+    changes a param and sends a bad target: two more runs, ~25 s.)"""
+    deployments_on_a_real_server(repo_copy, tmp_path, more_runs=False)
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_deployments_rerun_what_a_param_changes_and_refuse_a_bad_target(repo_copy, tmp_path):
+    """As above, and a changed param re-runs its stage and what depends on it; a run with an
+    unknown target fails with one line."""
+    deployments_on_a_real_server(repo_copy, tmp_path, more_runs=True)
+
+
+def deployments_on_a_real_server(repo_copy: Path, tmp_path: Path, *, more_runs: bool) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     home, log = tmp_path / "prefect_home", tmp_path / "deploy.log"
@@ -104,26 +115,34 @@ def test_deployments_on_a_real_server(repo_copy, tmp_path):
         assert ran == [], logs
         assert "DVC status: 0 of 4 stages changed" in logs
         assert "fetch: up to date" in logs and "prepare: up to date" in logs
-        # A fetch param changed: check (every key) and fetch re-run, and prepare because fetch ran.
-        params = yaml.safe_load((repo_copy / "params.yaml").read_text())
-        params["data"]["synthetic"]["n_images"] += 2
-        (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        ran, logs = run_prepare(client, log)
-        assert ran == ["check", "fetch", "prepare"], logs
-        assert "DVC status: 2 of 4 stages changed" in logs
-
-        # A run's parameters are not checked by deploy.py's command line: a typo fails the run.
-        run = run_deployment(PIPELINE, parameters={"targets": ["prepar"]}, timeout=240)
-        assert run.state.is_failed() and "unknown stage 'prepar'" in run.state.message
-        logs = flow_run_logs(client, run.id, until="Finished in state")
-        assert "error: unknown stage 'prepar'" in logs and "Traceback" not in logs, logs
-        assert task_run_names(client, run.id) == []  # no stage started
+        if more_runs:
+            more_deployment_runs(repo_copy, client, log)
 
         # The server goes away; SIGTERM still stops deploy.py (its shutdown would retry the
         # server for over a minute; deploy.STOP_GRACE_S, 3 s here, is its deadline).
         server.close()
         deploy.send_signal(signal.SIGTERM)
         assert deploy.wait(timeout=30) in (0, 128 + signal.SIGTERM), log.read_text()[-3000:]
+
+
+def more_deployment_runs(repo_copy: Path, client, log: Path) -> None:
+    """A changed param re-runs its stage and what depends on it; a typo'd target fails."""
+    from prefect.deployments import run_deployment
+
+    # A fetch param changed: check (every key) and fetch re-run, and prepare because fetch ran.
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["data"]["synthetic"]["n_images"] += 2
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran, logs = run_prepare(client, log)
+    assert ran == ["check", "fetch", "prepare"], logs
+    assert "DVC status: 2 of 4 stages changed" in logs
+
+    # A run's parameters are not checked by deploy.py's command line: a typo fails the run.
+    run = run_deployment(PIPELINE, parameters={"targets": ["prepar"]}, timeout=240)
+    assert run.state.is_failed() and "unknown stage 'prepar'" in run.state.message
+    logs = flow_run_logs(client, run.id, until="Finished in state")
+    assert "error: unknown stage 'prepar'" in logs and "Traceback" not in logs, logs
+    assert task_run_names(client, run.id) == []  # no stage started
 
 
 @contextlib.contextmanager

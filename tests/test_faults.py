@@ -35,7 +35,8 @@ def lab(tmp_path_factory):
     [
         ("fetch", 0),
         ("prepare", 1),
-        ("train", 0),
+        # A killed training also resumes in tests/test_training_loop.py (seconds, not 17 s).
+        pytest.param("train", 0, marks=long_only),
         ("evaluate", 1),
         # Its draw lands while the trials train (after Ray's start): the resumed path.
         pytest.param("sweep", 2, marks=long_only),
