@@ -13,6 +13,7 @@ from segbench.config import parse_params
 from segbench.errors import SegbenchError
 from segbench.fetch import DataProblems, fetch
 from segbench.io import read_csv, read_image, read_json, read_mask
+from segbench.objects import read_instances
 from tests.conftest import REPO, deep_update, real_params_raw
 from tests.datasets import particle_pair, to_12_in_16, write_png_dataset, write_tiff_dataset
 
@@ -202,6 +203,18 @@ def test_hf_bad_column_split_and_unreachable_hub(tmp_path, monkeypatch):
         ({"source": "hf"}, "data.hf.name"),
         ({"split": {"group": "(unclosed"}}, "data.split.group"),
         ({"mask": {"value": 1, "threshold": 128}}, "data.mask.value"),
+        ({"mask": {"instances": True, "value": 1}}, "data.mask.instances"),
+        ({"mask": {"instances": True, "threshold": 128}}, "data.mask.instances"),
+        ({"mask": {"instances": 1}}, "data.mask.instances"),
+        ({"mask": {"instances": "yes"}}, "data.mask.instances"),
+        (
+            {
+                "mask": {"instances": True},
+                "classes": [{"name": "bg", "values": [0]}, {"name": "cell", "values": [1]}],
+            },
+            "data.mask.instances",
+        ),
+        ({"mask": {"instances": True}, "synthetic": {"domain": "phases"}}, "data.mask.instances"),
     ],
 )
 def test_bad_data_params_name_the_key(overrides, key):
@@ -234,3 +247,83 @@ def test_tiff_written_by_other_tools_reads(tmp_path):
     tifffile.imwrite(root / "images" / "sample_000.tif", image, compression="zlib", imagej=True)
     summary = fetch(params_for(source="folder", path=str(root)), tmp_path / "raw")
     assert summary["n_images"] == 10
+
+
+# --- instance labels (data.mask.instances) --------------------------------------------------
+
+
+def _instances_of(raw, rows):
+    """{id: (instance labels or None, binary mask)} of a fetched ``raw`` folder."""
+    return {
+        r["id"]: (
+            read_instances(raw / r["instances"]) if r["instances"] else None,
+            read_mask(raw / r["mask"]),
+        )
+        for r in rows
+    }
+
+
+def test_instance_label_masks_are_kept_beside_the_binary_mask(tmp_path):
+    root = write_tiff_dataset(tmp_path / "in", 10)  # uint16 masks, one label per particle
+    summary = fetch(params_for(source="folder", path=str(root)), tmp_path / "raw")
+    rows = read_csv(tmp_path / "raw" / "manifest.csv")
+    kept = 0
+    for row in rows:
+        stored = tifffile.imread(root / "masks" / f"{row['name']}.tif")
+        labels, mask = _instances_of(tmp_path / "raw", [row])[row["id"]]
+        if len(np.unique(stored[stored > 0])) < 2:  # auto: one value is a plain mask
+            assert row["instances"] == "" and labels is None
+            continue
+        kept += 1
+        assert row["instances"] == f"instances/{row['id']}.tif"
+        np.testing.assert_array_equal(labels > 0, mask)
+        # the same objects, numbered 1..N
+        assert set(np.unique(labels).tolist()) == set(range(labels.max() + 1))
+        pairs = {(int(a), int(b)) for a, b in zip(stored[mask > 0], labels[mask > 0], strict=True)}
+        assert len(pairs) == labels.max() == len({a for a, _ in pairs})
+    assert kept >= 8 and summary["instance_masks"] == kept
+    never = fetch(
+        params_for(source="folder", path=str(root), mask={"instances": False}), tmp_path / "r2"
+    )
+    assert never["instance_masks"] == 0 and not (tmp_path / "r2" / "instances").exists()
+    assert all(r["instances"] == "" for r in read_csv(tmp_path / "r2" / "manifest.csv"))
+    # the binary masks do not depend on the setting; the test split's hash covers the instance
+    # labels too (they are what objects are scored against), so it does
+    for r in rows:
+        assert (tmp_path / "raw" / r["mask"]).read_bytes() == (
+            tmp_path / "r2" / r["mask"]
+        ).read_bytes()
+    assert summary["test_data_hash"] != never["test_data_hash"]
+
+
+def test_plain_binary_masks_hold_no_instances_unless_asked(tmp_path):
+    root = write_png_dataset(tmp_path / "in", 10)  # {0, 255}
+    summary = fetch(params_for(source="folder", path=str(root)), tmp_path / "raw")
+    assert summary["instance_masks"] == 0 and not (tmp_path / "raw" / "instances").exists()
+    assert all(r["instances"] == "" for r in read_csv(tmp_path / "raw" / "manifest.csv"))
+    # true: every mask is an instance label image, its one value one object
+    every = fetch(
+        params_for(source="folder", path=str(root), mask={"instances": True}), tmp_path / "r2"
+    )
+    rows = read_csv(tmp_path / "r2" / "manifest.csv")
+    assert every["instance_masks"] == 10
+    for labels, mask in _instances_of(tmp_path / "r2", rows).values():
+        assert labels.max() == 1 and np.array_equal(labels, mask)
+
+
+def test_synthetic_particles_carry_instance_labels(tmp_path):
+    # 6 to 12 particles per 96x128 frame (n_particles is per 1024x768)
+    small = {"n_images": 10, "height": 96, "width": 128, "n_particles": [400, 800]}
+    small |= {"radius": [3.0, 12.0]}
+    summary = fetch(params_for(synthetic=small), tmp_path / "raw")
+    rows = read_csv(tmp_path / "raw" / "manifest.csv")
+    assert summary["instance_masks"] == 10
+    for labels, mask in _instances_of(tmp_path / "raw", rows).values():
+        np.testing.assert_array_equal(labels > 0, mask)  # their union is the binary mask
+        assert labels.max() >= 2
+    # other domains, and a value rule, store no instances
+    ultrasound = {**small, "domain": "ultrasound", "height": 128}
+    assert fetch(params_for(synthetic=ultrasound), tmp_path / "r2")["instance_masks"] == 0
+    one_value = fetch(params_for(synthetic=small, mask={"value": 1}), tmp_path / "r3")
+    assert one_value["instance_masks"] == 0
+    assert one_value["foreground_fraction"] == summary["foreground_fraction"]

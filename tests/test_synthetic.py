@@ -154,3 +154,33 @@ def test_noise_knob_scales_acquisition_noise() -> None:
     for bad in (-0.5, float("nan")):
         with pytest.raises(ValueError):
             generate_sample(7, noise=bad, **SMALL)
+
+
+def test_instance_labels_name_each_visible_particle() -> None:
+    image, mask = generate_sample(7, **SMALL)
+    again, ids = generate_sample(7, instances=True, **SMALL)
+    np.testing.assert_array_equal(again, image)  # the same draw, the same picture
+    assert ids.dtype == np.uint16 and ids.shape == mask.shape
+    np.testing.assert_array_equal(ids > 0, mask)  # their union is the binary mask
+    n_objects = np.unique(ids[ids > 0]).size
+    assert n_objects >= ndi.label(mask)[1] and n_objects <= SMALL["n_particles"][1]
+
+
+def test_later_particles_hide_earlier_ones() -> None:
+    from segbench.data.synthetic import _make_particle, _paint, footprint
+
+    rng = np.random.default_rng(0)
+    first, second = _make_particle(rng, 30, 30, 12.0), _make_particle(rng, 30, 40, 12.0)
+    shape = (64, 80)
+    layer, ids, shadow = np.zeros(shape, np.float32), np.zeros(shape, np.uint16), np.ones(shape)
+    for pid, p in enumerate((first, second), start=1):
+        _paint(p, 0.0, layer, ids, pid, shadow)
+    inside = []
+    for p in (first, second):
+        f = footprint(p, 0.0, shape)
+        full = np.zeros(shape, bool)
+        full[f.box] = f.inside
+        inside.append(full)
+    assert (inside[0] & inside[1]).any()
+    assert (ids[inside[1]] == 2).all()  # drawn last: visible wherever it lies
+    np.testing.assert_array_equal(ids == 1, inside[0] & ~inside[1])

@@ -36,6 +36,9 @@ def split_hash(raw_dir: str | Path, split: str) -> str:
         _add(digest, row["id"].encode())
         for column in ("image", "mask"):
             _add(digest, _read(raw_dir, row, column))
+        if row.get("instances"):  # object references; rows without them hash as before
+            _add(digest, b"instances")
+            _add(digest, _read(raw_dir, row, "instances"))
     return digest.hexdigest()
 
 

@@ -11,15 +11,28 @@ Output layout (``out_dir``)::
     images/<id>.png   (H, W) grey or (H, W, 3) RGB (``data.channels``), 8- or 16-bit as the
                       source
     masks/<id>.png    (H, W) class indices (:mod:`segbench.classes`); two classes: {0, 255}
+    instances/<id>.tif  (H, W) uint16 (uint32 past 65535) instance labels, 0 background and
+                      1..N one object each, the stored values renumbered in order; only for
+                      masks that carry them (below); their union is the mask's foreground
     classes.json      the class list (names, stored values or colours, display colours) and
                       the data's channels: what every later stage reads them from
-    manifest.csv      id, name, group, image, mask, height, width, bit_depth, channels,
-                      foreground_fraction, split (+ classes present, with several classes)
+    manifest.csv      id, name, group, image, mask, instances ("instances/<id>.tif" or ""),
+                      height, width, bit_depth, channels, foreground_fraction, split
+                      (+ classes present, with several classes)
     summary.json      counts, sizes, bit depths, stored channels, foreground fraction
                       distribution, empty masks, per-split counts, per class pixel share and
                       images holding it, the input channels (also printed to the log), and
                       ``test_data_hash`` / ``val_data_hash``: the sha256 of those splits'
-                      images and masks (:func:`segbench.datahash.split_hash`)
+                      images and masks (:func:`segbench.datahash.split_hash`);
+                      ``instance_masks``: how many images have instance labels
+
+Instance labels (``data.mask.instances``, :meth:`segbench.config.DataConfig.instance_mode`):
+in a binary task whose masks are read as "non-zero = foreground" (no class list naming
+values, ``data.mask.value`` and ``threshold`` null), a stored mask with two or more distinct
+non-zero values is an instance label image, each value one object (``auto``); ``true`` takes
+every mask as one (a single value is one object, an empty mask none), ``false`` none. Object
+metrics score against these where a row has them, else against connected components of the
+binary mask (:mod:`segbench.objects`). The embedded particles are stored as instance labels.
 
 Channels: ``data.channels: gray`` reduces colour to luminance (as segbench always did), ``rgb``
 replicates grey images to three channels, and null takes what the images are: RGB as soon as
@@ -41,6 +54,7 @@ from segbench.datahash import split_hash
 from segbench.decode import DecodeError, bit_depth, channels_name, convert_channels, is_colour
 from segbench.errors import SegbenchError
 from segbench.io import atomic_dir, read_image, write_csv, write_image, write_json, write_mask
+from segbench.objects import relabel, write_instances
 
 MANIFEST_FIELDS = [
     "id",
@@ -48,6 +62,7 @@ MANIFEST_FIELDS = [
     "group",
     "image",
     "mask",
+    "instances",
     "height",
     "width",
     "bit_depth",
@@ -75,12 +90,13 @@ class DataProblems(SegbenchError):
 def _decode_pair(
     item: Item, spec: ClassSpec, channels: str | None, problems: list[str]
 ) -> tuple | None:
-    """(image, mask, stored image array) for one item, or None after recording its problems.
+    """(image, mask, stored image array, stored mask array) for one item, or None after
+    recording its problems.
 
     The image is converted to ``channels`` (None: colour stays RGB, anything else becomes
     grey, e.g. grey saved as RGB); the mask becomes class indices by ``spec``.
     """
-    image = mask = stored = None
+    image = mask = stored = stored_mask = None
     try:
         stored = item.read_image()
         image = convert_channels(stored, channels or ("rgb" if is_colour(stored) else "gray"))
@@ -100,13 +116,31 @@ def _decode_pair(
             "image pixel for pixel"
         )
         return None
-    return image, mask, stored
+    return image, mask, stored, stored_mask
+
+
+def instance_labels(stored_mask: np.ndarray, mode: str) -> np.ndarray | None:
+    """The (H, W) int32 instance labels (0 background, 1..N) of a stored mask that
+    :meth:`ClassSpec.to_index` accepted, or None where it carries none: ``mode`` ``none``
+    never, ``auto`` with two or more distinct non-zero values, ``all`` always."""
+    if mode == "none":
+        return None
+    labels = np.asarray(stored_mask)
+    if labels.ndim == 3:  # grey saved as RGB(A): to_index found its channels equal
+        labels = labels[..., 0]
+    if labels.dtype.kind == "f":  # whole numbers (to_index checked), e.g. from a hub array
+        labels = labels.astype(np.int64)
+    values = labels[labels != 0]
+    if mode == "auto" and (values.size == 0 or (values == values[0]).all()):
+        return None
+    return relabel(labels)
 
 
 def fetch(params: Params, out_dir: str | Path) -> dict:
     """Validate the source and write it to ``out_dir`` (atomically); return its summary."""
     cfg = params.data
     spec = cfg.class_spec()
+    instance_mode = cfg.instance_mode()
     listing = open_source(cfg)
     problems = list(listing.problems)
     if not listing.items and not problems:
@@ -125,9 +159,13 @@ def fetch(params: Params, out_dir: str | Path) -> dict:
             pair = _decode_pair(item, spec, cfg.channels, problems)
             if pair is None or problems:
                 continue  # keep checking the rest, but stop writing
-            image, mask, stored = pair
+            image, mask, stored, stored_mask = pair
             write_image(tmp / "images" / f"{item.id}.png", image)
             write_mask(tmp / "masks" / f"{item.id}.png", mask, spec.num_classes)
+            instances = instance_labels(stored_mask, instance_mode)
+            if instances is not None:
+                (tmp / "instances").mkdir(exist_ok=True)
+                write_instances(tmp / "instances" / f"{item.id}.tif", instances)
             labelled = mask[mask != IGNORE]
             counts = np.bincount(labelled.ravel(), minlength=spec.num_classes)
             rows.append(
@@ -137,6 +175,7 @@ def fetch(params: Params, out_dir: str | Path) -> dict:
                     "group": group,
                     "image": f"images/{item.id}.png",
                     "mask": f"masks/{item.id}.png",
+                    "instances": "" if instances is None else f"instances/{item.id}.tif",
                     "height": image.shape[0],
                     "width": image.shape[1],
                     "bit_depth": bit_depth(image),
@@ -187,6 +226,7 @@ def fetch(params: Params, out_dir: str | Path) -> dict:
             fields.insert(fields.index("split") + 1, "fold")
         write_csv(tmp / "manifest.csv", rows, fields)
         summary = summarise(rows, source=listing.where, spec=spec, channels=channels)
+        summary["instance_masks"] = sum(bool(r["instances"]) for r in rows)
         # the tiles' data_version leaves the test split out; these version what is scored on
         summary |= {f"{s}_data_hash": split_hash(tmp, s) for s in ("test", "val")}
         write_json(tmp / "summary.json", summary)
@@ -315,6 +355,11 @@ def describe(summary: dict) -> str:
                     for c in summary["classes"]
                 ]
                 if "classes" in summary
+                else []
+            ),
+            *(
+                [f"  instance labels (object references): {summary['instance_masks']} images"]
+                if summary.get("instance_masks")
                 else []
             ),
         ]

@@ -102,19 +102,41 @@ class HfSource(Section):
 
 
 class MaskConfig(Section):
-    """``data.mask``: how stored mask values become foreground.
+    """``data.mask``: how stored mask values become foreground, and whether they name objects.
 
     With both null, any non-zero value is foreground ({0,1}, {0,255} and instance-label masks).
     ``value`` keeps one label of a label image; ``threshold`` binarises lossy (JPEG) masks.
+    ``instances`` (binary masks read by these rules, value and threshold null): whether the
+    stored non-zero values are instance labels, one value per object, which fetch keeps in
+    ``instances/<id>.tif`` beside the binary mask (:mod:`segbench.fetch`). ``auto``: a mask
+    holding two or more distinct non-zero values is an instance label image, one holding a
+    single value a plain binary mask; ``true``: every mask is one (a single value is then
+    one object, an empty mask no object); ``false``: none is (objects are connected
+    components).
     """
 
     value: int | None = Field(ge=0)
     threshold: int | None = Field(ge=1)
+    instances: Literal["auto", True, False]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _instances_word(cls, data):
+        # pydantic would take 1 and 0 for true and false; only the three words mean anything
+        value = data.get("instances", "auto") if isinstance(data, dict) else "auto"
+        if not (value == "auto" or isinstance(value, bool)):
+            raise ValueError(f"instances: expected auto, true or false, got {value!r}")
+        return data
 
     @model_validator(mode="after")
     def _one(self):
         if self.value is not None and self.threshold is not None:
             raise ValueError("value: set either data.mask.value or data.mask.threshold, not both")
+        if self.instances is True and (self.value is not None or self.threshold is not None):
+            raise ValueError(
+                "instances: true reads every non-zero value as an object's label, which "
+                "data.mask.value/threshold contradict; set instances: auto or false, or null both"
+            )
         return self
 
 
@@ -173,8 +195,25 @@ class DataConfig(Section):
                 "hf.name: data.source=hf needs data.hf.name (a hub dataset) or data.path "
                 "(a dataset saved with datasets' save_to_disk)"
             )
-        self.class_spec()  # raises "classes: ..." for an impossible class list
+        spec = self.class_spec()  # raises "classes: ..." for an impossible class list
+        if self.mask.instances is True and spec.binary_rule is None:
+            raise ValueError(
+                "mask.instances: true needs a binary task whose masks data.mask reads "
+                "(data.classes null, or two plain names for a folder or hub source); a class "
+                "list's values are classes, not objects: set instances: auto or false"
+            )
         return self
+
+    def instance_mode(self) -> Literal["auto", "all", "none"]:
+        """Which stored masks fetch keeps as instance labels (``data.mask.instances``):
+        ``auto`` those with two or more distinct non-zero values, ``all`` every one, ``none``
+        none. ``none`` also wherever masks are not read as "non-zero = foreground" (a class
+        list, a multi-class domain, ``data.mask.value`` or ``threshold``)."""
+        if self.mask.instances is False or self.mask.value is not None:
+            return "none"
+        if self.mask.threshold is not None or self.class_spec().binary_rule is None:
+            return "none"
+        return "all" if self.mask.instances is True else "auto"
 
     def class_spec(self) -> ClassSpec:
         """The classes this configuration describes (see :mod:`segbench.classes`)."""

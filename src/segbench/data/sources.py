@@ -66,6 +66,7 @@ def synthetic_source(cfg: DataConfig) -> Listing:
     from segbench.data.synthetic import generate_sample, sample_seed
 
     syn = cfg.synthetic
+    instanced = cfg.instance_mode() != "none"
     if syn.domain == "ultrasound":
         from segbench.data.ultrasound import generate_ultrasound
 
@@ -96,16 +97,23 @@ def synthetic_source(cfg: DataConfig) -> Listing:
         area = syn.height * syn.width / (1024 * 768)
         n_particles = tuple(max(1, round(n * area)) for n in syn.n_particles)
         draw = generate_phases if syn.domain == "phases" else generate_sample
+        # Particles are stored as instance labels (one id each, fetch keeps them for object
+        # metrics) wherever they would be read as such; fetch's binary mask is the same.
+        kw = {"instances": True} if syn.domain == "particles" and instanced else {}
 
         def generate(i: int):
-            return draw(
+            image, mask = draw(
                 sample_seed(cfg.seed, i),
                 height=syn.height,
                 width=syn.width,
                 n_particles=n_particles,
                 radius=tuple(syn.radius),
                 noise=syn.noise,
+                **kw,
             )
+            if mask.dtype == np.uint32:  # past 16-bit labels (absurd counts): plain binary
+                mask = (mask > 0).astype(np.uint8)
+            return image, mask
 
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 

@@ -5,7 +5,9 @@ deposit: dozens of bright particles (ellipses, Fourier-perturbed blobs, rounded
 polygons) with an edge-effect rim, detector-side shading and a faint shadow, on a
 textured substrate under uneven illumination, with non-particle clutter, blur,
 scan-line jitter and shot/read noise.  The mask is the exact union of the particle
-shapes before any blur, so it is the ground truth of what was drawn.
+shapes before any blur, so it is the ground truth of what was drawn; on request it names
+each particle where it is visible (an instance label image), later particles hiding earlier
+ones as they do in the image.
 
 The image is deliberately hard for one global threshold (illumination varies more
 than the contrast of dim particles) but stays locally obvious, which is what a
@@ -60,6 +62,7 @@ def generate_sample(
     n_particles: tuple[int, int] = (40, 140),
     radius: tuple[float, float] = (6.0, 60.0),
     noise: float = 1.0,
+    instances: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (image, mask): image (H, W) uint8 grayscale in [0, 255]; mask (H, W) uint8 in {0, 1}.
 
@@ -73,24 +76,30 @@ def generate_sample(
     noise: 1.0 is the nominal acquisition (and reproduces earlier output exactly), 0 leaves
     only blur and scan-line jitter, 2-3 imitates a fast, low-dose scan.  It changes no random
     draw, so the same seed gives the same scene at every noise level.
+
+    ``instances``: the mask is instead an instance label image, (H, W) uint16 (uint32 beyond
+    65535 particles), 0 background and each particle's id (1.., in drawing order) where it is
+    visible; ``mask > 0`` is the {0, 1} mask exactly, and the image is the same.  A particle
+    hidden by later ones, or off the frame, leaves its id unused.
     """
     _validate(height, width, n_particles, radius, noise)
     rng = np.random.default_rng(seed)
     shape = (height, width)
     particles = _place_particles(rng, shape, n_particles, radius)
     layer = np.zeros(shape, np.float32)
-    mask = np.zeros(shape, bool)
+    ids = np.zeros(shape, np.uint16 if len(particles) <= 65535 else np.uint32)
     shadow = np.ones(shape, np.float32)
     light = rng.uniform(0.0, 2.0 * np.pi)  # detector direction, shared by all particles
-    for p in particles:
-        _paint(p, light, layer, mask, shadow)
+    for pid, p in enumerate(particles, start=1):
+        _paint(p, light, layer, ids, pid, shadow)
+    mask = ids > 0
     substrate = (1.0 + _substrate_texture(rng, shape)) * shadow
     # Fine grain shared by substrate and particles (surface roughness at the pixel scale).
     grain = 1.0 + rng.uniform(0.03, 0.08) * _smooth_noise(rng, shape, 1.5)
     scene = np.where(mask, layer, substrate) * grain + _clutter(rng, shape)
     level = rng.uniform(55.0, 90.0)  # grey level of the substrate under unit illumination
     image = level * scene * _illumination(rng, shape)
-    return _acquire(rng, image, noise), mask.astype(np.uint8)
+    return _acquire(rng, image, noise), ids if instances else mask.astype(np.uint8)
 
 
 def _validate(height, width, n_particles, radius, noise) -> None:
@@ -207,13 +216,14 @@ def cast_shadow(f: Footprint, shadow: np.ndarray) -> None:
     np.minimum(shadow[f.box], dark.astype(np.float32), out=shadow[f.box])
 
 
-def _paint(p: _Particle, light: float, layer, mask, shadow) -> None:
-    """Draw one particle into its bounding box only (later particles occlude earlier ones)."""
-    f = footprint(p, light, mask.shape)
+def _paint(p: _Particle, light: float, layer, ids, pid: int, shadow) -> None:
+    """Draw particle ``pid`` into its bounding box only: its shading into ``layer`` and its
+    id into ``ids`` where it lies (later particles occlude earlier ones)."""
+    f = footprint(p, light, ids.shape)
     if f is None:
         return
     layer[f.box][f.inside] = f.shade[f.inside]
-    mask[f.box] |= f.inside
+    ids[f.box][f.inside] = pid
     cast_shadow(f, shadow)
 
 
