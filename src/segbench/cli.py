@@ -18,6 +18,7 @@ from segbench.commands import (
     ensemble,
     evaluate,
     experiment,
+    export,
     fetch,
     predict,
     prepare,
@@ -45,11 +46,12 @@ COMMANDS = (
     report,
     summary,
     predict,
+    export,
     experiment,
     study,
 )
 # Commands that do not read the params file, or take it as their own argument.
-_NO_PARAMS = {summary.NAME, predict.NAME, experiment.NAME, code.NAME}
+_NO_PARAMS = {summary.NAME, predict.NAME, export.NAME, experiment.NAME, code.NAME}
 
 
 def build_parser() -> argparse.ArgumentParser:
