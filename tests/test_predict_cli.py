@@ -8,6 +8,8 @@ sliding-window torch model, the case where a size that is not a multiple of the 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -399,3 +401,114 @@ def test_oracle_model_is_refused_before_writing(tiny_data, tmp_path, capsys):
 
     assert code == 2 and "oracle prompts" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_tta_output_is_invariant_to_a_flip_of_the_input(models):
+    """The views form a group: predicting a flipped image averages the same predictions as the
+    image itself, mapped back, so the result is the flipped result (up to float rounding).
+    Without TTA the sliding window sees other pixels together, and it is not."""
+    from segbench.predict import load_predictor
+
+    image = disc_image(203, 317, (90, 140), 40, bright=True)
+    plain = load_predictor(models["unet"])
+    flips = load_predictor(models["unet"], tta="flips")
+    d4 = load_predictor(models["unet"], tta="d4")
+    for flip in (np.fliplr, np.flipud):
+        np.testing.assert_allclose(
+            flips.predict_proba(flip(image).copy()), flip(flips.predict_proba(image)), atol=1e-5
+        )
+    np.testing.assert_allclose(
+        d4.predict_proba(np.rot90(image).copy()), np.rot90(d4.predict_proba(image)), atol=1e-5
+    )
+    mirrored = plain.predict_proba(np.fliplr(image).copy())
+    assert np.abs(mirrored - np.fliplr(plain.predict_proba(image))).max() > 1e-4
+    # The average is of probabilities: still in [0, 1], and not the plain prediction.
+    averaged = flips.predict_proba(image)
+    assert averaged.min() >= 0 and averaged.max() <= 1
+    assert np.abs(averaged - plain.predict_proba(image)).max() > 1e-4
+
+
+def test_predict_with_tta_writes_the_same_kind_of_masks(models, tmp_path, capsys):
+    shapes = write_formats(tmp_path / "in")
+    code, stdout, _ = run_cli(
+        [
+            "predict",
+            str(models["unet"]),
+            str(tmp_path / "in"),
+            str(tmp_path / "out"),
+            "--tta",
+            "d4",
+        ],
+        capsys,
+    )
+    assert code == 0 and "wrote 4 masks" in stdout
+    for stem, shape in shapes.items():
+        mask = read_png(tmp_path / "out" / f"{stem}.png")
+        assert mask.shape == shape and set(np.unique(mask)) <= BINARY
+
+
+def _particles(folder: Path) -> None:
+    """One 160x240 image: a lone disc and two touching discs (a figure eight), bright."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    inside = disc_of(160, 240, (50, 50), 20) | disc_of(160, 240, (100, 150), 25)
+    inside |= disc_of(160, 240, (100, 195), 25)
+    image = np.where(inside, 200, 40) + rng.normal(0, 4, inside.shape)
+    cv2.imwrite(str(folder / "particles.png"), np.clip(image, 0, 255).astype(np.uint8))
+
+
+def test_objects_are_labelled_measured_and_split_where_they_touch(models, tmp_path, capsys):
+    from segbench.objects import read_instances
+
+    _particles(tmp_path / "in")
+    counts = {}
+    for split in ("none", "watershed"):
+        out = tmp_path / split
+        code, stdout, _ = run_cli(
+            [
+                "predict",
+                str(models["otsu"]),
+                str(tmp_path / "in"),
+                str(out),
+                "--objects",
+                "--split",
+                split,
+                "--min-distance",
+                "15",
+            ],
+            capsys,
+        )
+        assert code == 0 and "objects, labels and tables in" in stdout
+        labels = read_instances(out / "objects" / "particles.tif")
+        mask = read_png(out / "particles.png")
+        assert labels.shape == mask.shape and np.array_equal(labels > 0, mask > 0)
+        with (out / "objects" / "particles.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert [int(r["id"]) for r in rows] == sorted(set(np.unique(labels)) - {0})
+        for r in rows:
+            area = int(np.sum(labels == int(r["id"])))
+            assert int(r["area"]) == area
+            assert float(r["diameter"]) == pytest.approx(np.sqrt(4 * area / np.pi), rel=1e-6)
+        with (out / "objects" / "summary.csv").open() as f:
+            [summary] = list(csv.DictReader(f))
+        counts[split] = int(summary["count"])
+        assert counts[split] == len(rows)
+    # The figure eight is one component, and two objects once the watershed splits it.
+    assert counts == {"none": 2, "watershed": 3}
+
+
+def test_objects_of_a_model_of_several_classes_are_refused_before_anything_is_written(
+    models, tmp_path, capsys
+):
+    model = tmp_path / "otsu3"
+    shutil.copytree(models["otsu"], model)
+    card = read_json(model / "card.json")
+    card["classes"] = ["background", "grain", "pore"]
+    (model / "card.json").write_text(json.dumps(card))
+    _particles(tmp_path / "in")
+    code, _, err = run_cli(
+        ["predict", str(model), str(tmp_path / "in"), str(tmp_path / "out"), "--objects"], capsys
+    )
+    assert code == 2 and "--objects counts the objects of a two-class model" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -39,6 +39,7 @@ from segbench.inference import sliding_window_proba
 from segbench.io import read_json
 from segbench.modelcard import ModelCard
 from segbench.models import build_ensemble, build_model
+from segbench.tta import TTA_MODES, averaged
 
 # The warm-up image's seed: the same synthetic image in every run.
 _WARMUP_SEED = 0
@@ -63,8 +64,12 @@ class Predictor:
         batch_size: int,
         device: torch.device,
         blend: str = "gaussian",
+        tta: str = "none",
     ):
+        if tta not in TTA_MODES:
+            raise SegbenchError(f"tta: unknown mode {tta!r}; valid: {', '.join(TTA_MODES)}")
         self.model, self.card = model, card
+        self.tta = tta
         self.name, self.kind = card.name, card.kind
         self.scale = card.prepare.scale
         self.tile = card.prepare.tile_size
@@ -129,6 +134,17 @@ class Predictor:
                 "evaluated on images with masks"
             )
         ref = resize_mask(reference, shape) if self.oracle else None
+        if self.tta == "none":
+            proba = self._predict_small(small, ref, image_id)
+        else:  # the views' probabilities averaged at the working resolution
+            proba = averaged(self._predict_small, small, ref, mode=self.tta, image_id=image_id)
+        if proba.shape[-2:] != (height, width):
+            proba = resize_proba(proba, (height, width))
+        return proba.astype(np.float32)
+
+    def _predict_small(self, small: np.ndarray, ref: np.ndarray | None, image_id: str):
+        """One (h, w[, 3]) image at the working resolution [+ its (h, w) reference, oracle
+        models] -> (h, w) or (C, h, w) probabilities at that resolution."""
         if self.kind == "classical":
             if getattr(self.model, "unit_input", False):  # edge baselines: unit thresholds
                 small = to_unit(small, *intensity_range(small, self.normalize))
@@ -150,9 +166,7 @@ class Predictor:
                 blend=self.blend,
                 guide=ref,
             )
-        if proba.shape[-2:] != (height, width):
-            proba = resize_proba(proba, (height, width))
-        return proba.astype(np.float32)
+        return proba
 
     def predict_points_curve(
         self, image: np.ndarray, reference: np.ndarray, *, image_id: str = ""
@@ -215,16 +229,20 @@ def load_predictor(
     batch_size: int = 4,
     blend: str = "gaussian",
     device: torch.device | None = None,
+    tta: str = "none",
+    card: ModelCard | None = None,
 ) -> Predictor:
     """Rebuild the model saved by :func:`segbench.training.train` (or an ensemble fitted by
     :func:`segbench.ensemble.fit_ensemble`) in ``model_dir``, as its model card describes.
 
     Torch weights are read with ``torch.load(..., weights_only=True)``. A directory that is not a
     complete trained model (no or a damaged ``card.json``, missing or unreadable weights) raises
-    a :class:`SegbenchError` naming the file.
+    a :class:`SegbenchError` naming the file. ``card``, when given, replaces the directory's
+    own (an MLflow model's copy, whose SAM checkpoint lies elsewhere); ``tta`` is
+    :class:`Predictor`'s.
     """
     model_dir = Path(model_dir)
-    card = ModelCard.read(model_dir)
+    card = card or ModelCard.read(model_dir)
     model = build_from_card(card)
     device = device or resolve_device("auto")
     if card.kind == "zero_shot":  # used as it comes: nothing was trained or saved
@@ -244,7 +262,7 @@ def load_predictor(
             model.prepare_for_inference()  # SAM LoRA: adapters merged, no extra latency
         model = model.to(device).eval()
     return Predictor(
-        model, card, overlap=overlap, batch_size=batch_size, device=device, blend=blend
+        model, card, overlap=overlap, batch_size=batch_size, device=device, blend=blend, tta=tta
     )
 
 

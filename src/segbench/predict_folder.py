@@ -8,6 +8,14 @@ The function behind ``segbench predict MODEL_DIR INPUT_DIR OUTPUT_DIR``. Output 
                                        (grey, or in colour) with each predicted class tinted in
                                        its colour (the model card's ``class_colors``; red for
                                        two classes)
+    <output_dir>/objects/<stem>.tif    with ``objects`` (two-class models): (H, W) label image,
+                                       0 = background, 1..N the objects (uint16, or uint32
+                                       past 65535 objects; :mod:`segbench.objects`)
+    <output_dir>/objects/<stem>.csv    one row per object: id (its label), area (px), diameter
+                                       (equivalent circle, px), centroid_y/x, bbox_y0/x0/y1/x1
+                                       (half-open, px)
+    <output_dir>/objects/summary.csv   one row per image: count, mean and median area and
+                                       diameter
 
 An image whose channels differ from the model's (grey for an RGB model, or colour for a grey
 one) is converted, and the run says so once (:meth:`segbench.predict.Predictor.as_input`).
@@ -21,6 +29,7 @@ file does not cost the masks of all the others.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -29,10 +38,19 @@ import numpy as np
 
 from segbench.decode import IMAGE_SUFFIXES
 from segbench.errors import SegbenchError
-from segbench.io import writable_dir
+from segbench.io import writable_dir, write_csv
+from segbench.modelcard import ModelCard
 
 OVERLAY_COLOR = np.array([255.0, 40.0, 40.0], dtype=np.float32)  # red: stands out on grey
 OVERLAY_ALPHA = 0.45
+SUMMARY_FIELDS = [
+    "image",
+    "count",
+    "area_mean",
+    "area_median",
+    "diameter_mean",
+    "diameter_median",
+]
 
 
 def predict_folder(
@@ -47,6 +65,10 @@ def predict_folder(
     batch_size: int = 4,
     overlays: bool = False,
     classes: list[str] | None = None,
+    tta: str = "none",
+    objects: bool = False,
+    split: str = "none",
+    min_distance: int = 5,
 ) -> dict:
     """Write one mask (and optionally one overlay) per image of ``input_dir``; return a summary.
 
@@ -56,7 +78,11 @@ def predict_folder(
     :func:`segbench.postprocess.to_labels` (two classes: ``proba >= threshold``; several: the
     most probable class; then components under ``min_area`` pixels removed). ``classes``, when
     given, are the class names the caller expects the model to tell apart: a model trained for
-    others is refused before anything is written.
+    others is refused before anything is written. ``tta`` averages the probabilities over
+    flipped or rotated views (:mod:`segbench.tta`). ``objects`` (two-class models only) also
+    writes each mask's objects: connected components, split at their necks by a
+    distance-transform watershed when ``split`` is ``watershed`` (centres at least
+    ``min_distance`` px apart).
 
     Returns ``{"written": int, "skipped": [path, ...], "reasons": {path: why}, "ignored":
     [file name, ...], "output_dir": str, "overlays_dir": str | None}``. Raises
@@ -68,23 +94,22 @@ def predict_folder(
     from segbench.postprocess import to_labels
 
     _check_options(threshold, min_area, overlap, batch_size)
+    _check_objects(split, min_distance)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     images, ignored = list_images(input_dir)
     _check_output_dir(input_dir, output_dir)
     overlay_dir = output_dir / "overlays" if overlays else None
+    object_dir = output_dir / "objects" if objects else None
     # Where the masks go is checked before the model loads (seconds to minutes); a refused
     # model then leaves no new folder behind.
-    with writable_dir(overlay_dir or output_dir):
-        predictor = _load(model_dir, overlap=overlap, batch_size=batch_size, blend=blend)
+    with contextlib.ExitStack() as stack:
+        for folder in {overlay_dir or output_dir, object_dir or output_dir}:
+            stack.enter_context(writable_dir(folder))
+        _check_card(ModelCard.read(model_dir), model_dir, classes=classes, objects=objects)
+        predictor = _load(model_dir, overlap=overlap, batch_size=batch_size, blend=blend, tta=tta)
         card = predictor.card
-        if classes is not None and list(classes) != card.classes:
-            raise SegbenchError(
-                f"{model_dir}: trained for {card.num_classes} classes "
-                f"({', '.join(card.classes)}), asked for {len(classes)} ({', '.join(classes)}); "
-                "use a model trained on those classes, or drop --classes"
-            )
     colors = np.array(card.class_colors or [], dtype=np.float32)
-    written, reasons = 0, {}
+    written, reasons, counts = 0, {}, []
     for path in tqdm(images, desc="predict", unit="img"):
         try:
             image = _read(path)
@@ -99,7 +124,11 @@ def predict_folder(
         if overlay_dir is not None:
             tinted = overlay(image, mask, colors if card.num_classes > 2 else None)
             _write_atomic(overlay_dir / f"{path.stem}.png", tinted, rgb=True)
+        if object_dir is not None:
+            counts.append(_write_objects(object_dir, path.stem, mask, split, min_distance))
         written += 1
+    if object_dir is not None:
+        _atomic(object_dir / "summary.csv", lambda tmp: write_csv(tmp, counts, SUMMARY_FIELDS))
     return {
         "written": written,
         "skipped": list(reasons),
@@ -107,6 +136,8 @@ def predict_folder(
         "ignored": [p.name for p in ignored],
         "output_dir": str(output_dir),
         "overlays_dir": str(overlay_dir) if overlay_dir is not None else None,
+        "objects_dir": str(object_dir) if object_dir is not None else None,
+        "objects": int(sum(c["count"] for c in counts)),
     }
 
 
@@ -182,13 +213,84 @@ def _check_output_dir(input_dir: Path, output_dir: Path) -> None:
         raise SegbenchError(f"{output_dir}: exists and is not a directory")
 
 
-def _load(model_dir, *, overlap: float, batch_size: int, blend: str):
+def _check_card(card, model_dir, *, classes: list[str] | None, objects: bool) -> None:
+    """Refuse, before the model loads, what the model cannot do: other classes than the
+    caller expects, or objects of a model of several classes."""
+    if classes is not None and list(classes) != card.classes:
+        raise SegbenchError(
+            f"{model_dir}: trained for {card.num_classes} classes "
+            f"({', '.join(card.classes)}), asked for {len(classes)} ({', '.join(classes)}); "
+            "use a model trained on those classes, or drop --classes"
+        )
+    if objects and card.num_classes > 2:
+        raise SegbenchError(
+            f"{model_dir}: --objects counts the objects of a two-class model, and this one "
+            f"tells {card.num_classes} classes apart ({', '.join(card.classes)}); use a "
+            "two-class model, or drop --objects"
+        )
+
+
+def _check_objects(split: str, min_distance: int) -> None:
+    from segbench.objects import SPLITS
+
+    if split not in SPLITS:
+        raise SegbenchError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if min_distance < 1:
+        raise SegbenchError(f"--min-distance must be 1 or more pixels; got {min_distance}")
+
+
+def _write_objects(out: Path, stem: str, mask: np.ndarray, split: str, min_distance: int):
+    """``out/<stem>.tif`` (labels) and ``out/<stem>.csv`` (one row per object) for one (H, W)
+    {0, 1} mask; returns the image's summary.csv row."""
+    from segbench.objects import OBJECT_TABLE_FIELDS, label_objects, object_table, write_instances
+
+    labels = label_objects(mask, split=split, min_distance=min_distance)
+    table = object_table(labels)
+    _atomic(out / f"{stem}.tif", lambda tmp: write_instances(tmp, labels))
+    _atomic(out / f"{stem}.csv", lambda tmp: write_csv(tmp, table, OBJECT_TABLE_FIELDS))
+    areas = np.array([r["area"] for r in table], dtype=float)
+    diameters = np.array([r["diameter"] for r in table], dtype=float)
+
+    def stat(fn, x):
+        return float(fn(x)) if x.size else math.nan
+
+    return {
+        "image": stem,
+        "count": len(table),
+        "area_mean": stat(np.mean, areas),
+        "area_median": stat(np.median, areas),
+        "diameter_mean": stat(np.mean, diameters),
+        "diameter_median": stat(np.median, diameters),
+    }
+
+
+def _atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary name beside ``path`` (same suffix), then rename: a killed
+    run leaves no truncated file under the final name."""
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise SegbenchError(f"{path}: could not write it ({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _load(model_dir, *, overlap: float, batch_size: int, blend: str, tta: str = "none"):
     from segbench.inference import BLENDS
     from segbench.predict import load_predictor
 
     if blend not in BLENDS:
         raise SegbenchError(f"--blend must be one of {', '.join(BLENDS)}; got {blend!r}")
-    predictor = load_predictor(model_dir, overlap=overlap, batch_size=batch_size, blend=blend)
+    from segbench.tta import TTA_MODES
+
+    if tta not in TTA_MODES:
+        raise SegbenchError(f"--tta must be one of {', '.join(TTA_MODES)}; got {tta!r}")
+    predictor = load_predictor(
+        model_dir, overlap=overlap, batch_size=batch_size, blend=blend, tta=tta
+    )
     if predictor.oracle:
         raise SegbenchError(
             f"{model_dir} takes its prompts from reference masks (oracle prompts), and "

@@ -23,6 +23,32 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--overlays", action="store_true", help="also write overlays/<stem>.png")
     parser.add_argument(
+        "--tta",
+        choices=("none", "flips", "d4"),
+        default="none",
+        help="test-time augmentation: average the probabilities over 4 flips or the 8 "
+        "rotations and reflections (x4 / x8 the time)",
+    )
+    parser.add_argument(
+        "--objects",
+        action="store_true",
+        help="two-class models: also write objects/<stem>.tif (object labels) and "
+        "objects/<stem>.csv (id, area, diameter, centroid, bbox), and objects/summary.csv",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("none", "watershed"),
+        default="none",
+        help="with --objects: connected components, or touching objects split by a "
+        "distance-transform watershed",
+    )
+    parser.add_argument(
+        "--min-distance",
+        type=int,
+        default=5,
+        help="with --split watershed: least distance between object centres (px)",
+    )
+    parser.add_argument(
         "--classes",
         default=None,
         help="comma-separated class names, background first, that the model must predict "
@@ -44,11 +70,19 @@ def run(args) -> None:
         batch_size=args.batch_size,
         overlays=args.overlays,
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+        tta=args.tta,
+        objects=args.objects,
+        split=args.split,
+        min_distance=args.min_distance,
     )
     if summary["ignored"]:
         print(f"predict: ignored {len(summary['ignored'])} files that are not images")
     overlays = f" (overlays in {summary['overlays_dir']})" if summary["overlays_dir"] else ""
     print(f"predict: wrote {summary['written']} masks to {summary['output_dir']}{overlays}")
+    if summary["objects_dir"]:
+        print(
+            f"predict: {summary['objects']} objects, labels and tables in {summary['objects_dir']}"
+        )
     if summary["skipped"]:
         # Raised only now, so that one bad file does not cost the masks of all the others.
         raise SegbenchError(
