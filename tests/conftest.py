@@ -117,6 +117,12 @@ def only_models(raw: dict, models, ensembles=()) -> dict:
     return out
 
 
+def unregistered(params):
+    """``params`` with ``report.registry.enabled: false``: for reports of hand-written
+    evaluation directories, whose models are in no MLflow store."""
+    return params.with_overrides({"report.registry.enabled": False})
+
+
 def deep_update(base: dict, overrides: dict) -> dict:
     """``base`` with ``overrides`` written over it (segbench's own merge of a params mapping)."""
     from segbench.config.params import merge_raw
@@ -263,5 +269,6 @@ def real_report(tiny_data, tmp_path_factory):
         for m in models:
             train(m, params, tiles, root / "models" / m)
             evaluate(root / "models" / m, params, raw, root / "eval" / m)
-    report(params, raw_dir=raw, eval_dir=root / "eval", out_dir=root / "reports")
+        # In the same store: the report registers its reference model there.
+        report(params, raw_dir=raw, eval_dir=root / "eval", out_dir=root / "reports")
     return root / "reports", models

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from segbench.evaluate import PER_IMAGE_FIELDS, evaluate
+from segbench.evaluate import evaluate, per_image_fields
 from segbench.io import read_csv, read_json, read_mask
 from segbench.metrics import binary_metrics
 from segbench.modelcard import ModelCard
@@ -70,7 +70,7 @@ def test_per_image_rows_are_binary_metrics_of_the_saved_masks(
     assert read_csv(tmp_path / "e" / "threshold.csv") == []  # header only: nothing tuned
     with open(tmp_path / "e" / "per_image.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert rows and list(rows[0]) == PER_IMAGE_FIELDS
+    assert rows and list(rows[0]) == per_image_fields(2)
     manifest = {r["id"]: r for r in read_csv(raw / "manifest.csv")}
     for row in rows:
         pred = read_mask(tmp_path / "e" / "pred" / f"{row['id']}.png")

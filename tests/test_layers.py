@@ -48,6 +48,8 @@ LAYERS = [
         "figures",
         "cardloss",
         "skipped",
+        "objects",
+        "tta",
     },
     {
         "check",
@@ -59,8 +61,21 @@ LAYERS = [
         "evalextra",
         "predict",
         "predict_folder",
+        "pyfunc",
+        "evalobjects",
+        "export",
     },
-    {"sweep", "ensemble", "report", "reportcsv", "reportextra", "reporttext", "comparison"},
+    {
+        "sweep",
+        "ensemble",
+        "report",
+        "reportcsv",
+        "reportextra",
+        "reporttext",
+        "reportobjects",
+        "comparison",
+        "registry",
+    },
     {"dag", "commands", "cli"},
 ]
 TOP = len(LAYERS)  # stages/ and flows/

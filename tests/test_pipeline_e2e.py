@@ -94,6 +94,14 @@ def run(tmp_path_factory, prefect_server, small_params_raw_module) -> Run:
     return Run(repo, metrics, [r.name for r in done], uri, raw)
 
 
+@pytest.fixture
+def in_run_store(run, monkeypatch) -> Run:
+    """``run``, with the stages this test starts logging to its MLflow store (the report stage
+    registers its reference there, which the run's evaluations logged)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", run.mlflow_uri)
+    return run
+
+
 def test_the_flow_ran_every_stage_in_dvc_graph_order(run):
     from segbench.dag import stage_order
 
@@ -200,13 +208,49 @@ def test_mlflow_holds_the_unet_run_with_params_metrics_and_checkpoint(run):
     assert "model/weights.pt" in artifacts
 
 
+def test_mlflow_serves_the_champion_the_report_registered(run):
+    """`mlflow models serve -m models:/segbench-particles@champion` on 127.0.0.1 answers a test
+    image with the mask segbench's predictor makes; a request of the wrong shape or dtype is
+    HTTP 400 with the reason."""
+    import numpy as np
+
+    from segbench.evalmetrics import EvalMetrics
+    from segbench.io import read_image
+    from segbench.postprocess import to_labels
+    from segbench.predict import load_predictor
+    from tests.serving import model_server, post
+
+    name = f"segbench-{run.params['data']['synthetic']['domain']}"
+    holder = mlflow.MlflowClient(run.mlflow_uri).get_model_version_by_alias(name, "champion")
+    model = holder.tags["segbench.model"]
+    assert re.search(rf"models:/{name}@champion</code>[^<]*{model}", run.html()), "not stated"
+    test = next(r for r in read_csv(run.repo / "data/raw/manifest.csv") if r["split"] == "test")
+    image = read_image(run.repo / "data/raw" / test["image"])
+    metrics = EvalMetrics.read(run.repo / "eval" / model, stage=f"evaluate@{model}")
+    local = load_predictor(run.repo / "models" / model, tta=metrics.tta)
+    want = to_labels(local.predict_proba(image), metrics.threshold, metrics.min_area)
+    uri = f"models:/{name}@champion"
+    with model_server(uri, run.mlflow_uri, run.repo.parent / "serve.log") as url:
+        status, body = post(url, {"inputs": image[None].tolist()})
+        assert status == 200, body
+        mask = np.asarray(body["predictions"], dtype=np.uint8)
+        assert mask.shape == (1, *image.shape) and set(np.unique(mask)) <= {0, 1}
+        np.testing.assert_array_equal(mask[0], want)
+        # One image without its batch axis, and text where pixels belong: 400, with why.
+        status, body = post(url, {"inputs": image.tolist()})
+        assert status == 400 and "shape" in body.get("message", ""), body
+        status, body = post(url, {"inputs": [[["a", "b"], ["c", "d"]]]})
+        assert status == 400 and body.get("message"), body
+
+
 def test_a_second_repro_does_nothing_and_says_so(run):
     again = dvc(run.repo, "repro")
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout.lower()
 
 
-def test_a_code_edit_reruns_only_the_stages_that_can_run_the_file(run):
+def test_a_code_edit_reruns_only_the_stages_that_can_run_the_file(in_run_store):
+    run = in_run_store
     report_py = run.repo / "src" / "segbench" / "report.py"
     original = report_py.read_text()
     report_py.write_text(original + "\n# an edit\n")
@@ -259,8 +303,9 @@ def test_a_bad_value_stops_at_check_and_every_output_stays(run, key, value, name
     assert _outputs(run.repo) == before  # nothing deleted, nothing rewritten
 
 
-def test_an_experiment_reruns_only_what_depends_on_the_changed_key(run):
+def test_an_experiment_reruns_only_what_depends_on_the_changed_key(in_run_store):
     """Last: it changes the workspace."""
+    run = in_run_store
     exp = dvc(run.repo, "exp", "run", "-S", "models.otsu.smooth_sigma=2.0")
     assert "Running stage 'train@otsu'" in exp.stdout
     # The sweep's plan is re-written (it reads every models entry) but comes out the same, so
@@ -271,9 +316,10 @@ def test_an_experiment_reruns_only_what_depends_on_the_changed_key(run):
 
 
 @pytest.mark.long  # make test-long: two more trainings of each network (tests/conftest.py)
-def test_repeated_training_through_dvc_shows_the_seed_spread(run):
+def test_repeated_training_through_dvc_shows_the_seed_spread(in_run_store):
     """After the other experiment: `-S train.repeats=2` retrains each network with two seeds,
     and the report gives each its spread and tests the seed-averaged per-image scores."""
+    run = in_run_store
     exp = dvc(run.repo, "exp", "run", "-S", "train.repeats=2")
     assert "Running stage 'train@unet'" in exp.stdout and "Running stage 'report'" in exp.stdout
     # Otsu's stage re-runs (it depends on the train section) but fits once: nothing random.

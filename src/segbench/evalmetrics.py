@@ -155,6 +155,40 @@ class EvalMetrics(BaseModel):
     class_images: list[Count] | None = None
     miou_ci_low: Figure = None
     miou_ci_high: Figure = None
+    # Test-time augmentation (evaluate.tta): the transforms whose probabilities were averaged.
+    tta: Literal["none", "flips", "d4"] = "none"
+    # Objects (two classes only; absent with several: segbench.objects). The reference's objects
+    # are the data's instance labels where fetch found them, else its connected components
+    # (split as the predictions are); per test image, objects matched at IoU > objects_iou:
+    # object F1, panoptic quality (pq = sq x rq), and the count error n_pred - n_ref, whose
+    # mean absolute value is count_mae and mean count_bias. Means over the images where each
+    # is defined (F1 and PQ are undefined where neither side has an object), with 95%
+    # bootstrap intervals; totals of objects over the test images.
+    objects_reference: Literal["instances", "components"] | None = None
+    objects_split: Literal["none", "watershed"] | None = None
+    objects_iou: float | None = Field(default=None, ge=0.5, lt=1)
+    obj_precision: Figure = None
+    obj_recall: Figure = None
+    obj_f1: Figure = None
+    obj_f1_std: Figure = None
+    obj_f1_n: Count | None = None
+    obj_f1_ci_low: Figure = None
+    obj_f1_ci_high: Figure = None
+    pq: Figure = None
+    pq_std: Figure = None
+    pq_n: Count | None = None
+    pq_ci_low: Figure = None
+    pq_ci_high: Figure = None
+    sq: Figure = None
+    rq: Figure = None
+    count_mae: Figure = None
+    count_mae_ci_low: Figure = None
+    count_mae_ci_high: Figure = None
+    count_bias: Figure = None
+    count_bias_ci_low: Figure = None
+    count_bias_ci_high: Figure = None
+    n_ref_objects: Count | None = None
+    n_pred_objects: Count | None = None
 
     @property
     def primary(self) -> str:

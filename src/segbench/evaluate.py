@@ -1,7 +1,8 @@
 """``evaluate(model_dir, params, raw_dir, out_dir) -> metrics`` on the full-size test images.
 
 Each test image is predicted at full size (sliding windows at the working resolution, blended
-as ``evaluate.blend`` says), turned into a mask and scored. Two classes: the threshold (fixed,
+as ``evaluate.blend`` says; with ``evaluate.tta``, averaged over flipped or rotated views of
+the image), turned into a mask and scored. Two classes: the threshold (fixed,
 or tuned on the validation images first) and the optional removal of small components, scored
 with :func:`segbench.metrics.binary_metrics`. Several classes: each pixel's most probable class
 (argmax; nothing to tune), small components of a class turned background, scored per class
@@ -26,6 +27,10 @@ Output layout (``out_dir``)::
                      alone otherwise)
     seeds.csv        per test image, the score of each of the model's runs (seeds, folds:
                      :mod:`segbench.evalruns`); per_image.csv's ``score`` is their mean
+    objects.csv      two classes: every reference and predicted object of the test images
+                     (image, source, object, area, diameter; :mod:`segbench.evalobjects`,
+                     whose per-image object F1, PQ and count error join per_image.csv);
+                     the header alone with several classes
     pred/<id>.png    predicted masks: {0, 255}, or class indices
     extra/           what an entry asks for beyond its row (:mod:`segbench.evalextra`): the
                      Dice-against-clicks curve, SAM against its LoRA-adapted self; its
@@ -40,6 +45,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +60,7 @@ from segbench.datahash import split_hash
 from segbench.errors import SegbenchError
 from segbench.evalextra import EXTRA, PointsCurve, auto_compare
 from segbench.evalmetrics import EvalMetrics, write_extra_index
+from segbench.evalobjects import OBJECT_METRIC_FIELDS, OBJECT_ROW_FIELDS, OBJECTS_FILE, ObjectTally
 from segbench.evalruns import (
     SEEDS_FILE,
     THRESHOLD_FIELDS,
@@ -84,6 +91,7 @@ from segbench.modelcard import CARD_FILE
 from segbench.postprocess import to_labels
 from segbench.predict import Predictor, load_predictor
 from segbench.stats import SMALL_TEST_SET, bootstrap_ci
+from segbench.timing import phase
 from segbench.tracking import log_artifacts, log_metrics, mlflow_run, run_tags
 
 PER_IMAGE_FIELDS = [
@@ -104,7 +112,7 @@ MULTICLASS_FIELDS = ["miou", "mpa", "pixel_accuracy", "dice", "iou", "precision"
 def per_image_fields(num_classes: int) -> list[str]:
     """The columns of ``per_image.csv`` for ``num_classes`` classes."""
     if num_classes == 2:
-        return PER_IMAGE_FIELDS
+        return [*PER_IMAGE_FIELDS, *OBJECT_METRIC_FIELDS]
     per_class = [
         f"{m}_{k}" for m in ("iou", "dice", "precision", "recall") for k in range(num_classes)
     ]
@@ -118,7 +126,7 @@ def evaluate(
     model_dir, raw_dir = Path(model_dir), Path(raw_dir)
     cfg = params.evaluate
     predictor = load_predictor(
-        model_dir, overlap=cfg.overlap, batch_size=cfg.batch_size, blend=cfg.blend
+        model_dir, overlap=cfg.overlap, batch_size=cfg.batch_size, blend=cfg.blend, tta=cfg.tta
     )
     manifest = read_csv(raw_dir / "manifest.csv")
     tests = [r for r in manifest if r["split"] == "test"]
@@ -145,6 +153,7 @@ def evaluate(
             PointsCurve(card.entry.k_points) if getattr(card.entry, "points_curve", False) else None
         )
         confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+        objects = ObjectTally(raw_dir, **cfg.objects.model_dump()) if n_classes == 2 else None
         for rec in tqdm(tests, desc=f"evaluate@{predictor.name}", unit="img"):
             image = read_image(raw_dir / rec["image"], channels)
             mask = read_mask(raw_dir / rec["mask"], n_classes)
@@ -164,6 +173,8 @@ def evaluate(
             if loss_fn is not None:
                 losses.append(image_loss(loss_fn, proba, mask))
             row, counts = _score(pred, mask, n_classes)
+            if objects is not None:
+                row |= objects.add(rec, pred, mask)
             confusion += counts
             rows.append({"id": rec["id"], **row})
         metrics = summarize(rows) if n_classes == 2 else _summarize_multiclass(rows, spec)
@@ -176,6 +187,10 @@ def evaluate(
             metrics |= {f"{name}_ci_low": low, f"{name}_ci_high": high}
         if n_classes > 2:
             metrics |= _class_intervals(rows, n_classes, cfg)
+            write_csv(tmp / OBJECTS_FILE, [], OBJECT_ROW_FIELDS)  # a fixed set of DVC outputs
+        else:
+            objects.write(tmp)
+            metrics |= objects.summary(n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         write_csv(
             tmp / "confusion.csv",
             [
@@ -190,6 +205,7 @@ def evaluate(
             threshold_tuned=val["tuned"],
             min_area=cfg.min_area,
             blend=cfg.blend,
+            tta=cfg.tta,
             small_test_set=len(rows) < SMALL_TEST_SET,
             # Training's cost beside inference's, so that one file holds a row's figures.
             params_total=training.params_total,
@@ -226,7 +242,8 @@ def evaluate(
         EvalMetrics.model_validate(metrics).write(tmp)
         for name in (CARD_FILE, "history.csv"):
             shutil.copyfile(model_dir / name, tmp / name)
-        _log_to_mlflow(model_dir, predictor, metrics, tmp, raw_dir)
+        example = read_image(raw_dir / tests[0]["image"], channels) if tests else None
+        _log_to_mlflow(model_dir, predictor, metrics, tmp, raw_dir, example)
     if metrics["small_test_set"]:
         print(
             f"warning: evaluate@{predictor.name}: only {len(rows)} test images; differences "
@@ -307,9 +324,20 @@ def _class_intervals(rows: list[dict], n_classes: int, cfg) -> dict:
 
 
 def _log_to_mlflow(
-    model_dir: Path, predictor: Predictor, metrics: dict, tmp: Path, raw_dir: Path
-) -> None:
-    """Test metrics into the model's own training run (``evaluate@m`` joins ``train@m``)."""
+    model_dir: Path,
+    predictor: Predictor,
+    metrics: dict,
+    tmp: Path,
+    raw_dir: Path,
+    example: np.ndarray | None,
+) -> str | None:
+    """Test metrics into the model's own training run (``evaluate@m`` joins ``train@m``),
+    and the model as an MLflow pyfunc with the settings it was just evaluated with
+    (:mod:`segbench.pyfunc`, which tags the run with its URI); return that URI (None: not
+    servable, or no test image to take an input example from). The URI is not in
+    metrics.json: it differs on every run, and DVC's outputs must not."""
+    from segbench.pyfunc import log_pyfunc, servable  # mlflow.pyfunc: imported when needed
+
     run_id = predictor.card.mlflow_run_id
     summary = read_json(raw_dir / "summary.json")
     tags = run_tags(
@@ -330,3 +358,15 @@ def _log_to_mlflow(
         # The per-image scores behind the report's intervals and p-values.
         for name in ("per_image.csv", "threshold.csv", SEEDS_FILE):
             log_artifacts(tmp / name, "eval")
+        if example is None or servable(predictor.card) is not None:
+            return None
+        settings = {
+            "threshold": metrics["threshold"],
+            "min_area": metrics["min_area"],
+            "overlap": predictor.overlap,
+            "blend": predictor.blend,
+            "batch_size": predictor.batch_size,
+            "tta": predictor.tta,
+        }
+        with phase("mlflow"), tempfile.TemporaryDirectory() as work:
+            return log_pyfunc(model_dir, predictor.card, example, settings, Path(work))

@@ -40,6 +40,7 @@ def write_skipped_eval(out_dir: str | Path, reason: str) -> None:
         write_csv(tmp / "seeds.csv", [], ["id"])
         write_csv(tmp / "history.csv", [], HISTORY_FIELDS)
         write_csv(tmp / "confusion.csv", [], ["reference"])
+        write_csv(tmp / "objects.csv", [], ["image"])
         write_json(tmp / "card.json", {"skipped": reason})
         write_extra_index(tmp, points_curve=False, auto_compare=False)
         write_skipped(tmp, reason)

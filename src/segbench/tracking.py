@@ -21,6 +21,9 @@ from typing import Any
 from segbench.timing import phase
 
 EXPERIMENT = "segbench"
+# The run tag holding the URI (models:/<model id>) of the newest servable model evaluate logged
+# into the run (segbench.pyfunc); the report stage registers what it names (segbench.registry).
+MODEL_URI_TAG = "segbench.model_uri"
 
 
 def repo_root(start: str | Path | None = None) -> Path:

@@ -10,6 +10,17 @@ from pydantic import Field, field_validator
 from segbench.config.base import Section
 
 
+class ObjectsConfig(Section):
+    """Object-level evaluation of two-class tasks (:mod:`segbench.objects`)."""
+
+    split: Literal["none", "watershed"] = Field(
+        description="objects: connected components, or components split at the necks of a "
+        "distance-transform watershed (touching particles)"
+    )
+    min_distance: int = Field(ge=1, description="watershed: least distance between centres, px")
+    iou: float = Field(ge=0.5, lt=1, description="a predicted and a reference object match above")
+
+
 class EvaluateConfig(Section):
     overlap: float = Field(ge=0, lt=1, description="sliding-window overlap fraction")
     blend: Literal["gaussian", "mean"] = Field(
@@ -21,6 +32,11 @@ class EvaluateConfig(Section):
         "validation"
     )
     min_area: int = Field(ge=0, description="drop predicted components below this (px)")
+    tta: Literal["none", "flips", "d4"] = Field(
+        description="test-time augmentation: probabilities averaged over flips or the 8 "
+        "dihedral views"
+    )
+    objects: ObjectsConfig
     bootstrap_resamples: int = Field(ge=100, description="for the 95% intervals")
     seed: int = Field(description="seeds the bootstrap")
 
@@ -40,6 +56,27 @@ class EvaluateConfig(Section):
         return number
 
 
+class RegistryConfig(Section):
+    """The MLflow model registry entry the report stage keeps (:mod:`segbench.registry`)."""
+
+    enabled: bool = Field(description="register the reference model and move the alias to it")
+    name: str | None = Field(
+        min_length=1, description="registered model name; null = segbench-<dataset>"
+    )
+    alias: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", description="the alias the reference model holds"
+    )
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, value: str) -> str:
+        # MLflow reserves "latest" and version-like aliases ("v3") for itself.
+        if value.lower() == "latest" or (value[:1] in "vV" and value[1:].isdigit()):
+            raise ValueError(f"{value!r} is reserved by MLflow; choose another, e.g. champion")
+        return value
+
+
 class ReportConfig(Section):
     gallery_size: int = Field(ge=0, description="best and worst test images shown per model")
     alpha: float = Field(gt=0, lt=1, description="significance level, after Holm")
+    registry: RegistryConfig
