@@ -177,10 +177,11 @@ def test_the_report_has_every_section(real_report):
 
 
 @pytest.mark.slow
-def test_sweep_results_add_their_plot(real_report, tiny_data, tmp_path):
+def test_sweep_results_add_their_plot(real_report, tiny_data, tmp_path, monkeypatch):
     from segbench.report import report
 
     out, models = real_report
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{out.parent / 'mlflow.db'}")
     raw, _, params = tiny_data
     trials = [
         {"rank": r, "lr": lr, "batch_size": b, "val_dice": 0.5 + r / 100}

@@ -212,13 +212,15 @@ def build_report(root: Path) -> Path:
     assert sorted([*TRAINED, *COPIES]) == sorted([*params.models, *params.ensembles])
     assert len(TRAINED) + len(COPIES) == ROWS
     write_sweep(root / "sweeps")
-    report(
-        params,
-        raw_dir=root / "raw",
-        eval_dir=root / "eval",
-        sweeps_dir=root / "sweeps",
-        out_dir=root / "reports",
-    )
+    with pytest.MonkeyPatch.context() as mp:  # the store the reference is registered in
+        mp.setenv("MLFLOW_TRACKING_URI", seeded_store(root / "mlflow.db"))
+        report(
+            params,
+            raw_dir=root / "raw",
+            eval_dir=root / "eval",
+            sweeps_dir=root / "sweeps",
+            out_dir=root / "reports",
+        )
     return root / "reports" / "report.html"
 
 

@@ -33,7 +33,14 @@ from segbench.metrics import multiclass_row
 from segbench.report import pick_examples, read_confusion
 from segbench.reportcsv import csv_fields
 from segbench.reporttext import headline
-from tests.conftest import SHRINK, deep_update, only_models, real_params_raw, seeded_store
+from tests.conftest import (
+    SHRINK,
+    deep_update,
+    only_models,
+    real_params_raw,
+    seeded_store,
+    unregistered,
+)
 from tests.test_evalmetrics import example_metrics
 
 CLASSES = ["substrate", "phase_a", "phase_b"]
@@ -224,8 +231,8 @@ def phases_report(tmp_path_factory):
         for m in ("otsu", "unet"):
             train(m, params, root / "tiles", root / "models" / m)
             evaluate(root / "models" / m, params, root / "raw", root / "eval" / m)
-    _skipped(root / "eval", "sam_point")
-    report(params, raw_dir=root / "raw", eval_dir=root / "eval", out_dir=root / "reports")
+        _skipped(root / "eval", "sam_point")
+        report(params, raw_dir=root / "raw", eval_dir=root / "eval", out_dir=root / "reports")
     return root / "reports", root / "eval"
 
 
@@ -316,7 +323,12 @@ def test_a_colour_report_shows_its_images_in_colour(tmp_path):
         model / "metrics.json",
         _several(class_names=list(spec.names), n_images=len(rows), test_loss=None),
     )
-    report(params, raw_dir=tmp_path / "raw", eval_dir=tmp_path / "eval", out_dir=tmp_path / "rep")
+    report(
+        unregistered(params),
+        raw_dir=tmp_path / "raw",
+        eval_dir=tmp_path / "eval",
+        out_dir=tmp_path / "rep",
+    )
     gallery = sorted((tmp_path / "rep" / "figures").glob("gallery_otsu_*.jpg"))
     assert gallery
     with Image.open(gallery[0]) as jpeg:

@@ -5,8 +5,8 @@ Output layout (``out_dir``)::
     report.html            self-contained page (every figure embedded: plots PNG, galleries JPEG)
     summary.md             the same content in Markdown, figures linked from figures/
     comparison.csv         one row per model: every figure of the table, unformatted
-    figures/               Pareto plot, training and threshold curves, sweep plots (PNG);
-                           gallery panels (JPEG)
+    figures/               Pareto plot, training and threshold curves, sweep plots, object
+                           sizes and counts (PNG); gallery panels (JPEG)
     plots/history/<m>.csv  per-epoch history of each trained model  (DVC plots data)
     plots/threshold/<m>.csv  validation Dice per threshold, for tuned models
     plots/pareto.csv       model, the primary metric, training seconds, parameters
@@ -14,8 +14,11 @@ Output layout (``out_dir``)::
 The primary metric (ranking, intervals, paired tests, Pareto plot, galleries) is Dice with two
 classes and per-image mIoU with several (:mod:`segbench.comparison`). Several classes add a
 per-class IoU table, a confusion-matrix figure per model (``figures/confusion_<m>.png``) and
-galleries coloured per class with a legend (``figures/legend.png``). Entries skipped on this
-data (``metrics.json`` ``{"skipped": reason}``) are listed with their reason, never read.
+galleries coloured per class with a legend (``figures/legend.png``). Two classes add the
+objects section where evaluate measured objects (:mod:`segbench.reportobjects`: object F1,
+panoptic quality, count error; ``figures/object_sizes.png``, ``figures/object_counts.png``).
+Entries skipped on this data (``metrics.json`` ``{"skipped": reason}``) are listed with their
+reason, never read.
 """
 
 from __future__ import annotations
@@ -57,8 +60,10 @@ from segbench.evalmetrics import PER_IMAGE_FILE, evaluate_stage, read_per_image
 from segbench.io import atomic_dir, read_csv, read_image, read_json, read_mask, write_csv
 from segbench.metrics import METRICS
 from segbench.modelcard import ModelCard
+from segbench.registry import register_reference
 from segbench.reportcsv import csv_fields, csv_row
 from segbench.reportextra import extra_sections
+from segbench.reportobjects import object_sections, tta_note
 from segbench.reporttext import banners, ensemble_note, headline, method_note
 
 __all__ = ["COLUMNS", "NOTES", "banners", "headline", "markdown_table", "report"]
@@ -300,6 +305,9 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
     )
     collapsed = collapsed_ensembles(names, eval_dir, params.ensembles)
     order = [r["model"] for r in rows]
+    # Before the report is written: a reference that cannot be registered stops the stage with
+    # nothing written, and the report states the version it registered.
+    registry = register_reference(rows, eval_dir, params)
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
         sweeps = Path(sweeps_dir) if sweeps_dir else None
@@ -318,6 +326,10 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
             alpha=params.report.alpha,
         )
         plots |= extra_plots
+        object_plots, objects = object_sections(
+            order, eval_dir, tmp / "figures", ensembles=params.ensembles
+        )
+        plots |= object_plots
         columns, details = table_columns(metric), detail_columns(metric)
         context = {
             "rows": rows,
@@ -337,6 +349,9 @@ def report(params: Params, *, raw_dir, eval_dir, out_dir, sweeps_dir=None) -> li
             "class_md": "" if spec.binary else class_iou_markdown(rows),
             "skipped": skipped,
             **extras,
+            **objects,
+            "tta_note": tta_note(rows),
+            "registry": registry,
             "dataset": read_json(raw_dir / "summary.json"),
             "source": params.data.source,
             "params": params.model_dump(mode="json"),
