@@ -241,6 +241,9 @@ def test_mlflow_serves_the_champion_the_report_registered(run):
         assert status == 400 and "shape" in body.get("message", ""), body
         status, body = post(url, {"inputs": [[["a", "b"], ["c", "d"]]]})
         assert status == 400 and body.get("message"), body
+        # 16-bit values for a model of 8-bit images: out of the signature's dtype.
+        status, body = post(url, {"inputs": [[[300, 1], [2, 60000]]]})
+        assert status == 400 and "out of bounds for uint8" in body.get("message", ""), body
 
 
 def test_a_second_repro_does_nothing_and_says_so(run):

@@ -22,6 +22,7 @@ with the reason.
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from pathlib import Path
 from typing import Any
 
@@ -142,17 +143,15 @@ def model_files(model_dir: Path, dest: Path) -> Path:
 def requirements() -> list[str]:
     """segbench's own dependencies, pinned to the versions installed (segbench itself is not
     on PyPI: serve with ``--env-manager local`` in its virtualenv)."""
-    from packaging.requirements import Requirement
-
     out = []
     for line in importlib.metadata.requires("segbench") or []:
-        req = Requirement(line)
-        if req.marker is not None:  # extras (pipeline, dev): not needed to predict
+        if "extra ==" in line:  # the pipeline and dev extras: not needed to predict
             continue
+        name = re.match(r"[A-Za-z0-9._-]+", line).group(0)
         try:
-            out.append(f"{req.name}=={importlib.metadata.version(req.name)}")
+            out.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
-            out.append(str(req))
+            out.append(line.split(";")[0].strip())
     return out
 
 
