@@ -33,8 +33,10 @@ def lab(tmp_path_factory):
 @pytest.mark.parametrize(
     ("case", "seed"),
     [
-        ("fetch", 0),
-        ("prepare", 1),
+        # make test kills one stage (evaluate: a model loaded, MLflow, several outputs); the
+        # data stages' cases run in make test-long.
+        pytest.param("fetch", 0, marks=long_only),
+        pytest.param("prepare", 1, marks=long_only),
         # A killed training also resumes in tests/test_training_loop.py (seconds, not 17 s).
         pytest.param("train", 0, marks=long_only),
         ("evaluate", 1),

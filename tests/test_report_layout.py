@@ -35,7 +35,9 @@ from tests.browser import (
 )
 from tests.conftest import SHRINK, deep_update, real_params_raw, seeded_store
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# ~30 s on 2 cores (every model trained or copied, then a browser): make test-long. make test
+# opens a report in the browser in tests/test_report_browser.py and tests/test_pipeline_e2e.py.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.long]
 
 WINDOW = (1280, 800)
 ROWS = 13  # every model and ensemble of params.yaml: build_report checks it

@@ -57,6 +57,9 @@ def assert_sizes_are_trains(rows: list[dict], mlflow_store: str) -> None:
             assert logged["params_total"] == int(row["params_total"]), row
 
 
+# ~30 s on 2 cores: make test-long. make test runs a real local Ray sweep in the end-to-end
+# pipeline (tests/test_pipeline_e2e.py, a grid of two trials).
+@pytest.mark.long
 def test_local_sweep_asha_stops_trailing_trials_and_mlflow_nests_them(
     tiny_data, small_params_raw, tmp_path, mlflow_store, capsys
 ):
