@@ -117,6 +117,20 @@ def only_models(raw: dict, models, ensembles=()) -> dict:
     return out
 
 
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``segbench ARGV`` in this process -> (exit status, stdout, stderr); status 0 when it
+    returns."""
+    from segbench.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def unregistered(params):
     """``params`` with ``report.registry.enabled: false``: for reports of hand-written
     evaluation directories, whose models are in no MLflow store."""

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from segbench.checkpoint import model_state
-from segbench.cli import main
 from segbench.config import parse_params
 from segbench.errors import SegbenchError
 from segbench.export import ExportCard, OnnxModel, export_onnx, load_onnx_predictor
@@ -26,7 +25,7 @@ from segbench.io import write_json
 from segbench.modelcard import EnsembleFit, ModelCard, TrainingSummary
 from segbench.predict import build_from_card, load_predictor
 from segbench.training.fit import model_card
-from tests.conftest import SHRINK, deep_update, real_params_raw
+from tests.conftest import SHRINK, deep_update, real_params_raw, run_cli
 from tests.test_evalmetrics import example_metrics
 
 # The module's model directories are made once per xdist worker.
@@ -228,17 +227,6 @@ def test_a_damaged_graph_is_refused_by_the_onnx_predictor(unet, tmp_path):
         load_onnx_predictor(copy)
     with pytest.raises(SegbenchError, match="not a segbench ONNX export"):
         load_onnx_predictor(tmp_path)
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``main(argv)`` -> (exit status, stdout, stderr); status 0 when main returns."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_takes_the_threshold_from_the_argument_over_the_evaluation(unet, tmp_path, capsys):

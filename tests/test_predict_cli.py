@@ -22,11 +22,10 @@ import tifffile
 import torch
 from PIL import Image
 
-from segbench.cli import main
 from segbench.io import read_json
 from segbench.predict_folder import predict_folder
 from segbench.training import train
-from tests.conftest import seeded_store
+from tests.conftest import run_cli, seeded_store
 
 # The module's tests share its trained models: on one xdist worker they are trained once.
 pytestmark = pytest.mark.xdist_group("predict_models")
@@ -95,17 +94,6 @@ def read_png(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     assert image is not None, f"{path} is not a readable PNG"
     return image
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``main(argv)`` -> (exit status, stdout, stderr); status 0 when main returns."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_unet_masks_are_binary_at_each_images_own_size(models, tmp_path, capsys):
