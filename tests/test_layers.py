@@ -46,6 +46,7 @@ LAYERS = [
         "postprocess",
         "threshold",
         "figures",
+        "objectfigures",
         "cardloss",
         "skipped",
         "objects",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segbench import figures
+from segbench import objectfigures
 from segbench.config import parse_params
 from segbench.errors import SegbenchError
 from segbench.evalobjects import OBJECT_ROW_FIELDS
@@ -202,7 +202,10 @@ def test_the_settings_say_where_objects_came_from_and_how_they_were_matched():
         {
             "model": m,
             **object_metrics(
-                objects_reference="instances", objects_split="watershed", objects_iou=0.6
+                objects_reference="instances",
+                objects_split="watershed",
+                objects_iou=0.6,
+                objects_min_distance=7,
             ),
         }
         for m in ("a", "b")
@@ -211,6 +214,7 @@ def test_the_settings_say_where_objects_came_from_and_how_they_were_matched():
     assert (
         "watershed" in text and "the data's instance labels" in text and "IoU exceeds 0.6" in text
     )
+    assert "at least 7 px apart" in text
     assert not text.startswith("a, b:")  # one setting: said once
     mixed = settings_text([rows[0], shed[0]])
     assert mixed.startswith("unet: Predicted objects") and " a: Predicted objects" in mixed
@@ -288,12 +292,12 @@ def test_a_damaged_objects_file_names_itself_and_its_stage(tmp_path):
 
 
 def test_the_size_bins_are_shared_and_logarithmic():
-    edges = figures.log_bins([np.array([2.0, 4.0]), np.array([50.0]), np.array([])], 10)
+    edges = objectfigures.log_bins([np.array([2.0, 4.0]), np.array([50.0]), np.array([])], 10)
     assert len(edges) == 11 and edges[0] == 2.0 and edges[-1] >= 50.0
     ratios = edges[1:] / edges[:-1]
     assert np.allclose(ratios, ratios[0])  # equal widths on a log axis
-    assert figures.log_bins([np.array([]), np.array([])]) is None
-    one = figures.log_bins([np.array([5.0, 5.0])], 4)
+    assert objectfigures.log_bins([np.array([]), np.array([])]) is None
+    one = objectfigures.log_bins([np.array([5.0, 5.0])], 4)
     assert one[0] < 5.0 < one[-1]
 
 
@@ -387,6 +391,11 @@ def test_the_two_class_summary_has_the_objects_section(binary_report):
     assert "![object sizes, predicted against reference](figures/object_sizes.png)" in section
     assert "(figures/object_counts.png)" in section
     assert "Test-time augmentation: unet, sam_box: horizontal and vertical flips" in summary
+    # comparison.csv carries the object figures and the TTA setting beside the table's.
+    rows = {r["model"]: r for r in read_csv(binary_report / "comparison.csv")}
+    assert rows["unet"]["tta"] == "flips" and rows["otsu"]["tta"] == "none"
+    assert float(rows["unet"]["obj_f1"]) == pytest.approx(object_metrics()["obj_f1"])
+    assert rows["otsu"]["obj_f1"] == "" and rows["otsu"]["n_pred_objects"] == "0"
 
 
 def test_several_classes_have_no_objects_section_and_say_why(tmp_path):

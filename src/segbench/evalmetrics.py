@@ -167,6 +167,7 @@ class EvalMetrics(BaseModel):
     objects_reference: Literal["instances", "components"] | None = None
     objects_split: Literal["none", "watershed"] | None = None
     objects_iou: float | None = Field(default=None, ge=0.5, lt=1)
+    objects_min_distance: int | None = Field(default=None, ge=1)  # watershed marker spacing, px
     obj_precision: Figure = None
     obj_recall: Figure = None
     obj_f1: Figure = None

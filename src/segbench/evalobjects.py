@@ -92,6 +92,7 @@ class ObjectTally:
             "objects_reference": "instances" if self.instances_used else "components",
             "objects_split": self.split,
             "objects_iou": self.iou,
+            "objects_min_distance": self.min_distance,
             "n_ref_objects": int(sum(r["n_ref_objects"] for r in rows)),
             "n_pred_objects": int(sum(r["n_pred_objects"] for r in rows)),
         }

@@ -47,12 +47,31 @@ CSV_FIELDS = [
     "train_peak_memory_mb",
     "images_per_second",
     "device",
+    "tta",
+    # Objects (two classes; empty cells with several): segbench.evalobjects.
+    "obj_f1",
+    "obj_f1_ci_low",
+    "obj_f1_ci_high",
+    "pq",
+    "pq_ci_low",
+    "pq_ci_high",
+    "count_mae",
+    "count_mae_ci_low",
+    "count_mae_ci_high",
+    "count_bias",
+    "count_bias_ci_low",
+    "count_bias_ci_high",
+    "n_pred_objects",
+    "n_ref_objects",
     "notes",
     "reference",
     "oracle_prompts",
     "random_init",
     "scratch_decoder",
 ]
+
+
+OBJECT_FIELDS = CSV_FIELDS[CSV_FIELDS.index("obj_f1") : CSV_FIELDS.index("notes")]
 
 
 def csv_fields(metric: str = "dice", class_names: list[str] = ()) -> list[str]:
@@ -64,7 +83,12 @@ def csv_fields(metric: str = "dice", class_names: list[str] = ()) -> list[str]:
     lead = ["model", "score", "score_ci_low", "score_ci_high", "score_metric", "val_score"]
     lead += ["miou", "miou_ci_low", "miou_ci_high", "miou_std"]
     rest = [
-        f for f in CSV_FIELDS if f not in lead and not f.startswith("threshold") and f != "dice_all"
+        f
+        for f in CSV_FIELDS
+        if f not in lead
+        and not f.startswith("threshold")
+        and f != "dice_all"
+        and f not in OBJECT_FIELDS
     ]
     per_class = [
         f"iou_{name}{part}" for name in class_names for part in ("", "_ci_low", "_ci_high", "_n")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segbench import figures
+from segbench import objectfigures
 from segbench.comparison import fmt
 from segbench.errors import SegbenchError
 from segbench.evalmetrics import PER_IMAGE_FILE, EvalMetrics, evaluate_stage, read_per_image
@@ -124,15 +124,21 @@ def settings_text(rows: list[dict]) -> str:
     source, split and IoU threshold)."""
     groups: dict[tuple, list[str]] = {}
     for row in rows:
-        key = (row["objects_reference"], row["objects_split"], row["objects_iou"])
+        key = (
+            row["objects_reference"],
+            row["objects_split"],
+            row["objects_iou"],
+            row.get("objects_min_distance"),
+        )
         groups.setdefault(key, []).append(row["model"])
     parts = []
-    for (reference, split, iou), names in groups.items():
+    for (reference, split, iou, spacing), names in groups.items():
         found = "8-connected components of the predicted mask"
         if split == "watershed":
+            apart = f", at least {spacing} px apart" if spacing else ""
             found += (
                 ", touching objects split by a distance-transform watershed (one marker per "
-                "peak of the distance to the background)"
+                f"peak of the distance to the background{apart})"
             )
         if reference == "instances":
             ref = (
@@ -241,8 +247,8 @@ def object_sections(
         )
         counts[name] = _counts(per_image, eval_dir / name / PER_IMAGE_FILE, stage=stages[name])
     plots = {
-        "object_sizes": figures.size_histograms(sizes, Path(fig_dir) / "object_sizes.png"),
-        "object_counts": figures.count_scatter(counts, Path(fig_dir) / "object_counts.png"),
+        "object_sizes": objectfigures.size_histograms(sizes, Path(fig_dir) / "object_sizes.png"),
+        "object_counts": objectfigures.count_scatter(counts, Path(fig_dir) / "object_counts.png"),
     }
     context = {
         "rows": rows,
