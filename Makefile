@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(abspath .prefect)
 
-.PHONY: setup lock run test test-long test-fast bench bench-sliding bench-sweep bench-faults bench-multiclass lint format clean
+.PHONY: setup lock run test test-long test-fast bench bench-sliding bench-sweep bench-faults bench-multiclass bench-serving lint format clean
 
 setup: $(STAMP)
 
@@ -83,6 +83,11 @@ bench-multiclass: setup
 	@test -d .bench-deps/torchmetrics/torchmetrics || python -m pip install --no-deps --upgrade \
 		--target .bench-deps/torchmetrics torchmetrics==$(TORCHMETRICS_VERSION) lightning-utilities==0.15.3
 	python benchmarks/multiclass_metrics.py
+
+# The champion served over loopback against in-process, ONNX Runtime against torch (~3 min on 2
+# cores). Needs `make run` first: it serves the model the report registered.
+bench-serving: setup
+	python benchmarks/serving.py
 
 # kill -9 of every stage at seeded random moments, then a rerun (~12 min on 2 cores).
 FAULTS_ARGS ?= --seeds 10 --dvc
