@@ -47,7 +47,7 @@ def shrink(raw: dict) -> dict:
     if data["source"] != "synthetic":
         data.update(source="synthetic", path=None, classes=None, ignore_values=[])
         data["synthetic"]["domain"] = STAND_IN_DOMAIN
-        data["mask"] = {"value": None, "threshold": None}
+        data["mask"] = {"value": None, "threshold": None, "instances": "auto"}
     raw["prepare"].update(scale=0.5, tile_size=64, stride=64, overlap=None, random_crops=1)
     raw["prepare"]["augment"]["factor"] = 1
     raw["train"].update(
