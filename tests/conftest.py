@@ -171,9 +171,19 @@ LONGEST_FIRST = (
     "test_pipeline_e2e.py",  # ~125 s: the whole pipeline through Prefect and DVC
     "test_deploy.py",  # ~50 s: a real Prefect server
     "test_training_loop.py",  # ~37 s: two-process DDP
-    "test_zygote.py",
-    "test_flow.py",
+    "test_zygote.py",  # ~20 s
+    "test_flow.py",  # 10-12 s each from here on
     "test_dependencies.py",
+    "test_edges.py",
+    "test_report.py",
+    "test_study.py",
+    "test_predict_cli.py",
+    "test_export.py",
+    "test_evaluate.py",
+    "test_evalmetrics.py",
+    "test_ensemble.py",
+    "test_folds.py",
+    "test_repeats.py",
 )
 
 
