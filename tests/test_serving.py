@@ -5,6 +5,8 @@ champion a pipeline registered: tests/test_pipeline_e2e.py.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,9 @@ def test_the_logged_pyfunc_predicts_what_the_predictor_predicts(evaluated, monke
     run = mlflow.MlflowClient(store).get_run(ModelCard.read(eval_dir / name).mlflow_run_id)
     assert MODEL_URI_TAG in run.data.tags, "evaluate logged no model"
     model = mlflow.pyfunc.load_model(run.data.tags[MODEL_URI_TAG])
+    # Logged as code, not as a pickle: loading it unpickles nothing.
+    local = Path(mlflow.artifacts.download_artifacts(run.data.tags[MODEL_URI_TAG]))
+    assert not list(local.rglob("*.pkl")) and list(local.rglob("segbench_model.py"))
     assert model.metadata.get_params_schema() is not None  # threshold, min_area
     predictor = load_predictor(eval_dir.parent / "models" / name)
     image, _ = _test_images(raw)[0]

@@ -36,6 +36,13 @@ from segbench.modelcard import CARD_FILE, ModelCard
 from segbench.tracking import MODEL_URI_TAG
 
 MODEL_NAME = "model"  # the logged model's name in its run
+# The logged model's code (MLflow's "models from code"): it names segbench's class.
+_MODEL_SCRIPT = """from mlflow.models import set_model
+
+from segbench.pyfunc import SegbenchModel
+
+set_model(SegbenchModel())
+"""
 # What a model directory needs to be rebuilt: the card and the weights (never last.pt, the
 # resumable checkpoint with the optimiser's state, nor the other seeds in repeats/).
 _MODEL_FILES = (CARD_FILE, "weights.pt", "state.json")
@@ -71,7 +78,6 @@ class SegbenchModel(PythonModel):
             card=card,
         )
         self.threshold, self.min_area = float(cfg["threshold"]), int(cfg["min_area"])
-        self.dtype = np.dtype(cfg["dtype"])
 
     def predict(
         self, context, model_input: np.ndarray, params: dict[str, Any] | None = None
@@ -98,23 +104,11 @@ class SegbenchModel(PythonModel):
         return np.stack(masks)
 
     def check(self, model_input) -> np.ndarray:
-        """The batch as an array of the model's dtype, or HTTP 400 saying what is wrong."""
+        """The batch, or HTTP 400 for images with no pixels. Shape, channels and dtype are the
+        logged signature's to check: MLflow enforces it before :meth:`predict` is called."""
         images = np.asarray(model_input)
-        rgb = self.predictor.channels == "rgb"
-        want = "(N, H, W, 3)" if rgb else "(N, H, W)"
-        ok_shape = images.ndim == 4 and images.shape[-1] == 3 if rgb else images.ndim == 3
-        if not ok_shape:
-            raise _bad(
-                f"{self.predictor.name} takes a batch of {self.predictor.channels} images "
-                f"shaped {want}; got an array shaped {images.shape}"
-            )
-        if images.dtype != self.dtype:
-            raise _bad(
-                f"{self.predictor.name} takes {self.dtype} images (as it was trained on); got "
-                f"{images.dtype}"
-            )
-        if min(images.shape[1:3]) < 1:
-            raise _bad(f"empty images: shape {images.shape}")
+        if images.ndim < 3 or min(images.shape[1:3]) < 1:
+            raise _bad(f"{self.predictor.name}: images with no pixels (shape {images.shape})")
         return images
 
 
@@ -189,11 +183,15 @@ def log_pyfunc(
     checkpoint = getattr(card.entry, "checkpoint", None)
     if checkpoint:
         artifacts["sam_checkpoint"] = str(checkpoint)
+    # "Models from code": MLflow keeps this script, not a pickle of the model object, so that
+    # loading the model unpickles nothing (the weights load with weights_only=True).
+    script = work / "segbench_model.py"
+    script.write_text(_MODEL_SCRIPT)
     info = mlflow.pyfunc.log_model(
         name=MODEL_NAME,
-        python_model=SegbenchModel(),
+        python_model=str(script),
         artifacts=artifacts,
-        model_config={**settings, "dtype": str(batch.dtype)},
+        model_config=settings,
         signature=signature,
         input_example=(batch, {"threshold": float(settings["threshold"])}),
         pip_requirements=requirements(),
