@@ -74,6 +74,7 @@ LAYERS = [
         "reportextra",
         "reporttext",
         "reportobjects",
+        "reportsweep",
         "comparison",
         "registry",
     },

@@ -13,7 +13,7 @@ from segbench.classes import BINARY, write_classes
 from segbench.config import parse_params
 from segbench.errors import SegbenchError
 from segbench.io import write_csv, write_json
-from segbench.report import _sweep
+from segbench.reportsweep import sweep_figure
 from segbench.sam.build import get_variant
 
 
@@ -120,4 +120,4 @@ def test_the_report_plots_the_sizes_trials_csv_holds(tmp_path):
     write_csv(sweeps / "trials.csv", rows, list(rows[0]))
     columns = {"model.rank": "rank", "train.lr": "lr"}
     write_json(sweeps / "best.json", {"model": "sam_lora", "columns": columns, "config": {}})
-    assert panels(_sweep(sweeps, tmp_path)) == 3
+    assert panels(sweep_figure(sweeps, tmp_path)) == 3

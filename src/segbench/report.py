@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
-from collections import Counter
 from pathlib import Path
 
 import jinja2
@@ -64,11 +63,10 @@ from segbench.registry import register_reference
 from segbench.reportcsv import csv_fields, csv_row
 from segbench.reportextra import extra_sections
 from segbench.reportobjects import object_sections, tta_note
+from segbench.reportsweep import sweep_figure, sweep_summary
 from segbench.reporttext import banners, ensemble_note, headline, method_note
 
 __all__ = ["COLUMNS", "NOTES", "banners", "headline", "markdown_table", "report"]
-
-SWEEP_KNOBS = ("rank", "lr", "batch_size")  # plotted when a sweep's trials.csv has them
 
 
 def _display(image: np.ndarray, params: Params) -> np.ndarray:
@@ -162,53 +160,6 @@ def read_confusion(eval_dir: Path, names: list[str], *, stage: str) -> np.ndarra
     return matrix
 
 
-def sweep_summary(sweeps_dir: Path | None) -> dict | None:
-    """The sweep in ``sweeps_dir`` for the report: its trials (best first), the swept columns
-    (from ``best.json``, else the usual knobs), the metric and the best trial; None if no
-    sweep ran (or it was disabled)."""
-    trials_csv = sweeps_dir / "trials.csv" if sweeps_dir else None
-    if trials_csv is None or not trials_csv.is_file():
-        return None
-    trials = read_csv(trials_csv)
-    if not trials:
-        return None
-    best_json = sweeps_dir / "best.json"
-    best = read_json(best_json) if best_json.is_file() else {}
-    metric = next(
-        (m for m in ("best_val_score", "best_val_dice", "val_dice", "dice") if m in trials[0]),
-        None,
-    )
-    knobs = list(best.get("columns", {}).values()) or [k for k in SWEEP_KNOBS if k in trials[0]]
-    if metric is None or not knobs:
-        return None
-
-    def score(t):
-        try:
-            return float(t[metric])
-        except (TypeError, ValueError):
-            return -math.inf
-
-    counts = Counter(t.get("status", "") for t in trials)
-    return {
-        "trials": sorted(trials, key=score, reverse=True),
-        "knobs": knobs,
-        "metric": metric,
-        "best": best,
-        "counts": counts,
-    }
-
-
-def _sweep(sweeps_dir: Path | None, fig_dir: Path) -> Path | None:
-    """Dice against each swept knob and the trials' trainable parameters, if a sweep wrote
-    ``trials.csv``."""
-    summary = sweep_summary(sweeps_dir)
-    if summary is None:
-        return None
-    return figures.sweep_scatter(
-        summary["trials"], summary["knobs"], fig_dir / "sweep.png", metric=summary["metric"]
-    )
-
-
 def _figures(
     rows, names: list[str], eval_dir: Path, sweeps_dir, tmp: Path, *, metric: str = "dice"
 ) -> dict[str, Path]:
@@ -264,7 +215,7 @@ def _figures(
             ylabel="validation Dice (all images), mean per image",
             title="Threshold tuning on the validation images",
         )
-    sweep = _sweep(sweeps_dir, fig_dir)
+    sweep = sweep_figure(sweeps_dir, fig_dir)
     if sweep is not None:
         out["sweep"] = sweep
     return out
