@@ -28,6 +28,7 @@ from segbench.errors import SegbenchError
 from segbench.evalmetrics import PER_IMAGE_FILE, EvalMetrics, evaluate_stage, read_per_image
 from segbench.evalobjects import OBJECTS_FILE
 from segbench.io import read_csv
+from segbench.tta import TTA_DESCRIPTIONS
 
 SOURCES = ("reference", "prediction")
 PER_IMAGE_COUNTS = ("id", "n_ref_objects", "n_pred_objects")  # per_image.csv's object counts
@@ -44,19 +45,6 @@ OBJECT_COLUMNS = [
     ("totals", "objects predicted / reference"),
     ("notes", "notes"),
 ]
-
-# Test-time augmentation (metrics.json ``tta``) in the report's words.
-TTA_WORDS = {
-    "none": "none (each image predicted once)",
-    "flips": (
-        "horizontal and vertical flips (4 views: as is, flipped left-right, up-down and both), "
-        "the probabilities averaged after undoing each flip"
-    ),
-    "d4": (
-        "the 8 dihedral transforms (rotations by 0, 90, 180 and 270 degrees, each with and "
-        "without a flip), the probabilities averaged after undoing each"
-    ),
-}
 
 
 def _missing(value) -> bool:
@@ -270,5 +258,7 @@ def tta_note(rows: list[dict]) -> str:
     for row in rows:
         groups.setdefault(row.get("tta") or "none", []).append(row["model"])
     if len(groups) <= 1:
-        return f"{TTA_WORDS[next(iter(groups), 'none')]}, for every model."
-    return "; ".join(f"{', '.join(names)}: {TTA_WORDS[t]}" for t, names in groups.items()) + "."
+        return f"{TTA_DESCRIPTIONS[next(iter(groups), 'none')]}, for every model."
+    return (
+        "; ".join(f"{', '.join(names)}: {TTA_DESCRIPTIONS[t]}" for t, names in groups.items()) + "."
+    )

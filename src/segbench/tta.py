@@ -22,10 +22,17 @@ TTA_VIEWS: dict[str, tuple[View, ...]] = {
     "d4": tuple((k, flip) for flip in (False, True) for k in range(4)),
 }
 TTA_MODES = tuple(TTA_VIEWS)
+# In words, for the report and the export's model card.
 TTA_DESCRIPTIONS = {
-    "none": "none",
-    "flips": "4 views (identity, left-right, up-down and both flips), probabilities averaged",
-    "d4": "the 8 rotations and reflections of the square, probabilities averaged",
+    "none": "none (each image predicted once)",
+    "flips": (
+        "horizontal and vertical flips (4 views: as is, flipped left-right, up-down and both), "
+        "the probabilities averaged after undoing each flip"
+    ),
+    "d4": (
+        "the 8 dihedral transforms (rotations by 0, 90, 180 and 270 degrees, each with and "
+        "without a flip), the probabilities averaged after undoing each"
+    ),
 }
 
 
