@@ -265,16 +265,17 @@ def _write_objects(out: Path, stem: str, mask: np.ndarray, split: str, min_dista
 
 
 def _atomic(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary name beside ``path`` (same suffix), then rename: a killed
-    run leaves no truncated file under the final name."""
+    """``write(tmp)`` to a temporary name beside ``path``, then rename: a killed run leaves no
+    truncated file under the final name. The temporary name keeps the suffix (OpenCV and
+    tifffile pick the format from it)."""
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
+    except OSError as exc:  # the folder went away, filled up or turned read-only mid-run
         raise SegbenchError(f"{path}: could not write it ({exc.strerror or exc})") from None
     finally:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # a failed clean-up must not hide the reason
             tmp.unlink(missing_ok=True)
 
 
@@ -311,27 +312,19 @@ def _read(path: Path) -> np.ndarray:
 def _write_atomic(
     path: Path, array: np.ndarray, *, rgb: bool = False, num_classes: int = 2
 ) -> None:
-    """Write a mask ({0, 255}, or class indices) or an RGB overlay under a temporary name in the
-    same folder, then rename it: a run killed mid-write leaves no truncated PNG under the final
-    name."""
+    """Write a mask ({0, 255}, or class indices) or an RGB overlay as a PNG, through
+    :func:`_atomic`: a run killed mid-write leaves no truncated PNG under the final name."""
     import cv2
 
     from segbench.io import write_mask
 
-    # The temporary name ends in .png because OpenCV picks the encoder from the suffix.
-    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}.png")
-    try:
-        if rgb:
-            if not cv2.imwrite(str(tmp), np.ascontiguousarray(array[..., ::-1])):  # cv2: BGR
-                raise SegbenchError(
-                    f"{path}: could not write the overlay (check the folder's free space and "
-                    "permissions)"
-                )
-        else:
+    def write(tmp: Path) -> None:
+        if not rgb:
             write_mask(tmp, array, num_classes)
-        os.replace(tmp, path)
-    except OSError as exc:  # the folder went away, filled up or turned read-only mid-run
-        raise SegbenchError(f"{path}: could not write it ({exc.strerror or exc})") from None
-    finally:
-        with contextlib.suppress(OSError):  # a failed clean-up must not hide the reason
-            tmp.unlink(missing_ok=True)
+        elif not cv2.imwrite(str(tmp), np.ascontiguousarray(array[..., ::-1])):  # cv2: BGR
+            raise SegbenchError(
+                f"{path}: could not write the overlay (check the folder's free space and "
+                "permissions)"
+            )
+
+    _atomic(path, write)
